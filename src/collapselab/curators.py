@@ -1,0 +1,195 @@
+"""Curators: what filters the previous model's samples before they are trained on.
+
+A curator draws its candidates from the model itself, so it decides how many it needs: the count-based
+ones oversample and keep exactly the requested number per chain (training sizes stay as the regime
+says); ``knowledge_ball`` in ``quota`` mode redraws each rejected sample (at the same covariates) until
+it is accepted, as the authors' code does; in ``filter`` mode it keeps a variable number per chain by
+giving rejected samples weight 0.
+
+| curator | keeps |
+|---|---|
+| none | every sample |
+| likelihood_truncation(q) | draws n/(1-q), drops the most likely q fraction under the model |
+| knowledge_ball(delta, radius) | (x, y) with abs(y - x.theta_c) <= radius*norm(x) + sigma_c (Yi et al.) |
+| top_k(reward, fraction) | draws n/fraction, keeps the n best by reward |
+| luce_choice(K, reward) | one of K candidates with probability proportional to exp(reward) (Ferbach et al.) |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from collapselab.data.base import Source
+from collapselab.families.base import Family
+from collapselab.regimes import Request
+from collapselab.rewards import RewardSettings
+from collapselab.samples import SampleSet, concat
+
+
+class CurationError(RuntimeError):
+    """A curator could not produce its samples (e.g. a verifier that accepts almost nothing)."""
+
+
+@dataclass
+class CuratorContext:
+    """What a curator may know besides the model: the data source (and so the truth, if known)."""
+
+    source: Source
+
+
+def draw(model: Family, request: Request, rng: np.random.Generator, factor: float = 1.0) -> SampleSet:
+    """Candidates from ``model``: ``ceil(count * factor)`` samples, or a rewrite of a template set
+    tiled ``ceil(factor)`` times."""
+    if isinstance(request, int):
+        return model.sample(math.ceil(request * factor - 1e-9), rng)
+    reps = math.ceil(factor - 1e-9)
+    return model.resample(request if reps == 1 else concat([request] * reps), rng)
+
+
+def request_size(request: Request) -> int:
+    return request if isinstance(request, int) else request.n
+
+
+def keep_best(cand: SampleSet, score: np.ndarray, count: int) -> SampleSet:
+    """The ``count`` candidates with the highest score per chain (kept in their drawn order)."""
+    idx = np.argsort(-score, axis=1, kind="stable")[:, :count]
+    return cand.take(np.sort(idx, axis=1))
+
+
+def per_sample_total(values: np.ndarray) -> np.ndarray:
+    """Sum per-token values over a sample's tokens: ``[C, n, ...]`` -> ``[C, n]``."""
+    return values if values.ndim == 2 else values.reshape(values.shape[0], values.shape[1], -1).sum(-1)
+
+
+class CuratorConfig(BaseModel):
+    """Base of all curators (``name`` selects one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+    def curate(self, model: Family, request: Request, rng: np.random.Generator,
+               ctx: CuratorContext) -> SampleSet:
+        raise NotImplementedError
+
+
+class NoCurator(CuratorConfig):
+    """Keep every sample."""
+
+    name: Literal["none"] = "none"
+
+    def curate(self, model, request, rng, ctx):
+        return draw(model, request, rng)
+
+
+class LikelihoodTruncation(CuratorConfig):
+    """Drop the most likely ``q`` fraction (draws ``n / (1 - q)`` candidates, keeps the n least likely)."""
+
+    name: Literal["likelihood_truncation"] = "likelihood_truncation"
+    q: float = Field(0.1, ge=0, lt=1)
+
+    def curate(self, model, request, rng, ctx):
+        cand = draw(model, request, rng, 1.0 / (1.0 - self.q))
+        return keep_best(cand, -per_sample_total(model.log_prob(cand)), request_size(request))
+
+
+class TopK(CuratorConfig):
+    """Keep the best ``fraction`` by a reward (draws ``n / fraction`` candidates, keeps the n best)."""
+
+    name: Literal["top_k"] = "top_k"
+    reward: RewardSettings
+    fraction: float = Field(0.5, gt=0, le=1)
+
+    def curate(self, model, request, rng, ctx):
+        cand = draw(model, request, rng, 1.0 / self.fraction)
+        return keep_best(cand, self.reward(cand), request_size(request))
+
+
+class LuceChoice(CuratorConfig):
+    """Ferbach et al.'s K-choice curation: of each K candidates keep one with probability
+    ``exp(r_i) / sum_j exp(r_j)`` (Bradley-Terry / Luce), sampled exactly by the Gumbel-max trick."""
+
+    name: Literal["luce_choice"] = "luce_choice"
+    K: int = Field(2, ge=1, le=1024)
+    reward: RewardSettings
+
+    def curate(self, model, request, rng, ctx):
+        count = request_size(request)
+        cand = draw(model, request, rng, float(self.K))
+        c = cand.n_chains
+        r = self.reward(cand)[:, : count * self.K].reshape(c, count, self.K)
+        choice = np.argmax(r + rng.gumbel(size=r.shape), axis=2)  # [C, count]
+        return cand.take(np.arange(count)[None, :] * self.K + choice)
+
+
+class KnowledgeBall(CuratorConfig):
+    """Yi et al.'s verifier for linear data: accept (x, y) iff ``abs(y - x.theta_c) <= radius*norm(x) + sigma_c``.
+
+    ``theta_c = theta* + delta * u`` (``u`` = ``direction`` normalised, default the first axis);
+    ``sigma_c = sigma * sqrt(2/pi)`` with sigma the true noise level. ``quota``: redraw each rejected
+    sample at the same x until accepted (at most ``max_rounds`` rounds); ``filter``: weight 0.
+    """
+
+    name: Literal["knowledge_ball"] = "knowledge_ball"
+    delta: float = Field(0.0, ge=0)
+    radius: float = Field(0.1, ge=0)
+    direction: list[float] | None = None
+    mode: Literal["quota", "filter"] = "quota"
+    max_rounds: int = Field(10_000, ge=1)
+
+    def center(self, theta_star: np.ndarray) -> np.ndarray:
+        """``theta_c = theta* + delta * u``."""
+        u = np.zeros_like(theta_star)
+        if self.direction is None:
+            u[0] = 1.0
+        else:
+            if len(self.direction) != len(theta_star):
+                raise ValueError(f"knowledge_ball.direction needs {len(theta_star)} entries")
+            u = np.asarray(self.direction, dtype=np.float64)
+            if not np.linalg.norm(u) > 0:
+                raise ValueError("knowledge_ball.direction must be non-zero")
+            u = u / np.linalg.norm(u)
+        return theta_star + self.delta * u
+
+    def accept(self, data: SampleSet, theta_c: np.ndarray, sigma: float) -> np.ndarray:
+        x = data["x"]
+        resid = np.abs(data["y"] - x @ theta_c)
+        return resid <= self.radius * np.linalg.norm(x, axis=-1) + sigma * math.sqrt(2.0 / math.pi)
+
+    def curate(self, model, request, rng, ctx):
+        truth = ctx.source.truth
+        if truth is None or not hasattr(truth, "theta"):
+            raise CurationError("knowledge_ball needs a linear data source with a known truth")
+        theta_c = self.center(truth.theta[0])
+        sigma = float(np.sqrt(truth.sigma2[0]))
+        cand = draw(model, request, rng)
+        ok = self.accept(cand, theta_c, sigma)
+        if self.mode == "filter":
+            return cand.with_weight(cand.weight * ok)
+        arrays = {k: v.copy() for k, v in cand.arrays.items()}
+        for _ in range(self.max_rounds):
+            pending = ~ok
+            width = int(pending.sum(axis=1).max())
+            if width == 0:
+                return SampleSet(arrays, cand.weight)
+            # redraw only the rejected slots: [C, width] positions (rows with fewer repeat a slot)
+            idx = np.argsort(~pending, axis=1, kind="stable")[:, :width]
+            valid = np.take_along_axis(pending, idx, axis=1)
+            current = SampleSet(arrays, cand.weight).take(idx)
+            new = model.resample(current, rng)
+            fill = valid & self.accept(new, theta_c, sigma)
+            rows, cols = np.nonzero(fill)
+            for k, v in arrays.items():
+                v[rows, idx[rows, cols]] = new[k][rows, cols]
+            ok[rows, idx[rows, cols]] = True
+        raise CurationError(f"knowledge_ball: {int((~ok).sum())} samples still rejected after "
+                            f"{self.max_rounds} rounds (acceptance too low)")
+
+
+CURATORS: tuple[type[CuratorConfig], ...] = (NoCurator, LikelihoodTruncation, TopK, LuceChoice, KnowledgeBall)
+CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall,
+                            Field(discriminator="name")]

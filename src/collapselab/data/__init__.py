@@ -1,0 +1,42 @@
+"""Real data sources and known-truth toys, selected by ``data.source`` in an experiment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from collapselab.data.base import FiniteSource, RealPool, Source, SourceConfig, TruthSource
+from collapselab.data.digits import Digits, DigitsConfig
+from collapselab.data.shakespeare import Shakespeare, ShakespeareConfig
+from collapselab.data.truth import (
+    CategoricalTruth,
+    CategoricalTruthConfig,
+    GaussianTruth,
+    GaussianTruthConfig,
+    GMMTruth,
+    GMMTruthConfig,
+    LinearTruth,
+    LinearTruthConfig,
+)
+
+SOURCES: dict[str, type[Source]] = {
+    "gaussian": GaussianTruth,
+    "gmm": GMMTruth,
+    "linear": LinearTruth,
+    "categorical": CategoricalTruth,
+    "digits": Digits,
+    "shakespeare": Shakespeare,
+}
+
+DataSettings = Annotated[GaussianTruthConfig | GMMTruthConfig | LinearTruthConfig | CategoricalTruthConfig
+                         | DigitsConfig | ShakespeareConfig, Field(discriminator="source")]
+
+
+def make_source(config: SourceConfig, heldout: int) -> Source:
+    """The data source for ``config`` with ``heldout`` held-out samples."""
+    return SOURCES[config.source](config, heldout)
+
+
+__all__ = ["SOURCES", "DataSettings", "FiniteSource", "RealPool", "Source", "SourceConfig", "TruthSource",
+           "make_source"]

@@ -1,0 +1,32 @@
+"""Families of generative models, all behind one protocol (:class:`collapselab.families.base.Family`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from collapselab.families.base import Family, FamilyConfig
+from collapselab.families.categorical import Categorical, CategoricalConfig
+from collapselab.families.gaussian import Gaussian, GaussianConfig
+from collapselab.families.gmm import GMM, GMMConfig
+from collapselab.families.linear import Linear, LinearConfig
+
+FAMILIES: dict[str, type[Family]] = {
+    "gaussian": Gaussian,
+    "gmm": GMM,
+    "linear": Linear,
+    "categorical": Categorical,
+}
+
+FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig,
+                           Field(discriminator="name")]
+
+
+def make_family(config: FamilyConfig, n_chains: int, spec: dict) -> Family:
+    """An unfitted family of ``config.name`` holding ``n_chains`` chains for data described by ``spec``."""
+    return FAMILIES[config.name](config, n_chains, spec)
+
+
+__all__ = ["FAMILIES", "GMM", "Categorical", "CategoricalConfig", "Family", "FamilyConfig", "FamilySettings",
+           "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "make_family"]

@@ -1,0 +1,125 @@
+"""The one protocol every family implements (sklearn's fit / sample / score spirit).
+
+A family object holds the parameters of ``C`` chains at once (a leading chain axis on every array),
+so cheap families run many seeds as one array program; a torch family is simply one with ``C = 1``.
+
+- ``fit(data, weights=None, init=None, rng=...)`` refits **in place** and returns ``self``. ``weights``
+  (``[C, n]`` or per token ``[C, n, ...]``) are per-sample loss weights ``w(u)``, multiplied with the
+  data's own curation weights. ``init`` is a model to warm start from (the regime decides); context
+  fixed at the first fit (e.g. the real design of ``linear``) is kept for the chain's life.
+- ``sample(n, rng)`` draws ``n`` samples per chain; ``resample(like, rng)`` draws fresh samples with the
+  same conditioning as ``like`` (covariates, prompts) - for unconditional families, ``sample(like.n)``.
+- ``log_prob(data)`` is the per-sample (or per-token) log-likelihood; ``confidence(data)`` is ``u`` in
+  [0, 1] (the probability of the observed symbol, or the density-quantile confidence
+  ``u(x) = P_model(p(X) < p(x))`` for continuous families).
+- ``state_dict()`` / ``load_state_dict()``: arrays only, each with the leading chain axis.
+
+Data may carry a chain axis of 1 (e.g. a shared held-out set); it broadcasts against the model's C.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from collapselab.samples import SampleSet
+
+
+class FamilyConfig(BaseModel):
+    """Base for family settings in an experiment (``name`` selects the family)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+class Family(abc.ABC):
+    """Abstract base of all families; see the module docstring for the protocol."""
+
+    name: ClassVar[str]
+    #: names of the arrays a sample of this family holds (checked against data sources).
+    sample_keys: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: FamilyConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
+        self.config = config
+        self.n_chains = int(n_chains)
+        self.spec = dict(spec)
+
+    # -- protocol ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
+            rng: np.random.Generator | None = None) -> Self:
+        """Fit (in place) to ``data`` with optional per-sample weights; returns ``self``."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
+        """``n`` samples per chain."""
+
+    def resample(self, like: SampleSet, rng: np.random.Generator) -> SampleSet:
+        """Fresh samples with the conditioning of ``like`` (unconditional: ``sample(like.n)``)."""
+        return self.sample(like.n, rng)
+
+    @abc.abstractmethod
+    def log_prob(self, data: SampleSet) -> np.ndarray:
+        """Per-sample (or per-token) log-likelihood, ``[C, n]`` (or ``[C, n, ...]``)."""
+
+    @abc.abstractmethod
+    def confidence(self, data: SampleSet) -> np.ndarray:
+        """``u`` in [0, 1] per sample (or per token), the input of every u-loss."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters (and kept context) as arrays with a leading chain axis."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> Self:
+        """Restore from :meth:`state_dict` (bitwise)."""
+
+    # -- helpers shared by all families ---------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.state_dict())
+
+    def finite_chains(self) -> np.ndarray:
+        """``[C]`` bool: chains whose parameters are all finite."""
+        ok = np.ones(self.n_chains, dtype=bool)
+        for v in self.state_dict().values():
+            if np.issubdtype(v.dtype, np.floating):
+                ok &= np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+        return ok
+
+    def chains(self, index: np.ndarray | slice) -> Self:
+        """A new model holding a subset of the chains (or ``[0]*C`` to tile a single chain)."""
+        state = {k: v[index] for k, v in self.state_dict().items()}
+        n = len(next(iter(state.values()))) if state else self.n_chains
+        return type(self)(self.config, n, self.spec).load_state_dict(state)
+
+    def tile(self, n_chains: int) -> Self:
+        """A single-chain model repeated over ``n_chains`` chains (used for the known truth)."""
+        if self.n_chains != 1:
+            raise ValueError("tile() needs a single-chain model")
+        return self.chains(np.zeros(n_chains, dtype=np.int64))
+
+
+def combine_weights(data: SampleSet, weights: np.ndarray | None) -> np.ndarray:
+    """Data's curation weights times the loss weights, shaped like ``weights`` (or ``[C, n]``)."""
+    if weights is None:
+        return data.weight
+    weights = np.asarray(weights, dtype=np.float64)
+    return data.broadcast_weight(weights) * weights
+
+
+def per_sample(weights: np.ndarray) -> np.ndarray:
+    """Collapse per-token weights ``[C, n, ...]`` to per-sample ``[C, n]`` (mean over tokens)."""
+    return weights if weights.ndim == 2 else weights.reshape(weights.shape[0], weights.shape[1], -1).mean(-1)
+
+
+def check_keys(family: type[Family] | Family, data: SampleSet) -> None:
+    """Raise ``ValueError`` when ``data`` lacks the arrays the family needs."""
+    missing = [k for k in family.sample_keys if k not in data.arrays]
+    if missing:
+        raise ValueError(f"{family.name} family needs sample arrays {list(family.sample_keys)}, "
+                         f"got {list(data.arrays)}")

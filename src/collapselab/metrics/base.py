@@ -1,0 +1,90 @@
+"""Metric registry: each metric maps a fitted model (C chains) to one number per chain.
+
+Every metric is measured against held-out **real** data or the known truth. A metric declares which
+sample kinds it applies to and whether it needs a known truth, so an experiment asking for a metric
+that cannot be computed is rejected before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from collapselab.curators import CuratorConfig
+from collapselab.data.base import Source
+from collapselab.families.base import Family
+from collapselab.samples import SampleSet
+
+
+@dataclass
+class MetricContext:
+    """Inputs of a metric besides the model."""
+
+    source: Source
+    heldout: SampleSet
+    rng: np.random.Generator
+    curator: CuratorConfig
+    n_chains: int
+    cache: dict = field(default_factory=dict)
+
+    @cached_property
+    def truth(self) -> Family | None:
+        """The known truth tiled over the chains, or ``None``."""
+        t = self.source.truth
+        return None if t is None else t.tile(self.n_chains)
+
+
+MetricFn = Callable[[Family, MetricContext], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: MetricFn
+    kinds: tuple[str, ...]
+    needs_truth: bool
+    description: str
+    #: ``lower`` when smaller values are better (for the default failure direction).
+    better: str = "lower"
+    #: family capability (method name) the metric needs, if any.
+    needs: str | None = None
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
+           better: str = "lower", needs: str | None = None) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric function under ``name``."""
+
+    def deco(fn: MetricFn) -> MetricFn:
+        METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs)
+        return fn
+
+    return deco
+
+
+def check_metric(name: str, kind: str, has_truth: bool, family: type[Family], source_name: str) -> str | None:
+    """Why ``name`` cannot be computed for this family and source, or ``None`` if it can."""
+    m = METRICS.get(name)
+    if m is None:
+        return f"unknown metric {name!r}; allowed: {', '.join(sorted(METRICS))}"
+    if kind not in m.kinds:
+        return f"metric {name!r} applies to {'/'.join(m.kinds)} data; source {source_name!r} gives {kind}"
+    if m.needs_truth and not has_truth:
+        return f"metric {name!r} needs a known truth; source {source_name!r} is real data without one"
+    if m.needs and not hasattr(family, m.needs):
+        return f"metric {name!r} needs a family with {m.needs}(); {family.name!r} has none"
+    return None
+
+
+def compute(names: list[str], model: Family, ctx: MetricContext) -> dict[str, np.ndarray]:
+    """All requested metrics, ``{name: [C] float64}``."""
+    out = {}
+    for name in names:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out[name] = np.asarray(METRICS[name].fn(model, ctx), dtype=np.float64).reshape(model.n_chains)
+    return out

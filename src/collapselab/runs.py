@@ -1,0 +1,113 @@
+"""Run directories: creation (after every check passes), resume, and the final files.
+
+A run directory holds ``experiment.yaml`` (resolved), ``chains/`` (checkpoints), and, once all chains
+are done, ``metrics.csv`` (tidy ``arm,seed,generation,metric,value``), ``summary.json``, ``report.html``
+and ``figures/``. Nothing is created before the experiment and the output path have been validated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+from collapselab.chain import Progress, Row
+from collapselab.errors import ConfigError
+from collapselab.experiments.loader import dump_experiment, parse_resolved
+from collapselab.experiments.schema import Experiment
+from collapselab.io import atomic_write_text
+from collapselab.runner import Results, backend_for, make_tasks
+
+CSV_HEADER = ("arm", "seed", "generation", "metric", "value")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "experiment.yaml").is_file()
+
+
+def check_out_dir(out: Path, overwrite: bool = False) -> None:
+    """Raise :class:`ConfigError` unless a new run can be written at ``out``."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a directory")
+        if any(out.iterdir()):
+            if not is_run_dir(out):
+                raise ConfigError(f"--out {out}: exists, is not empty and is not a run directory")
+            if not overwrite:
+                raise ConfigError(f"--out {out}: already holds a run; continue it with "
+                                  f"`collapselab resume {out}` or pass --overwrite")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {out}: {ancestor} is a file, not a directory")
+    try:  # the only reliable test (root ignores permission bits; read-only mounts do not)
+        Path(tempfile.mkdtemp(prefix=".collapselab-probe-", dir=ancestor)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"--out {out}: not writable ({e.strerror})") from None
+
+
+def create_run(exp: Experiment, out: Path, overwrite: bool = False) -> Path:
+    """Create the run directory for ``exp`` (validated first) and store the resolved experiment."""
+    check_out_dir(out, overwrite)
+    if overwrite and out.exists() and is_run_dir(out):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "experiment.yaml", dump_experiment(exp))
+    return out
+
+
+def open_run(run_dir: Path) -> Experiment:
+    """The experiment of an existing run directory."""
+    if not is_run_dir(run_dir):
+        raise ConfigError(f"{run_dir}: not a run directory (no experiment.yaml)")
+    return parse_resolved((run_dir / "experiment.yaml").read_text(encoding="utf-8"))
+
+
+def execute(exp: Experiment, run_dir: Path | None, workers: int = 1, progress: Progress | None = None) -> Results:
+    """Run (or resume) every chain of ``exp``; returns the rows per (arm, batch)."""
+    tasks = make_tasks(exp, None if run_dir is None else str(run_dir))
+    return backend_for(workers).run(tasks, progress)
+
+
+def ordered_rows(exp: Experiment, results: Results) -> list[tuple[str, int, int, str, float]]:
+    """All rows in the canonical order: arm (experiment order), seed, generation, metric (experiment order)."""
+    arm_pos = {a.name: i for i, a in enumerate(exp.arms)}
+    metric_pos = {m: i for i, m in enumerate(exp.metrics)}
+    rows = [(arm, s, g, m, v) for (arm, _), rs in results.items() for s, g, m, v in rs]
+    rows.sort(key=lambda r: (arm_pos[r[0]], r[1], r[2], metric_pos[r[3]]))
+    return rows
+
+
+def metrics_csv(rows: list[tuple[str, int, int, str, float]]) -> str:
+    """Tidy CSV text; values are written with ``repr`` so they read back bit for bit."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    for arm, s, g, m, v in rows:
+        w.writerow((arm, s, g, m, repr(float(v))))
+    return buf.getvalue()
+
+
+def read_metrics_csv(path: Path) -> list[tuple[str, int, int, str, float]]:
+    """Rows of a ``metrics.csv``."""
+    with open(path, encoding="utf-8", newline="") as f:
+        r = csv.reader(f)
+        header = tuple(next(r, ()))
+        if header != CSV_HEADER:
+            raise ConfigError(f"{path}: not a collapselab metrics.csv (header {header})")
+        return [(a, int(s), int(g), m, float(v)) for a, s, g, m, v in r]
+
+
+def finish(exp: Experiment, run_dir: Path, rows: list[tuple[str, int, int, str, float]]) -> dict:
+    """Write ``metrics.csv``, ``summary.json``, figures and ``report.html``; returns the summary."""
+    from collapselab.report import write_report
+
+    atomic_write_text(run_dir / "metrics.csv", metrics_csv(rows))
+    return write_report(exp, rows, run_dir)
+
+
+def rows_from_results(exp: Experiment, results: Results) -> list[Row]:
+    return ordered_rows(exp, results)

@@ -1,0 +1,75 @@
+"""u-loss definitions: w(u) = -u dl/du, boundaries, directions (numpy forms)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from collapselab.losses import ULOSS_CLASSES, get_uloss
+
+LOSSES = [get_uloss("ce"), get_uloss("tce", gamma=0.7), get_uloss("focal", gamma=2.0),
+          get_uloss("focal", gamma=0.5), get_uloss("linear", beta=0.8), get_uloss("poly1", epsilon=1.0),
+          get_uloss("gce", q=0.7), get_uloss("sce"), get_uloss("agce", a=0.6, q=0.6), get_uloss("ael", a=2.5),
+          get_uloss("vce", a=0.5)]
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.label())
+def test_weight_is_minus_u_times_derivative(loss):
+    """w(u) equals -u dl/du by central differences in log u (away from TCE's jump), to 1e-6."""
+    log_u = np.log(np.linspace(0.01, 0.99, 197))
+    if loss.name == "tce":
+        log_u = log_u[np.abs(np.exp(log_u) - loss.gamma) > 0.02]
+    h = 1e-6
+    # dl/dlog u = u dl/du, so w = -dl/dlog u
+    numeric = -(loss.value(log_u + h) - loss.value(log_u - h)) / (2 * h)
+    np.testing.assert_allclose(loss.weight(log_u), numeric, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.label())
+def test_finite_at_the_boundaries(loss):
+    """No NaN/inf for u -> 0 (log u = -inf or -1e4) and u = 1 (log u = 0 or -1e-300)."""
+    log_u = np.array([-np.inf, -1e4, -50.0, -1e-12, -1e-300, 0.0])
+    assert np.all(np.isfinite(loss.weight(log_u)))
+    assert np.all(np.isfinite(loss.value(log_u)))
+    assert np.all(np.isfinite(loss.weight_u(np.array([0.0, 1e-300, 0.5, 1.0]))))
+
+
+def test_weights_at_the_ends_and_directions():
+    """'confident' losses weigh u near 1 less than u near 0 and fall monotonically on [0.5, 1);
+    'unconfident' ones the reverse (focal's weight first rises a little for small u: not monotone on (0, 1))."""
+    u = np.linspace(0.5, 0.999, 300)
+    ends = np.array([0.001, 0.999])
+    for loss in LOSSES:
+        d = np.diff(loss.weight_u(u))
+        lo, hi = loss.weight_u(ends)
+        if loss.direction == "confident":
+            assert np.all(d <= 1e-12) and hi < lo, loss.label()
+        elif loss.direction == "unconfident":
+            assert np.all(d >= -1e-12) and hi > lo, loss.label()
+        else:
+            assert hi == lo
+    assert get_uloss("focal", gamma=2.0).weight_u(np.array([1.0]))[0] == 0.0
+    assert get_uloss("gce").weight_u(np.array([0.0]))[0] < 1e-200  # u = 0 is clamped to the smallest normal
+
+
+def test_tce_mask_and_gamma_one_is_ce():
+    tce = get_uloss("tce", gamma=0.9)
+    u = np.array([0.5, 0.9, np.nextafter(0.9, 1), 0.999999999])
+    np.testing.assert_array_equal(tce.weight_u(u), [1.0, 1.0, 0.0, 0.0])
+    ce, tce1 = get_uloss("ce"), get_uloss("tce", gamma=1.0)
+    log_u = np.log(np.array([1e-8, 0.3, 1 - 1e-15, 1.0]))
+    np.testing.assert_array_equal(tce1.value(log_u), ce.value(log_u))
+    assert tce1.is_ce and not tce.is_ce
+
+
+def test_every_registered_loss_is_tested():
+    assert {type(loss) for loss in LOSSES} == set(ULOSS_CLASSES)
+
+
+@pytest.mark.parametrize("name, params", [("tce", {"gamma": 0.0}), ("tce", {"gamma": 1.5}), ("gce", {"q": 0}),
+                                          ("focal", {"gamma": -1}), ("vce", {"a": 0}), ("nope", {}),
+                                          ("tce", {"gama": 0.5})])
+def test_invalid_parameters_are_rejected(name, params):
+    with pytest.raises(ValidationError):
+        get_uloss(name, **params)

@@ -1,0 +1,105 @@
+"""Metrics against independent computations; collapse timing and bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from collapselab.curators import NoCurator
+from collapselab.data import make_source
+from collapselab.data.truth import CategoricalTruthConfig, GaussianTruthConfig, GMMTruthConfig
+from collapselab.families import GMM, Categorical, Gaussian, GaussianConfig
+from collapselab.metrics import METRICS, FailureRule, MetricContext, compute
+from collapselab.metrics.timing import boot_means, bootstrap_weights, crossing_times, order_stat_interval
+from collapselab.seeding import SeedTree
+
+
+def _ctx(source_cfg, heldout=4000, chains=2, seed=0):
+    src = make_source(source_cfg, heldout)
+    tree = SeedTree(seed)
+    return MetricContext(src, src.heldout(tree), tree.rng("m"), NoCurator(), chains)
+
+
+def test_kl_gaussian_closed_form_matches_monte_carlo():
+    ctx = _ctx(GaussianTruthConfig(dim=2, mean=0.5, std=1.5), heldout=200_000, chains=1)
+    model = Gaussian.from_params([[0.2, 0.9]], [[[2.0, 0.3], [0.3, 1.0]]])
+    closed = METRICS["kl_to_truth"].fn(model, ctx)[0]
+    mc = np.mean(ctx.truth.log_prob(ctx.heldout) - model.log_prob(ctx.heldout))
+    assert closed == pytest.approx(mc, rel=0.02)
+
+
+def test_gmm_l2_closed_form_matches_numerical_integration():
+    truth_cfg = GMMTruthConfig(weights=[0.6, 0.4], means=[[0.0, 0.0], [2.0, 1.0]], stds=[1.0, 0.6])
+    ctx = _ctx(truth_cfg, chains=1)
+    model = GMM.from_params([[0.5, 0.5]], [[[0.3, 0.0], [1.5, 1.5]]], [[np.eye(2), np.eye(2) * 0.5]])
+    closed = METRICS["gmm_l2_to_truth"].fn(model, ctx)[0]
+    from collapselab.samples import SampleSet
+
+    def sq(y, x):
+        pt = np.exp(ctx.truth.log_prob(SampleSet({"x": np.array([[[x, y]]])})))[0, 0]
+        pm = np.exp(model.log_prob(SampleSet({"x": np.array([[[x, y]]])})))[0, 0]
+        return (pt - pm) ** 2
+
+    numeric = integrate.dblquad(sq, -8, 10, -8, 10, epsabs=1e-9)[0]
+    assert closed == pytest.approx(np.sqrt(numeric), rel=1e-4)
+
+
+def test_w1_tail_mass_and_variance_ratio_on_the_truth():
+    ctx = _ctx(GaussianTruthConfig(dim=1), heldout=20_000, chains=2)
+    truth = ctx.truth
+    vals = compute(["w1", "tail_mass", "variance_ratio", "param_error", "kl_to_truth"], truth, ctx)
+    np.testing.assert_array_equal(vals["variance_ratio"], 1.0)
+    np.testing.assert_array_equal(vals["param_error"], 0.0)
+    np.testing.assert_allclose(vals["kl_to_truth"], 0.0, atol=1e-12)
+    # a correct model puts 1% of the real mass in its 1% tail: binomial SE = 0.0007
+    np.testing.assert_allclose(vals["tail_mass"], 0.01, atol=0.003)
+    assert np.all(vals["w1"] < 0.03)
+    own = ctx.cache["own"]["x"][0, :, 0]
+    assert vals["w1"][0] == pytest.approx(stats.wasserstein_distance(own, ctx.heldout["x"][0, :, 0]), rel=1e-12)
+    narrow = Gaussian.from_params([[0.0]], [[[0.25]]]).tile(2)
+    # N(0, 0.5^2)'s 1% tail is |x| > 0.5 z_0.995; N(0, 1) puts 2 sf(0.5 z_0.995) = 0.198 there
+    expected = 2 * stats.norm.sf(0.5 * stats.norm.isf(0.005))
+    assert METRICS["tail_mass"].fn(narrow, ctx)[0] == pytest.approx(expected, abs=0.01)
+
+
+def test_categorical_metrics_are_exact():
+    ctx = _ctx(CategoricalTruthConfig(vocab=4, probs=[0.4, 0.3, 0.2, 0.1]), chains=1)
+    model = Categorical.from_probs([[0.5, 0.5, 0.0, 0.0]])
+    vals = compute(["support_fraction", "entropy", "kl_to_truth"], model, ctx)
+    assert vals["support_fraction"][0] == 0.5
+    assert vals["entropy"][0] == pytest.approx(np.log(2))
+    assert vals["kl_to_truth"][0] == np.inf  # real symbols of probability 0 under the model
+    vals = compute(["kl_to_truth"], Categorical.from_probs([[0.25] * 4]), ctx)
+    p = np.array([0.4, 0.3, 0.2, 0.1])
+    assert vals["kl_to_truth"][0] == pytest.approx(np.sum(p * np.log(p / 0.25)))
+
+
+def test_crossing_times_interpolate_and_censor():
+    rule = FailureRule(metric="m", threshold=0.5, direction="below")
+    curves = np.array([[1, 0.8, 0.6, 0.4, 0.2], [1, 1, 1, 1, 1], [0.4, 0.3, 0.2, 0.1, 0], [1, 0.9, np.inf, 0, 0]])
+    np.testing.assert_array_equal(crossing_times(curves, rule), [2.5, np.inf, 0.0, 3.0])  # no interpolation past inf
+    up = FailureRule(metric="m", threshold=2.0, direction="above")
+    assert crossing_times(np.array([0.0, 1.0, 3.0]), up) == pytest.approx(1.5)
+    assert crossing_times(np.array([0.0, 1.0, np.inf]), up) == 2.0
+
+
+def test_bootstrap_means_equal_explicit_resampling():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(9, 5))
+    values[2, 1] = np.inf
+    w = bootstrap_weights(9, rng, b=200)
+    fast = boot_means(values, w)
+    idx = [np.repeat(np.arange(9), (w[b] * 9).round().astype(int)) for b in range(200)]
+    slow = np.stack([values[i].mean(axis=0) for i in idx])
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    lo, hi = order_stat_interval(fast[:, 0])
+    assert lo < values[:, 0].mean() < hi
+
+
+def test_unbiased_gaussian_metric_rows_are_per_chain():
+    ctx = _ctx(GaussianTruthConfig(dim=1), chains=3)
+    model = Gaussian(GaussianConfig(), 3, {"dim": 1}).fit(make_source(GaussianTruthConfig(dim=1), 10)
+                                                          .pool(SeedTree(1), 0, 3).take(0, 30))
+    vals = compute(["heldout_nll", "confidence_gap"], model, ctx)
+    assert vals["heldout_nll"].shape == (3,) and np.all(np.abs(vals["confidence_gap"]) < 0.2)

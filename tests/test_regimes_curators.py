@@ -1,0 +1,138 @@
+"""Regimes build the training sets the literature describes; curators keep what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collapselab.curators import (
+    CurationError,
+    CuratorContext,
+    KnowledgeBall,
+    LikelihoodTruncation,
+    LuceChoice,
+    NoCurator,
+    TopK,
+)
+from collapselab.data import make_source
+from collapselab.data.digits import DigitsConfig
+from collapselab.data.truth import GaussianTruthConfig, LinearTruthConfig
+from collapselab.families import Categorical, Gaussian, Linear, LinearConfig
+from collapselab.regimes import Accumulate, AccumulateSubsample, Fortifai, FreshReal, Mix, Replace
+from collapselab.rewards import Coordinate, SymbolValues
+from collapselab.samples import SampleSet
+from collapselab.seeding import SeedTree
+
+
+def _pool(source_cfg=None, chains=2):
+    src = make_source(source_cfg or GaussianTruthConfig(dim=1), 100)
+    return src, src.pool(SeedTree(0), 0, chains)
+
+
+def _synthetic(chains, n, tag):
+    return SampleSet({"x": np.full((chains, n, 1), float(tag))})
+
+
+@pytest.mark.parametrize("regime, sizes", [
+    (Replace(), [10, 7, 7]), (Accumulate(), [10, 17, 24]), (AccumulateSubsample(), [10, 10, 10]),
+    (Mix(lam=0.5), [10, 15, 15]), (FreshReal(alpha=0.3), [10, 10, 10]), (Fortifai(chunks=2), [10, 20, 20]),
+])
+def test_training_set_sizes(regime, sizes):
+    _, real = _pool()
+    n, m = 10, 7
+    train, state = regime.initial(real, n)
+    got = [train.n]
+    for g in (1, 2):
+        req = regime.request(g, n, m, state)
+        syn = _synthetic(2, req if isinstance(req, int) else req.n, g)
+        train, state = regime.build(g, n, m, real, state, syn, np.random.default_rng(g))
+        got.append(train.n)
+    assert got == sizes
+
+
+def test_accumulate_keeps_everything_and_mix_reuses_the_same_real():
+    _, real = _pool()
+    first, state = Accumulate().initial(real, 5)
+    t1, state = Accumulate().build(1, 5, 3, real, state, _synthetic(2, 3, 1), None)
+    t2, _ = Accumulate().build(2, 5, 3, real, state, _synthetic(2, 3, 2), None)
+    np.testing.assert_array_equal(t2["x"][:, :5], first["x"])
+    np.testing.assert_array_equal(t2["x"][:, 5:8], 1.0)
+    mix, _ = Mix(lam=1.0).build(4, 5, 5, real, {}, _synthetic(2, 5, 9), None)
+    np.testing.assert_array_equal(mix["x"][:, :5], first["x"])
+
+
+def test_accumulate_subsample_draws_without_replacement():
+    _, real = _pool()
+    _, state = AccumulateSubsample().initial(real, 5)
+    train, state = AccumulateSubsample().build(1, 5, 5, real, state, _synthetic(2, 5, 100), np.random.default_rng(0))
+    pool = state["pool"]["x"][..., 0]
+    for c in range(2):
+        picked = train["x"][c, :, 0]
+        assert len(set(picked.tolist())) == 5 or (picked == 100).sum() > 1
+        assert set(picked.tolist()) <= set(pool[c].tolist())
+
+
+def test_fresh_real_and_fortifai_use_new_disjoint_real_data():
+    src, real = _pool(DigitsConfig(dims=2))
+    n = 20
+    _, _ = FreshReal(alpha=0.25).initial(real, n)
+    t1, _ = FreshReal(alpha=0.25).build(1, n, n, real, {}, SampleSet({"x": np.zeros((2, 15, 2))}), None)
+    t2, _ = FreshReal(alpha=0.25).build(2, n, n, real, {}, SampleSet({"x": np.zeros((2, 15, 2))}), None)
+    g0 = real.take(0, n)["x"]
+    new1, new2 = t1["x"][:, :5], t2["x"][:, :5]
+    for c in range(2):
+        rows = {tuple(r) for r in g0[c]}
+        assert not ({tuple(r) for r in new1[c]} & rows) and not ({tuple(r) for r in new2[c]} & rows)
+        assert not ({tuple(r) for r in new1[c]} & {tuple(r) for r in new2[c]})
+    assert FreshReal(alpha=0.25).real_needed(20, 10) == 20 + 10 * 5
+    f = Fortifai(chunks=3)
+    train, state = f.initial(real, n)
+    req = f.request(1, n, n, state)
+    assert req is state["train"] and f.warm_start
+    t, state = f.build(1, n, n, real, state, SampleSet({"x": np.ones((2, n, 2))}), None)
+    np.testing.assert_array_equal(t["x"][:, n:], real.take(n, n)["x"])  # real chunk 1
+    assert f.real_needed(n, 10) == 3 * n
+
+
+def test_likelihood_truncation_and_top_k_keep_the_right_samples(rng):
+    model = Gaussian.from_params([[0.0]], [[[1.0]]]).tile(3)
+    ctx = CuratorContext(make_source(GaussianTruthConfig(dim=1), 10))
+    kept = LikelihoodTruncation(q=0.2).curate(model, 400, rng, ctx)
+    assert kept.n == 400
+    # the kept samples are the least likely: |x| is large; a 20%-truncated N(0,1) has E x^2 > 1
+    assert np.mean(kept["x"] ** 2) > 1.15
+    top = TopK(reward=Coordinate(index=0), fraction=0.25).curate(model, 300, rng, ctx)
+    assert top.n == 300 and top["x"].mean() > 1.0  # the top quarter of N(0,1) has mean 1.27
+
+
+def test_luce_choice_matches_the_exact_k_choice_law(rng):
+    """For one K-choice, P(kept = x) = p(x) * E[K e^r(x) / (e^r(x) + sum_{j<K} e^r(X_j))] (Ferbach et al.)."""
+    from collapselab.theory.curation import curate_step
+
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    values = [0.0, 1.0, 2.0, -1.0]
+    model = Categorical.from_probs(p[None]).tile(4)
+    cur = LuceChoice(K=3, reward=SymbolValues(values=values))
+    kept = cur.curate(model, 50_000, rng, CuratorContext(make_source(GaussianTruthConfig(), 10)))
+    freq = np.bincount(kept["x"].ravel(), minlength=4) / kept["x"].size
+    np.testing.assert_allclose(freq, curate_step(p, np.array(values), 3), atol=0.004)  # > 5 binomial SE
+
+
+def test_knowledge_ball_quota_filter_and_failure(rng):
+    src = make_source(LinearTruthConfig(dim=2, design="gaussian"), 50)
+    ctx = CuratorContext(src)
+    model = Linear(LinearConfig(design="block", sigma=1.0), 3, {"dim": 2})
+    model.fit(src.pool(SeedTree(0), 0, 3).take(0, 50))
+    kb = KnowledgeBall(delta=0.5, radius=0.1)
+    theta_c = kb.center(np.ones(2))
+    out = kb.curate(model, 40, rng, ctx)
+    assert out.n == 40 and np.all(kb.accept(out, theta_c, 1.0))
+    np.testing.assert_array_equal(out["x"], model.sample(40, rng)["x"])  # quota keeps the block design
+    filt = KnowledgeBall(delta=0.5, radius=0.1, mode="filter").curate(model, 400, rng, ctx)
+    ok = kb.accept(filt, theta_c, 1.0)
+    np.testing.assert_array_equal(filt.weight, ok.astype(float))
+    assert 0.2 < ok.mean() < 0.95
+    far = KnowledgeBall(delta=50.0, radius=0.0, max_rounds=3)
+    with pytest.raises(CurationError, match="still rejected"):
+        far.curate(model, 40, rng, ctx)
+    assert NoCurator().curate(model, 40, rng, ctx).n == 40
