@@ -10,14 +10,13 @@ import pytest
 from collapselab.chain import ChainTask, run_chain
 from collapselab.experiments.schema import resolve
 from collapselab.io import load_arrays
-from collapselab.report import values_array
-from collapselab.runs import execute, ordered_rows
+from collapselab.runs import assemble, execute
 from collapselab.theory import curation, gaussian_chain, regression, yi
 
 
 def simulate(raw: dict) -> tuple[object, np.ndarray]:
     exp = resolve({"name": "theory", "heldout": 100, **raw})
-    return exp, values_array(exp, ordered_rows(exp, execute(exp, None)))
+    return exp, assemble(exp, execute(exp, None))
 
 
 # -- Yi et al. ---------------------------------------------------------------------------------

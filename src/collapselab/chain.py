@@ -6,7 +6,8 @@ measured against held-out real data / the truth. The engine never looks at what 
 
 On disk (``<run>/chains/<arm>/b<batch>/``), every ``checkpoint_every`` generations and at the last:
 ``gNNNNN.safetensors`` (model state), ``regime.gNNNNN.safetensors`` (the regime's state, kept for the
-latest checkpoint only) and ``gNNNNN.json`` (written last: the metric rows since the previous checkpoint).
+latest checkpoint only) and ``gNNNNN.json`` (written last: the metric values of the generations since the
+previous checkpoint).
 A killed run resumes from its last complete checkpoint; since every random stream is addressed by
 (arm, batch, generation, purpose) in the seed tree, the resumed run produces exactly the same results.
 """
@@ -31,7 +32,6 @@ from collapselab.regimes import State
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
-Row = tuple[int, int, str, float]  # seed, generation, metric, value
 Progress = Callable[[str, int, int], None]  # arm, batch, generation just finished
 
 
@@ -78,19 +78,19 @@ def last_checkpoint(folder: Path) -> int | None:
     return max(gens) if gens else None
 
 
-def _load(task: ChainTask, g: int, model) -> tuple[State, list[Row]]:
+def _load(task: ChainTask, g: int, model) -> tuple[State, list[np.ndarray]]:
     folder = task.folder
     model.load_state_dict(load_arrays(folder / f"g{g:05d}.safetensors"))
     regime_file = folder / f"regime.g{g:05d}.safetensors"
     state = _state_unflat(load_arrays(regime_file)) if regime_file.exists() else {}
-    rows: list[Row] = []
+    values: list[np.ndarray] = []
     for p in sorted(folder.glob("g*.json")):
         if int(p.stem[1:]) <= g:
-            rows.extend((int(s), int(gg), str(m), float(v)) for s, gg, m, v in read_json(p)["rows"])
-    return state, rows
+            values.extend(np.array(v, dtype=np.float64) for v in read_json(p)["values"])
+    return state, values
 
 
-def _save(task: ChainTask, g: int, model, state: State, rows: list[Row]) -> None:
+def _save(task: ChainTask, g: int, model, state: State, values: list[np.ndarray]) -> None:
     folder = task.folder
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / f"g{g:05d}.safetensors", model.state_dict(), {"generation": str(g)})
@@ -98,14 +98,15 @@ def _save(task: ChainTask, g: int, model, state: State, rows: list[Row]) -> None
         save_arrays(folder / f"regime.g{g:05d}.safetensors", _state_flat(state), {"generation": str(g)})
     atomic_write_json(folder / f"g{g:05d}.json",
                       {"arm": task.arm, "batch": task.batch, "generation": g, "seeds": task.seeds,
-                       "rows": [[s, gg, m, v] for s, gg, m, v in rows]})
+                       "metrics": task.experiment.metrics, "first_generation": g - len(values) + 1,
+                       "values": [v.tolist() for v in values]})
     for old in folder.glob("regime.g*.safetensors"):  # only the latest regime state is needed
         if old.name != f"regime.g{g:05d}.safetensors":
             old.unlink(missing_ok=True)
 
 
-def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int | None = None) -> list[Row]:
-    """Run (or resume) one chain batch; returns its metric rows ``(seed, generation, metric, value)``.
+def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int | None = None) -> np.ndarray:
+    """Run (or resume) one chain batch; returns its metric values ``[generations, metrics, chains]``.
 
     ``stop_after`` ends the run after that generation (used to test resumption).
     """
@@ -121,15 +122,15 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     ctx = CuratorContext(source)
     n, m = exp.n, arm.n_synthetic
 
-    start, state, rows = 0, {}, []
+    start, state, saved = 0, {}, []
     done = None if task.folder is None else last_checkpoint(task.folder)
     if done is not None:
-        state, rows = _load(task, done, model)
+        state, saved = _load(task, done, model)
         start = done + 1
         for g in range(start):
             if progress:
                 progress(task.arm, task.batch, g)
-    pending: list[Row] = []
+    pending: list[np.ndarray] = []  # [metrics, chains] per generation since the last checkpoint
     last = exp.generations if stop_after is None else min(stop_after, exp.generations)
     for g in range(start, last + 1):
         def stream(purpose: str, g: int = g) -> np.random.Generator:
@@ -151,12 +152,12 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
             raise ChainError(task.arm, bad, g, "the fit is not finite (NaN or inf parameters)")
         mctx = MetricContext(source, heldout, stream("metrics"), arm.curator, c)
         values = compute(exp.metrics, model, mctx)
-        for name in exp.metrics:
-            pending.extend((seeds[i], g, name, float(values[name][i])) for i in range(c))
-        if task.folder is not None and (g % exp.checkpoint_every == 0 or g == last):
+        pending.append(np.stack([values[name] for name in exp.metrics]))
+        # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
+        if task.folder is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
             _save(task, g, model, state, pending)
-            rows.extend(pending)
+            saved.extend(pending)
             pending = []
         if progress:
             progress(task.arm, task.batch, g)
-    return rows + pending
+    return np.stack(saved + pending) if saved or pending else np.empty((0, len(exp.metrics), c))

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,15 +14,19 @@ from collapselab.errors import ChainError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Simulate, measure and fend off model collapse in self-consuming training.")
-out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _out() -> Console:
+    """stdout console; wide when piped so tables do not fold into narrow columns."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 Workers = Annotated[int, typer.Option("--workers", "-w", min=1,
                                       help="worker processes (chain batches run in parallel)")]
 
 
 def _progress_run(exp, run_dir: Path, workers: int, quiet: bool):
-    from collapselab.runs import execute, finish, ordered_rows
+    from collapselab.runs import assemble, execute, finish
 
     total = len(exp.arms) * exp.n_batches * (exp.generations + 1)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -31,14 +34,14 @@ def _progress_run(exp, run_dir: Path, workers: int, quiet: bool):
                   disable=quiet, transient=False) as bar:
         task = bar.add_task(f"{exp.name}: {len(exp.arms)} arms x {exp.seeds} seeds", total=total)
         results = execute(exp, run_dir, workers, lambda arm, batch, g: bar.advance(task))
-    return finish(exp, run_dir, ordered_rows(exp, results))
+    return finish(exp, run_dir, assemble(exp, results))
 
 
 def _show_result(exp, summary, run_dir: Path) -> None:
     from collapselab.report import rich_table
 
-    out_console.print(rich_table(exp, summary))
-    out_console.print(f"report: {run_dir / 'report.html'}  metrics: {run_dir / 'metrics.csv'}")
+    _out().print(rich_table(exp, summary))
+    _out().print(f"report: {run_dir / 'report.html'}  metrics: {run_dir / 'metrics.csv'}")
 
 
 @app.command()
@@ -81,7 +84,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> No
     exp = open_run(run_dir)
     if not (run_dir / "metrics.csv").is_file():
         raise ConfigError(f"{run_dir}: no metrics.csv yet (finish it with `collapselab resume {run_dir}`)")
-    _show_result(exp, write_report(exp, read_metrics_csv(run_dir / "metrics.csv"), run_dir), run_dir)
+    _show_result(exp, write_report(exp, read_metrics_csv(run_dir / "metrics.csv", exp), run_dir), run_dir)
 
 
 @app.command("list")
@@ -94,7 +97,7 @@ def list_() -> None:
     t = Table("name", "description", box=None)
     for name in catalog_names():
         t.add_row(name, load_experiment(name).description.split(". ")[0].strip())
-    out_console.print(t)
+    _out().print(t)
 
 
 @app.command()
@@ -121,12 +124,13 @@ def _fail(msg: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for bad input, 1 for a failed chain."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="collapselab")
-    except click.exceptions.NoArgsIsHelpError:
-        raise SystemExit(0) from None
-    except click.exceptions.UsageError as e:
-        _fail(" ".join(e.format_message().split()), 2)
-    except click.exceptions.Abort:
+        code = app(args=argv, standalone_mode=False, prog_name="collapselab")
+    except typer.TyperException as e:  # usage errors of typer's bundled click
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(e.format_message() + "\n")
+            raise SystemExit(0) from None
+        _fail(" ".join(e.format_message().split()), getattr(e, "exit_code", 2))
+    except typer.Abort:
         _fail("interrupted", 130)
     except KeyboardInterrupt:
         _fail("interrupted; continue with `collapselab resume <run directory>`", 130)
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), 2)
     except ChainError as e:
         _fail(f"{e} (finished generations are kept; see the run directory)", 1)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

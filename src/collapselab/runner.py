@@ -13,10 +13,12 @@ import multiprocessing as mp
 import queue
 from collections.abc import Callable, Sequence
 
-from collapselab.chain import ChainTask, Progress, Row, run_chain
+import numpy as np
+
+from collapselab.chain import ChainTask, Progress, run_chain
 from collapselab.experiments.schema import Experiment
 
-Results = dict[tuple[str, int], list[Row]]
+Results = dict[tuple[str, int], np.ndarray]  # (arm, batch) -> [generations, metrics, chains]
 
 
 def make_tasks(exp: Experiment, run_dir: str | None) -> list[ChainTask]:
@@ -31,7 +33,7 @@ class InProcess:
         return {(t.arm, t.batch): run_chain(t, progress) for t in tasks}
 
 
-def _worker(task: ChainTask, events) -> list[Row]:
+def _worker(task: ChainTask, events) -> np.ndarray:
     def report(arm: str, batch: int, g: int) -> None:
         events.put((arm, batch, g))
 

@@ -8,12 +8,13 @@ and ``figures/``. Nothing is created before the experiment and the output path h
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 import tempfile
 from pathlib import Path
 
-from collapselab.chain import Progress, Row
+import numpy as np
+
+from collapselab.chain import Progress
 from collapselab.errors import ConfigError
 from collapselab.experiments.loader import dump_experiment, parse_resolved
 from collapselab.experiments.schema import Experiment
@@ -72,42 +73,52 @@ def execute(exp: Experiment, run_dir: Path | None, workers: int = 1, progress: P
     return backend_for(workers).run(tasks, progress)
 
 
-def ordered_rows(exp: Experiment, results: Results) -> list[tuple[str, int, int, str, float]]:
-    """All rows in the canonical order: arm (experiment order), seed, generation, metric (experiment order)."""
+def assemble(exp: Experiment, results: Results) -> np.ndarray:
+    """All metric values as one array ``[arms, seeds, generations + 1, metrics]`` (NaN where missing)."""
+    out = np.full((len(exp.arms), exp.seeds, exp.generations + 1, len(exp.metrics)), np.nan)
+    for a, arm in enumerate(exp.arms):
+        for b in range(exp.n_batches):
+            block = results.get((arm.name, b))
+            if block is not None and block.size:
+                seeds = exp.batch_seeds(b)
+                out[a, seeds[0]:seeds[-1] + 1, : block.shape[0]] = np.transpose(block, (2, 0, 1))
+    return out
+
+
+def metrics_csv(exp: Experiment, values: np.ndarray) -> str:
+    """Tidy CSV text in the order arm, seed, generation, metric; values are written with ``repr`` so they read
+    back bit for bit."""
+    lines = [",".join(CSV_HEADER)]
+    metrics = exp.metrics
+    for a, arm in enumerate(exp.arms):
+        for s in range(values.shape[1]):
+            for g in range(values.shape[2]):
+                row = values[a, s, g].tolist()  # Python floats: repr is the shortest exact form
+                lines.extend(f"{arm.name},{s},{g},{m},{row[k]!r}" for k, m in enumerate(metrics))
+    return "\n".join(lines) + "\n"
+
+
+def read_metrics_csv(path: Path, exp: Experiment) -> np.ndarray:
+    """The values array of a ``metrics.csv`` written for ``exp``."""
     arm_pos = {a.name: i for i, a in enumerate(exp.arms)}
-    metric_pos = {m: i for i, m in enumerate(exp.metrics)}
-    rows = [(arm, s, g, m, v) for (arm, _), rs in results.items() for s, g, m, v in rs]
-    rows.sort(key=lambda r: (arm_pos[r[0]], r[1], r[2], metric_pos[r[3]]))
-    return rows
-
-
-def metrics_csv(rows: list[tuple[str, int, int, str, float]]) -> str:
-    """Tidy CSV text; values are written with ``repr`` so they read back bit for bit."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_HEADER)
-    for arm, s, g, m, v in rows:
-        w.writerow((arm, s, g, m, repr(float(v))))
-    return buf.getvalue()
-
-
-def read_metrics_csv(path: Path) -> list[tuple[str, int, int, str, float]]:
-    """Rows of a ``metrics.csv``."""
+    met_pos = {m: i for i, m in enumerate(exp.metrics)}
+    out = np.full((len(exp.arms), exp.seeds, exp.generations + 1, len(exp.metrics)), np.nan)
     with open(path, encoding="utf-8", newline="") as f:
         r = csv.reader(f)
         header = tuple(next(r, ()))
         if header != CSV_HEADER:
             raise ConfigError(f"{path}: not a collapselab metrics.csv (header {header})")
-        return [(a, int(s), int(g), m, float(v)) for a, s, g, m, v in r]
+        try:
+            for arm, s, g, m, v in r:
+                out[arm_pos[arm], int(s), int(g), met_pos[m]] = float(v)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"{path}: does not match experiment.yaml ({e})") from None
+    return out
 
 
-def finish(exp: Experiment, run_dir: Path, rows: list[tuple[str, int, int, str, float]]) -> dict:
+def finish(exp: Experiment, run_dir: Path, values: np.ndarray) -> dict:
     """Write ``metrics.csv``, ``summary.json``, figures and ``report.html``; returns the summary."""
     from collapselab.report import write_report
 
-    atomic_write_text(run_dir / "metrics.csv", metrics_csv(rows))
-    return write_report(exp, rows, run_dir)
-
-
-def rows_from_results(exp: Experiment, results: Results) -> list[Row]:
-    return ordered_rows(exp, results)
+    atomic_write_text(run_dir / "metrics.csv", metrics_csv(exp, values))
+    return write_report(exp, values, run_dir)

@@ -112,8 +112,6 @@ class Experiment(BaseModel):
             raise ValueError(f"arms: duplicate arm names {dup}")
         if self.reference_arm is not None and self.reference_arm not in names:
             raise ValueError(f"reference_arm: {self.reference_arm!r} is not an arm; arms: {names}")
-        if self.failure is not None and self.failure.metric not in self.metrics:
-            raise ValueError(f"failure.metric: {self.failure.metric!r} must be one of the metrics {self.metrics}")
         source_cls = SOURCES[self.data.source]
         kind = source_cls.kind
         for arm in self.arms:
@@ -141,12 +139,33 @@ class Experiment(BaseModel):
             if fam == "linear" and arm.family.design == "block" and arm.n_synthetic % self.data.dim:
                 raise ValueError(f"{where}: the block design needs n_synthetic ({arm.n_synthetic}) to be a "
                                  f"multiple of data.dim ({self.data.dim})")
+        if self.failure is not None and self.failure.metric not in self.metrics:
+            raise ValueError(f"failure.metric: {self.failure.metric!r} must be one of the metrics {self.metrics}")
+        self._check_pool(source_cls)
         from collapselab.theory.predictions import PREDICTIONS
 
         unknown = [t for t in self.theory if t not in PREDICTIONS]
         if unknown:
             raise ValueError(f"theory: unknown {unknown}; allowed: {', '.join(sorted(PREDICTIONS))}")
         return self
+
+
+    def _check_pool(self, source_cls: type) -> None:
+        """A finite real data set must hold what every arm's regime consumes over all generations."""
+        from collapselab.data import FiniteSource, make_source
+
+        if not issubclass(source_cls, FiniteSource):
+            return
+        try:
+            available = make_source(self.data, self.heldout).pool_size
+        except (OSError, ValueError) as e:
+            raise ValueError(f"data: {e}") from None
+        for arm in self.arms:
+            need = arm.regime.real_needed(self.n, self.generations)
+            if need > available:
+                raise ValueError(f"n: the real pool of {self.data.source!r} holds {available} training samples "
+                                 f"(after {self.heldout} held out) but arm {arm.name!r} ({arm.regime.name}) needs "
+                                 f"{need}")
 
 
 def _set_path(raw: dict, path: str, value: Any) -> None:
@@ -278,6 +297,9 @@ def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> s
     first = err.errors()[0]
     loc = tuple(prefix) + tuple(x for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
     path = ".".join(str(x) for x in loc) or "experiment"
+    if not loc and first["type"] == "value_error":  # cross-field checks name their field themselves
+        more = len(err.errors()) - 1
+        return first["msg"].replace("Value error, ", "") + (f" (and {more} more)" if more else "")
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], raw)
         msg = f"unknown key {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")

@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from collapselab.experiments.loader import dump_experiment
 from collapselab.experiments.schema import Experiment
 from collapselab.io import atomic_write_json, atomic_write_text
-from collapselab.report.aggregate import summarize, theory_curves, values_array
+from collapselab.report.aggregate import summarize, theory_curves
 from collapselab.report.figures import heatmaps, metric_figures
 from collapselab.report.html import render
 from collapselab.report.table import cells, rich_table
 
 
-def write_report(exp: Experiment, rows: list[tuple[str, int, int, str, float]], run_dir: Path) -> dict[str, Any]:
-    """Write ``summary.json``, ``figures/*.png`` and ``report.html`` from the metric rows."""
+def write_report(exp: Experiment, values: np.ndarray, run_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json``, ``figures/*.png`` and ``report.html`` from ``values [arms, seeds, G+1, metrics]``."""
     theory = theory_curves(exp)
-    summary, bands = summarize(exp, values_array(exp, rows), theory)
+    summary, bands = summarize(exp, values, theory)
     atomic_write_json(run_dir / "summary.json", summary)
     folder = run_dir / "figures"
     figures = metric_figures(exp, bands, theory, folder) + heatmaps(exp, bands, theory, folder)
@@ -25,4 +27,4 @@ def write_report(exp: Experiment, rows: list[tuple[str, int, int, str, float]], 
     return summary
 
 
-__all__ = ["cells", "rich_table", "summarize", "theory_curves", "values_array", "write_report"]
+__all__ = ["cells", "rich_table", "summarize", "theory_curves", "write_report"]

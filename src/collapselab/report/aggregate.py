@@ -13,19 +13,6 @@ from collapselab.metrics.timing import arm_timing, bootstrap_weights, mean_and_c
 from collapselab.seeding import SeedTree
 from collapselab.theory.predictions import PREDICTIONS
 
-Rows = list[tuple[str, int, int, str, float]]
-
-
-def values_array(exp: Experiment, rows: Rows) -> np.ndarray:
-    """``[arms, seeds, generations + 1, metrics]`` (NaN where a row is missing)."""
-    arm_pos = {a.name: i for i, a in enumerate(exp.arms)}
-    met_pos = {m: i for i, m in enumerate(exp.metrics)}
-    out = np.full((len(exp.arms), exp.seeds, exp.generations + 1, len(exp.metrics)), np.nan)
-    for arm, s, g, m, v in rows:
-        out[arm_pos[arm], s, g, met_pos[m]] = v
-    return out
-
-
 def theory_curves(exp: Experiment) -> dict[str, dict[str, np.ndarray]]:
     """``{arm: {metric: curve}}`` of every applicable prediction listed in ``exp.theory``."""
     if not exp.theory:

@@ -1,0 +1,83 @@
+"""The chain engine: determinism, bitwise resume, non-finite fits, backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collapselab.chain import ChainTask, last_checkpoint, run_chain
+from collapselab.errors import ChainError
+from collapselab.families.gaussian import Gaussian
+from collapselab.runs import assemble, create_run, execute, finish, metrics_csv
+
+from .conftest import make_experiment
+
+GMM_EXP = {"family": {"name": "gmm", "components": 2}, "data": {"source": "gmm"}, "n": 120, "generations": 6,
+           "seeds": 6, "batch_size": 3, "metrics": ["tail_mass", "kl_to_truth"],
+           "arms": [{"name": "ce"}, {"name": "tce", "loss": {"name": "tce", "gamma": 0.9},
+                                     "regime": {"name": "fortifai", "chunks": 3}},
+                    {"name": "acc", "regime": {"name": "accumulate"}}],
+           "failure": {"metric": "tail_mass", "threshold": 0.05}}
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_experiment_same_results_and_seed_changes_them():
+    exp = make_experiment(**GMM_EXP)
+    a = assemble(exp, execute(exp, None))
+    b = assemble(exp, execute(exp, None))
+    np.testing.assert_array_equal(a, b)
+    c = assemble(exp, execute(make_experiment(**GMM_EXP, seed=1), None))
+    assert not np.array_equal(a, c)
+
+
+def test_real_data_are_shared_across_arms():
+    """Generation 0 of two arms with the same loss fits the same real data: identical Gaussian fits."""
+    exp = make_experiment(arms=[{"name": "a"}, {"name": "b", "regime": {"name": "accumulate"}}])
+    v = assemble(exp, execute(exp, None))
+    np.testing.assert_array_equal(v[0, :, 0], v[1, :, 0])
+    assert not np.array_equal(v[0, :, 1], v[1, :, 1])
+
+
+def test_killed_run_resumes_to_identical_files(tmp_path):
+    exp = make_experiment(**GMM_EXP, checkpoint_every=2)
+    full = create_run(exp, tmp_path / "full")
+    finish(exp, full, assemble(exp, execute(exp, full)))
+    part = create_run(exp, tmp_path / "part")
+    for arm in exp.arms:  # interrupt every chain at a different point, one mid-way between checkpoints
+        for b in range(exp.n_batches):
+            run_chain(ChainTask(exp, arm.name, b, str(part)), stop_after=3 if b else 4)
+    assert last_checkpoint(part / "chains" / "ce" / "b0001") == 2  # generation 3 was lost with the kill
+    assert last_checkpoint(part / "chains" / "ce" / "b0000") == 4
+    finish(exp, part, assemble(exp, execute(exp, part)))
+    assert _files(full) == _files(part)
+
+
+def test_workers_do_not_change_results(tmp_path):
+    exp = make_experiment(**GMM_EXP)
+    serial = metrics_csv(exp, assemble(exp, execute(exp, None, workers=1)))
+    pooled = metrics_csv(exp, assemble(exp, execute(exp, None, workers=2)))
+    assert serial == pooled
+
+
+def test_non_finite_fit_stops_the_chain_and_keeps_finished_generations(tmp_path, monkeypatch):
+    exp = make_experiment(generations=6, seeds=4)
+    run_dir = create_run(exp, tmp_path / "run")
+    original = Gaussian.fit
+    calls = {"n": 0}
+
+    def broken(self, data, weights=None, init=None, rng=None):
+        original(self, data, weights, init, rng)
+        calls["n"] += 1
+        if calls["n"] == 4:  # generation 3
+            self.cov[2] = np.nan
+        return self
+
+    monkeypatch.setattr(Gaussian, "fit", broken)
+    with pytest.raises(ChainError) as err:
+        run_chain(ChainTask(exp, exp.arms[0].name, 0, str(run_dir)))
+    assert (err.value.arm, err.value.seed, err.value.generation) == (exp.arms[0].name, 2, 3)
+    assert "seed 2, generation 3" in str(err.value)
+    assert last_checkpoint(run_dir / "chains" / exp.arms[0].name / "b0000") == 2
