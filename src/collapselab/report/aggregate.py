@@ -13,6 +13,7 @@ from collapselab.metrics.timing import arm_timing, bootstrap_weights, mean_and_c
 from collapselab.seeding import SeedTree
 from collapselab.theory.predictions import PREDICTIONS
 
+
 def theory_curves(exp: Experiment) -> dict[str, dict[str, np.ndarray]]:
     """``{arm: {metric: curve}}`` of every applicable prediction listed in ``exp.theory``."""
     if not exp.theory:
