@@ -50,7 +50,8 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["run", "nosuch"], "unknown experiment 'nosuch'; built-in: "),
     (["run", "quickstart", "--set", "colour=red"], "unknown key 'colour'; allowed: name, description, family"),
-    (["run", "quickstart", "--set", "family.compnents=3"], "family: unknown key 'compnents'; allowed: name, components"),
+    (["run", "quickstart", "--set", "family.compnents=3"],
+     "family: unknown key 'compnents'; allowed: name, components"),
     (["run", "quickstart", "--set", "n=many"], "n: Input should be a valid integer"),
     (["run", "quickstart", "--set", "arms.1.loss.gamma=1.5"], "arms.1.loss.gamma: Input should be less than or equal"),
     (["run", "quickstart", "--set", "loss={name: tce, gamma: 0}"], "loss.gamma: Input should be greater than 0"),
