@@ -184,3 +184,14 @@ def test_protocol_roundtrip_and_broadcast(model, make, rng):
     assert model.finite_chains().all()
     one = model.chains([1])
     np.testing.assert_array_equal(one.log_prob(data.chains(slice(1, 2))), model.log_prob(data)[1:2])
+
+
+def test_one_pass_variance_falls_back_when_it_would_cancel(rng):
+    """Rows with mean 1e3 and sd 1e-3 (a collapsed chain) still get the variance to 1e-9 relative."""
+    from collapselab.families.gaussian import _moments_1d
+
+    x = np.stack([rng.normal(0.0, 1.0, 100), 1e3 + rng.normal(0.0, 1e-3, 100), np.full(100, 7.0)])
+    mean, ss = _moments_1d(x)
+    np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(ss[:2] / 100, x.var(axis=1)[:2], rtol=1e-9)
+    assert ss[2] == 0.0

@@ -18,7 +18,7 @@ from collapselab.seeding import SeedTree
 def _ctx(source_cfg, heldout=4000, chains=2, seed=0):
     src = make_source(source_cfg, heldout)
     tree = SeedTree(seed)
-    return MetricContext(src, src.heldout(tree), tree.rng("m"), NoCurator(), chains)
+    return MetricContext.make(src, src.heldout(tree), tree.rng("m"), NoCurator(), chains)
 
 
 def test_kl_gaussian_closed_form_matches_monte_carlo():

@@ -120,6 +120,7 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     heldout = source.heldout(tree)
     model = make_family(arm.family, c, source.spec)
     ctx = CuratorContext(source)
+    mctx = MetricContext.make(source, heldout, None, arm.curator, c)
     n, m = exp.n, arm.n_synthetic
 
     start, state, saved = 0, {}, []
@@ -134,7 +135,7 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     last = exp.generations if stop_after is None else min(stop_after, exp.generations)
     for g in range(start, last + 1):
         def stream(purpose: str, g: int = g) -> np.random.Generator:
-            return tree.rng("model", task.arm, task.batch, g, purpose)
+            return tree.lazy_rng("model", task.arm, task.batch, g, purpose)  # type: ignore[return-value]
 
         try:
             if g == 0:
@@ -150,7 +151,7 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
         if not finite.all():
             bad = seeds[int(np.argmin(finite))]
             raise ChainError(task.arm, bad, g, "the fit is not finite (NaN or inf parameters)")
-        mctx = MetricContext(source, heldout, stream("metrics"), arm.curator, c)
+        mctx.rng, mctx.cache = stream("metrics"), {}
         values = compute(exp.metrics, model, mctx)
         pending.append(np.stack([values[name] for name in exp.metrics]))
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one

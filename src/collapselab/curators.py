@@ -175,11 +175,11 @@ class KnowledgeBall(CuratorConfig):
             pending = ~ok
             width = int(pending.sum(axis=1).max())
             if width == 0:
-                return SampleSet(arrays, cand.weight)
+                return SampleSet(arrays, cand.w)
             # redraw only the rejected slots: [C, width] positions (rows with fewer repeat a slot)
             idx = np.argsort(~pending, axis=1, kind="stable")[:, :width]
             valid = np.take_along_axis(pending, idx, axis=1)
-            current = SampleSet(arrays, cand.weight).take(idx)
+            current = SampleSet(arrays, cand.w).take(idx)
             new = model.resample(current, rng)
             fill = valid & self.accept(new, theta_c, sigma)
             rows, cols = np.nonzero(fill)

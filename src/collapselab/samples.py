@@ -2,14 +2,15 @@
 
 Every array has shape ``[C, n, ...]`` (C chains, n samples per chain). ``weight`` ``[C, n]`` is a
 per-sample curation weight (1 = kept, 0 = dropped by a curator that rejects a variable number per
-chain); families multiply it into their fit weights. Regimes and curators only use the operations
+chain); families multiply it into their fit weights. Unit weights are not stored (``w is None``) until
+something needs the array. Regimes and curators only use the operations
 here, so they never need to know what a sample is (a point, an (x, y) pair, a token sequence...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class SampleSet:
     """Named arrays sharing the leading ``[C, n]`` axes, plus per-sample weights."""
 
     arrays: Mapping[str, np.ndarray]
-    weight: np.ndarray = field(default=None)  # type: ignore[assignment]
+    w: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.arrays:
@@ -28,21 +29,25 @@ class SampleSet:
         first = next(iter(shapes.values()))
         if any(len(v.shape) < 2 for v in self.arrays.values()) or len(set(shapes.values())) != 1:
             raise ValueError(f"SampleSet arrays must share leading [chains, samples] axes, got {shapes}")
-        if self.weight is None:
-            object.__setattr__(self, "weight", np.ones(first, dtype=np.float64))
-        elif self.weight.shape != first:
-            raise ValueError(f"weight shape {self.weight.shape} != {first}")
+        object.__setattr__(self, "_shape", first)
+        if self.w is not None and self.w.shape != first:
+            raise ValueError(f"weight shape {self.w.shape} != {first}")
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Per-sample curation weights ``[C, n]`` (ones when none were set)."""
+        return np.ones(self._shape, dtype=np.float64) if self.w is None else self.w
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key]
 
     @property
     def n_chains(self) -> int:
-        return int(self.weight.shape[0])
+        return int(self._shape[0])
 
     @property
     def n(self) -> int:
-        return int(self.weight.shape[1])
+        return int(self._shape[1])
 
     def with_weight(self, weight: np.ndarray) -> SampleSet:
         """The same samples with other per-sample weights."""
@@ -52,25 +57,26 @@ class SampleSet:
         """Per-chain selection: ``index`` is ``[C, m]`` (positions along the sample axis) or ``[m]``."""
         index = np.asarray(index)
         if index.ndim == 1:
-            return SampleSet({k: v[:, index] for k, v in self.arrays.items()}, self.weight[:, index])
+            return SampleSet({k: v[:, index] for k, v in self.arrays.items()},
+                             None if self.w is None else self.w[:, index])
 
         def pick(a: np.ndarray) -> np.ndarray:
             idx = index.reshape(index.shape + (1,) * (a.ndim - 2))
             return np.take_along_axis(a, idx, axis=1)
 
-        return SampleSet({k: pick(v) for k, v in self.arrays.items()}, pick(self.weight))
+        return SampleSet({k: pick(v) for k, v in self.arrays.items()}, None if self.w is None else pick(self.w))
 
     def head(self, m: int) -> SampleSet:
         """The first ``m`` samples of every chain."""
-        return SampleSet({k: v[:, :m] for k, v in self.arrays.items()}, self.weight[:, :m])
+        return SampleSet({k: v[:, :m] for k, v in self.arrays.items()}, None if self.w is None else self.w[:, :m])
 
     def chains(self, index: np.ndarray | slice) -> SampleSet:
         """A subset of chains."""
-        return SampleSet({k: v[index] for k, v in self.arrays.items()}, self.weight[index])
+        return SampleSet({k: v[index] for k, v in self.arrays.items()}, None if self.w is None else self.w[index])
 
     def broadcast_weight(self, like: np.ndarray) -> np.ndarray:
         """``weight`` reshaped to broadcast against a per-sample (or per-token) array ``[C, n, ...]``."""
-        return self.weight.reshape(self.weight.shape + (1,) * (like.ndim - 2))
+        return self.weight.reshape(self._shape + (1,) * (like.ndim - 2))
 
     def to_flat(self, prefix: str = "") -> dict[str, np.ndarray]:
         """Flat ``{name: array}`` for safetensors (weights under ``<prefix>__weight__``)."""
@@ -97,5 +103,5 @@ def concat(sets: Iterable[SampleSet]) -> SampleSet:
     for s in sets[1:]:
         if list(s.arrays) != keys:
             raise ValueError(f"cannot concatenate sample sets holding {keys} and {list(s.arrays)}")
-    return SampleSet({k: np.concatenate([s.arrays[k] for s in sets], axis=1) for k in keys},
-                     np.concatenate([s.weight for s in sets], axis=1))
+    weight = None if all(s.w is None for s in sets) else np.concatenate([s.weight for s in sets], axis=1)
+    return SampleSet({k: np.concatenate([s.arrays[k] for s in sets], axis=1) for k in keys}, weight)

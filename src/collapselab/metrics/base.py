@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -21,20 +20,21 @@ from collapselab.samples import SampleSet
 
 @dataclass
 class MetricContext:
-    """Inputs of a metric besides the model."""
+    """Inputs of a metric besides the model (``truth``: the known truth tiled over the chains, or None)."""
 
     source: Source
     heldout: SampleSet
     rng: np.random.Generator
     curator: CuratorConfig
-    n_chains: int
+    truth: Family | None
     cache: dict = field(default_factory=dict)
 
-    @cached_property
-    def truth(self) -> Family | None:
-        """The known truth tiled over the chains, or ``None``."""
-        t = self.source.truth
-        return None if t is None else t.tile(self.n_chains)
+    @classmethod
+    def make(cls, source: Source, heldout: SampleSet, rng: np.random.Generator, curator: CuratorConfig,
+             n_chains: int) -> MetricContext:
+        """A context whose truth is tiled over ``n_chains``."""
+        t = source.truth
+        return cls(source, heldout, rng, curator, None if t is None else t.tile(n_chains))
 
 
 MetricFn = Callable[[Family, MetricContext], np.ndarray]
@@ -83,8 +83,6 @@ def check_metric(name: str, kind: str, has_truth: bool, family: type[Family], so
 
 def compute(names: list[str], model: Family, ctx: MetricContext) -> dict[str, np.ndarray]:
     """All requested metrics, ``{name: [C] float64}``."""
-    out = {}
-    for name in names:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out[name] = np.asarray(METRICS[name].fn(model, ctx), dtype=np.float64).reshape(model.n_chains)
-    return out
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return {name: np.asarray(METRICS[name].fn(model, ctx), dtype=np.float64).reshape(model.n_chains)
+                for name in names}
