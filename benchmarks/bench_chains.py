@@ -48,10 +48,9 @@ def gaussian_case(chains: int, n: int, fits: int):
         out = np.empty((fits, 2, chains))
         for c in range(chains):
             rng = np.random.Generator(bit_generator(c))
-            x = rng.normal(0.0, 1.0, n)
+            mu, var = 0.0, 1.0  # generation 0 draws the real data from the truth N(0, 1)
             for g in range(fits):
-                if g:
-                    x = rng.normal(mu, np.sqrt(var), n)
+                x = rng.normal(mu, np.sqrt(var), n)
                 mu, var = x.mean(), x.var()
                 out[g, 0, c], out[g, 1, c] = var, mu * mu
         return out
