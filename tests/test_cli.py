@@ -126,3 +126,14 @@ def test_sigkilled_run_resumes_to_the_same_files(tmp_path):
     assert files == sorted(p.relative_to(killed) for p in killed.rglob("*") if p.is_file())
     for rel in files:
         assert (full / rel).read_bytes() == (killed / rel).read_bytes(), rel
+
+
+def test_grid_runs_report_heat_maps_and_reread_their_csv(tmp_path, capsys):
+    out = tmp_path / "yi"
+    assert cli("run", "yi-linear-one-round", "--out", str(out), "--seeds", "20", "-q",
+               "--set", "grid={curator.delta: [0.0, 0.5], curator.radius: [0.1, 0.5]}") == 0
+    assert '"delta=0,radius=0.1",0,1,param_error,' in (out / "metrics.csv").read_text()
+    assert (out / "figures" / "heatmap_param_error.png").is_file()
+    summary = (out / "summary.json").read_bytes()
+    assert cli("report", str(out)) == 0
+    assert (out / "summary.json").read_bytes() == summary

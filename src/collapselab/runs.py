@@ -91,11 +91,19 @@ def metrics_csv(exp: Experiment, values: np.ndarray) -> str:
     lines = [",".join(CSV_HEADER)]
     metrics = exp.metrics
     for a, arm in enumerate(exp.arms):
+        name = _csv_field(arm.name)  # grid arm names hold commas
         for s in range(values.shape[1]):
             for g in range(values.shape[2]):
                 row = values[a, s, g].tolist()  # Python floats: repr is the shortest exact form
-                lines.extend(f"{arm.name},{s},{g},{m},{row[k]!r}" for k, m in enumerate(metrics))
+                lines.extend(f"{name},{s},{g},{m},{row[k]!r}" for k, m in enumerate(metrics))
     return "\n".join(lines) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    """``text`` quoted as the csv module would (QUOTE_MINIMAL), written by hand for speed."""
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def read_metrics_csv(path: Path, exp: Experiment) -> np.ndarray:

@@ -76,7 +76,8 @@ def heatmaps(exp: Experiment, bands: dict[str, np.ndarray], theory: dict[str, di
         th = np.array([theory.get(a.name, {}).get(metric, np.full(exp.generations + 1, np.nan))[-1]
                        for a in exp.arms]).reshape(len(vx), len(vy))
         panels = [("simulation", sim)] + ([("theory", th)] if np.isfinite(th).any() else [])
-        fig, axs = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+        fig, axs = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False,
+                                layout="constrained")
         finite = np.concatenate([p[1][np.isfinite(p[1])] for p in panels])
         vmin, vmax = (finite.min(), finite.max()) if finite.size else (0, 1)
         for ax, (label, grid) in zip(axs[0], panels, strict=True):
@@ -86,10 +87,11 @@ def heatmaps(exp: Experiment, bands: dict[str, np.ndarray], theory: dict[str, di
             ax.set_xlabel(ky)
             ax.set_ylabel(kx)
             ax.set_title(f"{metric}, generation {exp.generations}: {label}", fontsize=9)
+            mid = (vmin + vmax) / 2
             for (i, j), v in np.ndenumerate(grid):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
-        fig.colorbar(im, ax=axs[0].tolist(), shrink=0.8)
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7, color="k" if v > mid else "w")
+        fig.colorbar(im, ax=axs[0].tolist(), shrink=0.9)
         name = f"heatmap_{metric}.png"
         _save(fig, folder / name)
         plt.close(fig)
