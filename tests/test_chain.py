@@ -81,3 +81,14 @@ def test_non_finite_fit_stops_the_chain_and_keeps_finished_generations(tmp_path,
     assert (err.value.arm, err.value.seed, err.value.generation) == (exp.arms[0].name, 2, 3)
     assert "seed 2, generation 3" in str(err.value)
     assert last_checkpoint(run_dir / "chains" / exp.arms[0].name / "b0000") == 2
+
+
+def test_resume_removes_temp_files_of_interrupted_writes(tmp_path):
+    exp = make_experiment(generations=4)
+    run_dir = create_run(exp, tmp_path / "run")
+    task = ChainTask(exp, exp.arms[0].name, 0, str(run_dir))
+    run_chain(task, stop_after=2)
+    stale = task.folder / ".g00003.json.abc123.tmp"
+    stale.write_text("{half a file")
+    run_chain(task)
+    assert not stale.exists() and last_checkpoint(task.folder) == 4

@@ -26,7 +26,7 @@ from collapselab.errors import ChainError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
 from collapselab.fitting import fit_with_loss
-from collapselab.io import atomic_write_json, load_arrays, read_json, save_arrays
+from collapselab.io import atomic_write_json, load_arrays, read_json, remove_stale_temps, save_arrays
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
@@ -124,7 +124,10 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     n, m = exp.n, arm.n_synthetic
 
     start, state, saved = 0, {}, []
-    done = None if task.folder is None else last_checkpoint(task.folder)
+    done = None
+    if task.folder is not None:
+        remove_stale_temps(task.folder)  # a kill during an atomic write leaves its temp file
+        done = last_checkpoint(task.folder)
     if done is not None:
         state, saved = _load(task, done, model)
         start = done + 1

@@ -33,6 +33,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def remove_stale_temps(folder: str | os.PathLike[str]) -> None:
+    """Delete temp files of atomic writes that a killed process left behind (``.<name>.*.tmp``)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomic UTF-8 text write."""
     atomic_write_bytes(path, text.encode("utf-8"))

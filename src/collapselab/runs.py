@@ -18,7 +18,7 @@ from collapselab.chain import Progress
 from collapselab.errors import ConfigError
 from collapselab.experiments.loader import dump_experiment, parse_resolved
 from collapselab.experiments.schema import Experiment
-from collapselab.io import atomic_write_text
+from collapselab.io import atomic_write_text, remove_stale_temps
 from collapselab.runner import Results, backend_for, make_tasks
 
 CSV_HEADER = ("arm", "seed", "generation", "metric", "value")
@@ -64,6 +64,8 @@ def open_run(run_dir: Path) -> Experiment:
     """The experiment of an existing run directory."""
     if not is_run_dir(run_dir):
         raise ConfigError(f"{run_dir}: not a run directory (no experiment.yaml)")
+    for folder in (run_dir, run_dir / "figures"):
+        remove_stale_temps(folder)
     return parse_resolved((run_dir / "experiment.yaml").read_text(encoding="utf-8"))
 
 

@@ -28,6 +28,17 @@ _EPS = 10 * np.finfo(np.float64).eps  # as scikit-learn: keeps empty components 
 _SMALL_D = 8  # up to this dimension, quadratic forms are written out per coordinate (faster than einsum)
 
 
+def _normalize(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities ``softmax(logp)`` over components and the log-likelihood ``logsumexp(logp)``,
+    sharing one ``exp`` pass (``logp [C, K, n]``)."""
+    m = logp.max(axis=1)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(logp - m[:, None])
+    total = e.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return e / total[:, None], np.log(total) + m
+
+
 def _lse(a: np.ndarray, axis: int) -> np.ndarray:
     """log-sum-exp over a small axis (scipy's version carries array-API overhead that dominates here)."""
     m = np.max(a, axis=axis, keepdims=True)
@@ -53,6 +64,44 @@ def _component_logpdf(x: np.ndarray, means: np.ndarray, chol_inv: np.ndarray, lo
         z = diff @ np.swapaxes(chol_inv, -1, -2)
         m2 = np.sum(z * z, axis=-1)
     return -0.5 * (m2 + logdet[..., None] + d * LOG_2PI)
+
+
+def _features(x: np.ndarray) -> np.ndarray:
+    """Per-sample features ``[x_i x_j (i <= j), x, 1]`` -> ``[C, n, F]``: every E-step log-density and every
+    M-step sufficient statistic of a Gaussian mixture is linear in them (small d)."""
+    iu, ju = np.triu_indices(x.shape[-1])
+    return np.concatenate([x[..., iu] * x[..., ju], x, np.ones(x.shape[:-1] + (1,))], axis=-1)
+
+
+def _log_coefficients(weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """``A [C, K, F]`` with ``log w_k + log N(x; mean_k, cov_k) = A_k . features(x)``."""
+    d = means.shape[-1]
+    chol = safe_cholesky(covs)
+    li = inv_chol(chol)
+    prec = np.swapaxes(li, -1, -2) @ li
+    iu, ju = np.triu_indices(d)
+    quad = -0.5 * prec[..., iu, ju] * np.where(iu == ju, 1.0, 2.0)
+    lin = (prec @ means[..., None])[..., 0]
+    with np.errstate(divide="ignore"):
+        const = (np.log(weights) - 0.5 * np.einsum("cki,cki->ck", lin, means)
+                 - 0.5 * log_det_from_chol(chol) - 0.5 * d * LOG_2PI)
+    return np.concatenate([quad, lin, const[..., None]], axis=-1)
+
+
+def _from_statistics(stats: np.ndarray, d: int, reg: float, diag: bool):
+    """Mixture parameters from ``stats = r @ features`` (``[C, K, F]``: sums of r x x^T, r x and r)."""
+    nk = stats[..., -1] + _EPS
+    weights = nk / nk.sum(axis=-1, keepdims=True)
+    means = stats[..., -1 - d:-1] / nk[..., None]
+    iu, ju = np.triu_indices(d)
+    second = np.empty(stats.shape[:-1] + (d, d))
+    second[..., iu, ju] = stats[..., : len(iu)]
+    second[..., ju, iu] = stats[..., : len(iu)]
+    covs = second / nk[..., None, None] - means[..., :, None] * means[..., None, :]
+    if diag:
+        covs = covs * np.eye(d)
+    covs += reg * np.eye(d)
+    return weights, means, covs
 
 
 def _sample(weights: np.ndarray, means: np.ndarray, chol: np.ndarray, n: int,
@@ -119,80 +168,100 @@ class GMM(Family):
         check_keys(self, data)
         if rng is None:
             raise ValueError("gmm.fit needs an rng (k-means++ initialisation, confidence table)")
-        x = data["x"]
+        # EM runs on data centred per chain: the expanded quadratic forms of the small-d path stay
+        # well-conditioned, and the fitted means are shifted back at the end
+        shift = data["x"].mean(axis=1)
+        x = data["x"] - shift[:, None, :]
         s = combine_weights(data, weights)
+        phi = _features(x) if x.shape[-1] <= _SMALL_D else None
         if init is not None and getattr(init, "means", None) is not None:
-            w0, m0, c0 = init.weights.copy(), init.means.copy(), init.covs.copy()
+            w0, m0, c0 = init.weights.copy(), init.means - shift[:, None, :], init.covs.copy()
         else:
-            w0, m0, c0 = self._kmeans_pp(x, s, rng)
-        self._set(*self._em(x, s, w0, m0, c0))
+            w0, m0, c0 = self._kmeans_pp(x, s, phi, rng)
+        w, m, cv = self._em(x, s, phi, w0, m0, c0)
+        self._set(w, m + shift[:, None, :], cv)
         # the confidence table is drawn lazily (CE fits never need it) from per-chain seeds fixed here
         self.table_seed = rng.integers(0, np.iinfo(np.int64).max, size=x.shape[0], dtype=np.int64)
         self._table = None
         return self
 
-    def _m_step(self, x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _m_step(self, x: np.ndarray, r: np.ndarray, phi: np.ndarray | None):
         """Weighted M-step: ``r [C, K, n]`` responsibilities already multiplied by sample weights."""
+        if phi is not None:
+            return _from_statistics(r @ phi, x.shape[-1], self.config.reg_covar,
+                                    self.config.covariance == "diag")
         nk = r.sum(axis=-1) + _EPS
         weights = nk / nk.sum(axis=-1, keepdims=True)
         means = (r @ x) / nk[..., None]
         d = x.shape[-1]
-        if d <= _SMALL_D:
-            xt = np.moveaxis(x, -1, 1)
-            diffs = [xt[:, None, j, :] - means[:, :, j, None] for j in range(d)]
-            covs = np.zeros(means.shape + (d,))
-            diag = self.config.covariance == "diag"
-            for i in range(d):
-                rd = r * diffs[i]
-                for j in range(i, i + 1 if diag else d):
-                    covs[..., i, j] = covs[..., j, i] = np.sum(rd * diffs[j], axis=-1)
-        else:
-            diff = x[:, None] - means[:, :, None]
-            covs = np.swapaxes(diff * r[..., None], -1, -2) @ diff
-            if self.config.covariance == "diag":
-                covs = covs * np.eye(d)
+        diff = x[:, None] - means[:, :, None]
+        covs = np.swapaxes(diff * r[..., None], -1, -2) @ diff
+        if self.config.covariance == "diag":
+            covs = covs * np.eye(d)
         covs /= nk[..., None, None]
         covs += self.config.reg_covar * np.eye(d)
         return weights, means, covs
 
-    def _kmeans_pp(self, x: np.ndarray, s: np.ndarray, rng: np.random.Generator):
-        """Weighted k-means++ seeding per chain, then one M-step on the hard assignment."""
+    def _kmeans_pp(self, x: np.ndarray, s: np.ndarray, phi: np.ndarray | None, rng: np.random.Generator):
+        """Greedy weighted k-means++ seeding per chain, then one M-step on the hard assignment.
+
+        Greedy as in scikit-learn: each new centre is the best (lowest weighted potential) of
+        ``2 + floor(log K)`` candidates drawn with probability proportional to ``weight * D^2``.
+        """
         c, n, _ = x.shape
         k = self.config.components
-        rows = np.arange(c)
-        centers = np.empty((c, k, x.shape[-1]))
-        prob = s.copy()
-        dist = np.full((c, n), np.inf)
-        for j in range(k):
-            cdf = np.cumsum(prob, axis=1)
-            total = cdf[:, -1:]
-            # a chain whose remaining D^2 mass is 0 (duplicates) falls back to its weights
-            cdf = np.where(total > 0, cdf, np.cumsum(s, axis=1))
-            u = rng.random((c, 1)) * cdf[:, -1:]
-            idx = np.minimum((cdf < u).sum(axis=1), n - 1)
-            centers[:, j] = x[rows, idx]
-            dist = np.minimum(dist, ((x - centers[:, j, None]) ** 2).sum(-1))
-            prob = s * dist
-        nearest = ((x[:, None] - centers[:, :, None]) ** 2).sum(-1).argmin(axis=1)  # [C, n]
-        r = (nearest[:, None, :] == np.arange(k)[None, :, None]) * s[:, None, :]
-        return self._m_step(x, r)
+        trials = 2 + int(np.log(k))
+        rows = np.arange(c)[:, None]
+        sq = np.einsum("cnd,cnd->cn", x, x)
 
-    def _em(self, x, s, weights, means, covs):
+        def sq_dist(points: np.ndarray) -> np.ndarray:  # [C, T, d] -> [C, T, n]
+            cross = points @ np.swapaxes(x, 1, 2)
+            return np.maximum(sq[:, None, :] - 2 * cross + np.einsum("ctd,ctd->ct", points, points)[..., None], 0.0)
+
+        def draw(prob: np.ndarray, m: int) -> np.ndarray:  # m indices per chain, probability ~ prob
+            cdf = np.cumsum(prob, axis=1)
+            cdf = np.where(cdf[:, -1:] > 0, cdf, np.cumsum(s, axis=1))  # all mass on chosen points: fall back
+            u = rng.random((c, m)) * cdf[:, -1:]
+            return np.minimum((cdf[:, None, :] < u[..., None]).sum(axis=2), n - 1)
+
+        centers = np.empty((c, k, x.shape[-1]))
+        first = draw(s, 1)
+        centers[:, 0] = x[rows, first][:, 0]
+        closest = sq_dist(centers[:, :1])[:, 0]
+        for j in range(1, k):
+            cand = draw(s * closest, trials)  # [C, T]
+            new = np.minimum(closest[:, None, :], sq_dist(x[rows, cand]))  # [C, T, n]
+            best = np.einsum("cn,ctn->ct", s, new).argmin(axis=1)
+            centers[:, j] = x[rows[:, 0], cand[rows[:, 0], best]]
+            closest = new[rows[:, 0], best]
+        nearest = sq_dist(centers).argmin(axis=1)  # [C, n]
+        r = (nearest[:, None, :] == np.arange(k)[None, :, None]) * s[:, None, :]
+        return self._m_step(x, r, phi)
+
+    def _em(self, x, s, phi, weights, means, covs):
         c = x.shape[0]
         n_iter = np.zeros(c, dtype=np.int64)
         lower = np.full(c, -np.inf)
         active = np.arange(c)
         ssum = s.sum(axis=1)
+        phi_t = None if phi is None else np.ascontiguousarray(np.swapaxes(phi, 1, 2))
         for it in range(1, self.config.max_iter + 1):
-            xa, sa = (x, s) if active.size == c else (x[active], s[active])
-            chol = safe_cholesky(covs[active])
-            with np.errstate(divide="ignore"):
-                logp = np.log(weights[active])[..., None] + _component_logpdf(
-                    xa, means[active], inv_chol(chol), log_det_from_chol(chol))
-            ll = _lse(logp, axis=1)  # [Ca, n]
+            full = active.size == c
+            xa, sa = (x, s) if full else (x[active], s[active])
+            if phi is None:
+                chol = safe_cholesky(covs[active])
+                with np.errstate(divide="ignore"):
+                    logp = np.log(weights[active])[..., None] + _component_logpdf(
+                        xa, means[active], inv_chol(chol), log_det_from_chol(chol))
+                pa = None
+            else:  # one batched product gives every component's log-density at every sample
+                pa = phi if full else phi[active]
+                logp = _log_coefficients(weights[active], means[active], covs[active]) @ (
+                    phi_t if full else phi_t[active])
+            r, ll = _normalize(logp)  # [Ca, K, n], [Ca, n]
             new_lower = np.einsum("cn,cn->c", sa, ll) / ssum[active]
-            r = np.exp(logp - ll[:, None]) * sa[:, None, :]
-            weights[active], means[active], covs[active] = self._m_step(xa, r)
+            r *= sa[:, None, :]
+            weights[active], means[active], covs[active] = self._m_step(xa, r, pa)
             n_iter[active] = it
             done = np.abs(new_lower - lower[active]) < self.config.tol
             lower[active] = new_lower
@@ -213,6 +282,12 @@ class GMM(Family):
         return SampleSet({"x": _sample(self.weights, self.means, self._chol, n, rng)})
 
     def log_prob(self, data: SampleSet) -> np.ndarray:
+        x = data["x"]
+        if x.shape[-1] <= _SMALL_D:  # centred per chain, then one batched product (as in EM)
+            shift = np.einsum("ck,ckd->cd", self.weights, self.means)
+            phi_t = np.swapaxes(_features(x - shift[:, None, :]), 1, 2)
+            coef = _log_coefficients(self.weights, self.means - shift[:, None, :], self.covs)
+            return _lse(coef @ phi_t, axis=1)
         with np.errstate(divide="ignore"):
             logp = np.log(self.weights)[..., None] + _component_logpdf(data["x"], self.means, self._chol_inv,
                                                                        self._logdet)
