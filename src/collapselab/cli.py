@@ -19,7 +19,7 @@ err_console = Console(stderr=True)
 
 def _out() -> Console:
     """stdout console; wide when piped so tables do not fold into narrow columns."""
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 220)
 
 Workers = Annotated[int, typer.Option("--workers", "-w", min=1,
                                       help="worker processes (chain batches run in parallel)")]
