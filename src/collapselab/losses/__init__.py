@@ -1,4 +1,15 @@
-"""Losses as functions of the target probability u (see :mod:`collapselab.losses.ulosses`)."""
+"""Losses as functions of the target probability u.
+
+- :mod:`collapselab.losses.ulosses`: the definitions ``l(u)`` and ``w(u)`` (numpy and torch), used by the engine.
+- :mod:`collapselab.losses.functional` / :mod:`~collapselab.losses.modules`: PyTorch losses with
+  ``F.cross_entropy`` semantics; :mod:`~collapselab.losses.fused`: memory-lean linear + loss;
+  :mod:`~collapselab.losses.hf`: a Hugging Face ``Trainer`` loss. These import torch on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from collapselab.losses.ulosses import (
     AEL,
@@ -18,5 +29,22 @@ from collapselab.losses.ulosses import (
     get_uloss,
 )
 
-__all__ = ["AEL", "AGCE", "CE", "GCE", "SCE", "TCE", "ULOSS_CLASSES", "ULOSS_NAMES", "VCE", "Focal",
-           "Linear", "LossConfig", "Poly1", "ULoss", "get_uloss"]
+_TORCH_EXPORTS = {
+    "cross_entropy": "functional", "truncated_cross_entropy": "functional", "focal_loss": "functional",
+    "linear_weighted_loss": "functional", "poly1_loss": "functional", "gce_loss": "functional",
+    "sce_loss": "functional", "nce_rce_loss": "functional", "agce_loss": "functional", "ael_loss": "functional",
+    "vce_loss": "functional", "CrossEntropy": "modules", "TruncatedCrossEntropy": "modules",
+    "FocalLoss": "modules", "LinearWeightedLoss": "modules", "Poly1Loss": "modules", "GCELoss": "modules",
+    "SCELoss": "modules", "NCERCELoss": "modules", "AGCELoss": "modules", "AELLoss": "modules",
+    "VCELoss": "modules", "get_loss": "modules", "linear_cross_entropy": "fused",
+}
+
+
+def __getattr__(name: str) -> Any:  # torch is imported only when a torch loss is asked for
+    if name in _TORCH_EXPORTS:
+        return getattr(importlib.import_module(f"collapselab.losses.{_TORCH_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'collapselab.losses' has no attribute {name!r}")
+
+
+__all__ = ["AEL", "AGCE", "CE", "GCE", "SCE", "TCE", "ULOSS_CLASSES", "ULOSS_NAMES", "VCE", "Focal", "Linear",
+           "LossConfig", "Poly1", "ULoss", "get_uloss", *_TORCH_EXPORTS]

@@ -1,0 +1,345 @@
+"""u-losses for PyTorch with ``torch.nn.functional.cross_entropy`` semantics.
+
+Every loss here evaluates the definitions of :mod:`collapselab.losses.ulosses` (the single source of truth)
+on ``log u = z_y - logsumexp(z)``, the log-probability of the target class, and differentiates them exactly:
+the gradient with respect to the logits is ``w(u) (softmax(z) - onehot(y))``, written by one autograd
+Function shared by all u-losses.
+
+Common arguments (as ``F.cross_entropy``):
+
+- ``input``: logits ``[N, C]`` or ``[N, C, d1, ...]`` (class dimension 1, torch's layout), or any layout
+  with the class dimension given by ``class_dim`` (``class_dim=-1`` for ``[B, T, C]`` language-model logits).
+- ``target``: integer class indices, ``input``'s shape without the class dimension.
+- ``weight``: optional per-class weights ``[C]``; ``ignore_index`` (default -100) targets contribute nothing.
+- ``reduction``: ``"mean"`` (sum of weighted losses over the sum of the weights of the non-ignored targets),
+  ``"sum"`` or ``"none"``; anything else raises ``ValueError``.
+
+Numerics: log-sum-exp and the loss are accumulated in float32 (float64 for float64 inputs), also for
+float16/bfloat16 logits; the gradient has the input's dtype. The work streams over chunks of rows, so no
+temporary of the logits' size is made; this is also why these losses are faster than ``F.cross_entropy`` on
+CPU (three fewer logits-sized allocations). A batch whose targets are all ignored gives 0 with ``mean``
+(``F.cross_entropy`` gives NaN) and a zero gradient.
+
+``gradient``: ``"backward"`` (default) recomputes softmax in the backward pass from the saved logits;
+``"forward"`` computes the gradient during the forward pass and keeps only it (the logits may then be freed);
+``"inplace"`` writes it into the logits' own storage (the logits are overwritten: use it when nothing else
+needs them, as Liger Kernel's fused losses do). The last two need ``reduction`` ``"mean"`` or ``"sum"`` and
+support one backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from collapselab.losses import ulosses as U
+
+Reduction = Literal["mean", "sum", "none"]
+GradientMode = Literal["backward", "forward", "inplace"]
+_REDUCTIONS = ("mean", "sum", "none")
+_GRADIENTS = ("backward", "forward", "inplace")
+#: elements per chunk of rows (~4 MB in float32): small enough to stay in cache, large enough for threads.
+CHUNK_ELEMENTS = 1 << 20
+
+#: ``weigh(log_u, valid) -> (loss per target, weight w(u) per target, kept mask or None)``
+Weigh = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def _check(reduction: str, gradient: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if gradient not in _GRADIENTS:
+        raise ValueError(f"gradient must be 'backward', 'forward' or 'inplace', got {gradient!r}")
+    if gradient != "backward" and reduction == "none":
+        raise ValueError(f"gradient={gradient!r} needs reduction 'mean' or 'sum' "
+                         "(the upstream gradient must be a scalar)")
+
+
+def _flatten(input: torch.Tensor, target: torch.Tensor, class_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits [M, C], targets [M])`` for any layout; a view when the class dimension is last."""
+    if not input.is_floating_point():
+        raise TypeError(f"input must hold floating-point logits, got {input.dtype}")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got {target.dtype}")
+    if input.dim() == 1:  # unbatched [C] logits with a scalar target
+        input, target, class_dim = input[None], target.reshape(1), -1
+    nd = input.dim()
+    if not -nd <= class_dim < nd:
+        raise ValueError(f"class_dim={class_dim} is out of range for input with {nd} dimensions")
+    cd = class_dim % nd
+    expected = input.shape[:cd] + input.shape[cd + 1:]
+    if target.shape != expected:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)} "
+                         f"with class_dim={class_dim} (expected {tuple(expected)})")
+    x = input if cd == nd - 1 else input.movedim(cd, -1)
+    return x.reshape(-1, input.shape[cd]), target.reshape(-1)
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _chunk_rows(x: torch.Tensor) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, x.shape[1]))
+
+
+def row_logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` of each row of ``x [M, C]`` in the accumulation dtype, chunk by chunk."""
+    acc = _acc_dtype(x)
+    out = torch.empty(x.shape[0], dtype=acc, device=x.device)
+    step = _chunk_rows(x)
+    for i in range(0, x.shape[0], step):
+        out[i:i + step] = torch.logsumexp(x[i:i + step].to(acc), dim=1)
+    return out
+
+
+def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, target: torch.Tensor,
+                   out: torch.Tensor) -> torch.Tensor:
+    """``out = coef * (softmax(x) - onehot(target))`` row by row (``out`` may be ``x`` itself)."""
+    step = _chunk_rows(x)
+    same = out.dtype == lse.dtype
+    for i in range(0, x.shape[0], step):
+        j = min(i + step, x.shape[0])
+        # in the output's own rows when dtypes agree; else through a float32 chunk (half/bfloat16 logits)
+        g = torch.sub(x[i:j], lse[i:j, None], out=out[i:j]) if same else x[i:j].to(lse.dtype) - lse[i:j, None]
+        g.exp_().mul_(coef[i:j, None])
+        if not same:
+            out[i:j].copy_(g)
+    rows = torch.arange(x.shape[0], device=x.device)
+    out[rows, target] -= coef.to(out.dtype)
+    return out
+
+
+@dataclass(frozen=True)
+class _Spec:
+    weigh: Weigh
+    ignore_index: int
+    reduction: str
+    gradient: str
+
+
+class _ULossFunction(torch.autograd.Function):
+    """Forward: loss from ``log u``; backward: ``w(u) (softmax - onehot)`` scaled by the reduction."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, spec: _Spec):
+        m, c = x.shape
+        valid = target != spec.ignore_index
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        if m and valid.any() and (int(safe.max()) >= c or int(safe.min()) < 0):
+            bad = target[valid & ((safe >= c) | (safe < 0))][0]
+            raise IndexError(f"Target {int(bad)} is out of bounds for {c} classes.")
+        xd = x.detach()
+        lse = row_logsumexp(xd)
+        log_u = xd.gather(1, safe[:, None])[:, 0].to(lse.dtype) - lse
+        value, w, kept = spec.weigh(log_u, valid)
+        cw = valid.to(lse.dtype) if weight is None else weight.to(lse.dtype)[safe] * valid
+        per = value * cw
+        if spec.reduction == "none":
+            loss, coef = per, w * cw
+        elif spec.reduction == "sum":
+            loss, coef = per.sum(), w * cw
+        else:
+            denom = (cw * kept).sum() if kept is not None else cw.sum()
+            scale = torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(lse.dtype).tiny), 0.0)
+            loss, coef = per.sum() * scale, w * cw * scale
+        if spec.gradient == "backward":
+            ctx.save_for_backward(x, safe, lse, coef)
+        else:
+            out = xd if spec.gradient == "inplace" else torch.empty_like(xd)
+            ctx.save_for_backward(write_gradient(xd, lse, coef, safe, out))
+        ctx.spec = spec
+        return loss.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        if ctx.spec.gradient == "backward":
+            x, safe, lse, coef = ctx.saved_tensors
+            up = grad_output.to(coef.dtype)
+            coef = coef * up
+            grad = write_gradient(x.detach(), lse, coef, safe, torch.empty_like(x))
+        else:
+            (grad,) = ctx.saved_tensors
+            if not bool((grad_output == 1).all()):
+                grad = grad.mul_(grad_output.to(grad.dtype))
+        return grad, None, None, None
+
+
+def uloss(input: torch.Tensor, target: torch.Tensor, weigh: Weigh, weight: torch.Tensor | None = None,
+          ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
+          gradient: GradientMode = "backward") -> torch.Tensor:
+    """The generic u-loss: ``weigh(log_u, valid)`` gives per-target losses, weights ``w(u)`` and the kept mask."""
+    _check(reduction, gradient)
+    x, t = _flatten(input, target, class_dim)
+    loss = _ULossFunction.apply(x, t, weight, _Spec(weigh, ignore_index, reduction, gradient))
+    if reduction == "none":
+        shape = target.shape
+        return loss.reshape(shape)
+    return loss
+
+
+def _weigh_by(loss: U.ULoss) -> Weigh:
+    def weigh(log_u: torch.Tensor, valid: torch.Tensor):
+        return loss.value(log_u), loss.weight(log_u), None
+
+    return weigh
+
+
+def _u(loss: U.ULoss, input, target, weight, ignore_index, reduction, class_dim, gradient) -> torch.Tensor:
+    return uloss(input, target, _weigh_by(loss), weight, ignore_index, reduction, class_dim, gradient)
+
+
+# -- the losses -----------------------------------------------------------------------------------------
+def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
+                  gradient: GradientMode = "backward") -> torch.Tensor:
+    """Cross entropy ``-log u`` (equals ``F.cross_entropy``; ``w = 1``)."""
+    return _u(U.CE(), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def dynamic_gamma(log_u: torch.Tensor, valid: torch.Tensor, seq_len: int, k: float = 1.0) -> torch.Tensor:
+    """ForTIFAI's dynamic threshold: mean + k * std (population) of the per-sequence mean confidence.
+
+    Rows are grouped into sequences of ``seq_len`` consecutive targets; ignored targets and sequences without
+    any valid target are left out.
+    """
+    u = log_u.exp() * valid
+    n = valid.reshape(-1, seq_len).sum(dim=1)
+    per_seq = u.reshape(-1, seq_len).sum(dim=1)[n > 0] / n[n > 0]
+    if per_seq.numel() == 0:
+        return torch.ones((), dtype=log_u.dtype, device=log_u.device)
+    return per_seq.mean() + k * per_seq.std(unbiased=False)
+
+
+def tce_weigh(gamma: float | str = 0.99, normalize: str = "all", k: float = 1.0, seq_len: int = 1) -> Weigh:
+    """The per-target weighing of TCE (see :func:`truncated_cross_entropy`); validates its arguments."""
+    if normalize not in ("all", "kept"):
+        raise ValueError(f"normalize must be 'all' or 'kept', got {normalize!r}")
+    if gamma != "dynamic" and (isinstance(gamma, str) or not 0.0 < float(gamma) <= 1.0):
+        raise ValueError(f"gamma must be in (0, 1] or 'dynamic', got {gamma!r}")
+
+    def weigh(log_u: torch.Tensor, valid: torch.Tensor):
+        if gamma == "dynamic":
+            g = float(dynamic_gamma(log_u, valid, seq_len, k))
+            if not g > 0:  # a threshold <= 0 keeps nothing
+                zero = torch.zeros_like(log_u)
+                return zero, zero, zero
+            tce = U.TCE(gamma=min(g, 1.0))
+        else:
+            tce = U.TCE(gamma=float(gamma))
+        w = tce.weight(log_u)
+        return tce.value(log_u), w, (w if normalize == "kept" else None)
+
+    weigh.needs_all_targets = gamma == "dynamic"  # type: ignore[attr-defined]
+    return weigh
+
+
+def make_weigh(name: str, target_shape: tuple[int, ...] = (), **params) -> Weigh:
+    """The weighing function of the u-loss ``name`` with ``params`` (``tce`` also takes ``normalize``, ``k``)."""
+    if name == "tce":
+        seq_len = max(1, math.prod(target_shape[1:])) if len(target_shape) > 1 else 1
+        return tce_weigh(seq_len=seq_len, **params)
+    if name == "nce_rce":
+        raise ValueError("nce_rce is not a u-loss (it depends on every class probability)")
+    if name not in U.ULOSS_NAMES:
+        raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.ULOSS_NAMES)}")
+    return _weigh_by(U.get_uloss(name, **params))
+
+
+def truncated_cross_entropy(input: torch.Tensor, target: torch.Tensor, gamma: float | str = 0.99,
+                            normalize: Literal["all", "kept"] = "all", k: float = 1.0,
+                            weight: torch.Tensor | None = None, ignore_index: int = -100,
+                            reduction: Reduction = "mean", class_dim: int = 1,
+                            gradient: GradientMode = "backward") -> torch.Tensor:
+    """Truncated cross entropy (ForTIFAI): ``1[u <= gamma] (-log u)``; ``w = 1[u <= gamma]``.
+
+    ``gamma`` in (0, 1] (1 equals cross entropy), or ``"dynamic"``: at each call ``gamma = mean + k * std`` of
+    the per-sequence mean confidence of the batch (a sequence = the targets sharing the first index of
+    ``target``, e.g. one row of ``[B, T]``). The mask ``u <= gamma`` is taken in log space
+    (``-log u >= -log gamma``). ``normalize="all"`` divides a mean by all non-ignored targets (truncated ones
+    count, as in ForTIFAI's released code); ``"kept"`` by the kept ones only.
+    """
+    weigh = make_weigh("tce", tuple(target.shape), gamma=gamma, normalize=normalize, k=k)
+    return uloss(input, target, weigh, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def focal_loss(input, target, gamma: float = 2.0, weight=None, ignore_index: int = -100,
+               reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Focal loss ``-(1-u)^gamma log u`` (Lin et al. 2017), the modulating factor differentiated too."""
+    return _u(U.Focal(gamma=gamma), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def linear_weighted_loss(input, target, beta: float = 1.0, weight=None, ignore_index: int = -100,
+                         reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """ForTIFAI's "entropy" variant: ``-log u + beta u``, i.e. ``w = 1 - beta u``."""
+    return _u(U.Linear(beta=beta), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def poly1_loss(input, target, epsilon: float = 1.0, weight=None, ignore_index: int = -100,
+               reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Poly-1 (Leng et al. 2022): ``-log u + epsilon (1 - u)``; ``w = 1 + epsilon u``."""
+    return _u(U.Poly1(epsilon=epsilon), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def gce_loss(input, target, q: float = 0.7, weight=None, ignore_index: int = -100,
+             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Generalized cross entropy (Zhang & Sabuncu 2018): ``(1 - u^q) / q``; ``w = u^q``."""
+    return _u(U.GCE(q=q), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def sce_loss(input, target, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, weight=None,
+             ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
+             gradient: GradientMode = "backward"):
+    """Symmetric cross entropy (Wang et al. 2019): ``alpha CE - beta A (1 - u)``; ``w = alpha - beta A u``."""
+    return _u(U.SCE(alpha=alpha, beta=beta, A=A), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def agce_loss(input, target, a: float = 1.0, q: float = 2.0, weight=None, ignore_index: int = -100,
+              reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Asymmetric GCE (Zhou et al. 2021): ``((a+1)^q - (a+u)^q) / q``; ``w = u (a+u)^(q-1)``."""
+    return _u(U.AGCE(a=a, q=q), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def ael_loss(input, target, a: float = 2.5, weight=None, ignore_index: int = -100,
+             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Asymmetric exponential loss (Zhou et al. 2021): ``exp(-u/a)``; ``w = (u/a) exp(-u/a)``."""
+    return _u(U.AEL(a=a), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def vce_loss(input, target, a: float = 0.5, weight=None, ignore_index: int = -100,
+             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
+    """Bounded-variation cross entropy ``-log(a + u)``; ``w = u / (a + u)`` (form reconstructed, see ulosses)."""
+    return _u(U.VCE(a=a), input, target, weight, ignore_index, reduction, class_dim, gradient)
+
+
+def nce_rce_loss(input, target, alpha: float = 1.0, beta: float = 1.0, A: float = -4.0, weight=None,
+                 ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1) -> torch.Tensor:
+    """NCE+RCE (Ma et al. 2020): ``alpha log u / sum_k log p_k - beta A (1 - u)``.
+
+    Not a u-loss: the normalized CE depends on every class probability, so its gradient is not ``w(u)``
+    times CE's. It is computed with autograd from ``log_softmax``; ``sum_k log p_k = sum_k z_k - C lse``.
+    """
+    _check(reduction, "backward")
+    x, t = _flatten(input, target, class_dim)
+    acc = _acc_dtype(x)
+    valid = t != ignore_index
+    safe = torch.where(valid, t, torch.zeros_like(t))
+    xf = x.to(acc)
+    lse = torch.logsumexp(xf, dim=1)
+    log_u = xf.gather(1, safe[:, None])[:, 0] - lse
+    total = xf.sum(dim=1) - x.shape[1] * lse  # sum_k log p_k
+    per = alpha * log_u / total - beta * A * (-torch.expm1(log_u))
+    cw = valid.to(acc) if weight is None else weight.to(acc)[safe] * valid
+    per = per * cw
+    if reduction == "none":
+        out = per.reshape(target.shape)
+    elif reduction == "sum":
+        out = per.sum()
+    else:
+        denom = cw.sum()
+        out = torch.where(denom > 0, per.sum() / denom.clamp_min(torch.finfo(acc).tiny), per.sum() * 0)
+    return out.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else out

@@ -1,0 +1,74 @@
+"""``nn.Module`` forms of the losses (``TruncatedCrossEntropy(gamma=0.9)``, ...) and ``get_loss`` for configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from collapselab.losses import functional as LF
+
+
+class _Loss(nn.Module):
+    """Holds the common ``F.cross_entropy`` arguments; ``weight`` is a buffer (moves with ``.to``)."""
+
+    fn: Any = None
+
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 class_dim: int = 1, gradient: str = "backward", **params: Any) -> None:
+        super().__init__()
+        LF._check(reduction, gradient if self.fn is not LF.nce_rce_loss else "backward")
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction, self.class_dim, self.gradient = ignore_index, reduction, class_dim, gradient
+        self.params = params
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        extra = {} if self.fn is LF.nce_rce_loss else {"gradient": self.gradient}
+        return type(self).fn(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, class_dim=self.class_dim, **self.params, **extra)
+
+    def extra_repr(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{params}, reduction={self.reduction!r}, class_dim={self.class_dim}".lstrip(", ")
+
+
+def _module(name: str, fn: Any, doc: str, **defaults: Any) -> type[_Loss]:
+    def __init__(self, *args: Any, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", class_dim: int = 1, gradient: str = "backward", **params: Any) -> None:
+        if args:
+            params.update(dict(zip(defaults, args, strict=False)))
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise TypeError(f"{name} got unexpected parameters {sorted(unknown)}; allowed: {sorted(defaults)}")
+        _Loss.__init__(self, weight, ignore_index, reduction, class_dim, gradient, **{**defaults, **params})
+
+    return type(name, (_Loss,), {"fn": staticmethod(fn), "__init__": __init__, "__doc__": doc})
+
+
+CrossEntropy = _module("CrossEntropy", LF.cross_entropy, "Cross entropy (see ``functional.cross_entropy``).")
+TruncatedCrossEntropy = _module("TruncatedCrossEntropy", LF.truncated_cross_entropy,
+                                "Truncated cross entropy (see ``functional.truncated_cross_entropy``).",
+                                gamma=0.99, normalize="all", k=1.0)
+FocalLoss = _module("FocalLoss", LF.focal_loss, "Focal loss.", gamma=2.0)
+LinearWeightedLoss = _module("LinearWeightedLoss", LF.linear_weighted_loss, "w = 1 - beta u.", beta=1.0)
+Poly1Loss = _module("Poly1Loss", LF.poly1_loss, "Poly-1 loss.", epsilon=1.0)
+GCELoss = _module("GCELoss", LF.gce_loss, "Generalized cross entropy.", q=0.7)
+SCELoss = _module("SCELoss", LF.sce_loss, "Symmetric cross entropy.", alpha=0.1, beta=1.0, A=-4.0)
+NCERCELoss = _module("NCERCELoss", LF.nce_rce_loss, "NCE + RCE (not a u-loss).", alpha=1.0, beta=1.0, A=-4.0)
+AGCELoss = _module("AGCELoss", LF.agce_loss, "Asymmetric GCE.", a=1.0, q=2.0)
+AELLoss = _module("AELLoss", LF.ael_loss, "Asymmetric exponential loss.", a=2.5)
+VCELoss = _module("VCELoss", LF.vce_loss, "Bounded-variation cross entropy.", a=0.5)
+
+LOSS_MODULES: dict[str, type[_Loss]] = {
+    "ce": CrossEntropy, "tce": TruncatedCrossEntropy, "focal": FocalLoss, "linear": LinearWeightedLoss,
+    "poly1": Poly1Loss, "gce": GCELoss, "sce": SCELoss, "nce_rce": NCERCELoss, "agce": AGCELoss,
+    "ael": AELLoss, "vce": VCELoss,
+}
+
+
+def get_loss(name: str, **params: Any) -> nn.Module:
+    """The loss module called ``name`` (``ce``, ``tce``, ``focal``, ... ``nce_rce``) built with ``params``."""
+    if name not in LOSS_MODULES:
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_MODULES)}")
+    return LOSS_MODULES[name](**params)
