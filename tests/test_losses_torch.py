@@ -260,3 +260,16 @@ def test_fused_rejects_bad_shapes():
         linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="not a u-loss"):
         linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3), torch.zeros(4, dtype=torch.long), "nce_rce")
+
+
+def test_readme_pytorch_snippet_runs():
+    """The README's plain-PyTorch example executes as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Use TCE in your own training"):]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert torch.isfinite(scope["loss"])

@@ -16,13 +16,18 @@ from typing import Any
 
 import torch
 
-from collapselab.losses.functional import Reduction, _acc_dtype, _check, make_weigh, write_gradient
+from collapselab.losses.functional import Reduction, _acc_dtype, _check, make_weigh, row_logsumexp, write_gradient
 
 
-def default_chunk_rows(n: int, hidden: int, vocab: int) -> int:
-    """Rows per chunk so a chunk of logits is about the size of the hidden states (Liger's rule)."""
-    per = math.ceil(n / max(1, math.ceil(vocab / max(1, hidden))))
-    return max(1, min(n, 1 << max(0, math.ceil(math.log2(max(1, per))))))
+#: logits elements per chunk (256 MB in float32): matrix products of this size run at full speed on CPU,
+#: while smaller chunks (e.g. Liger's ``N / ceil(V / H)`` rows) lose up to ~40% of the throughput.
+CHUNK_LOGITS = 1 << 26
+
+
+def default_chunk_rows(n: int, vocab: int) -> int:
+    """Rows per chunk: a power of two with about ``CHUNK_LOGITS`` logits, at most ``n``."""
+    rows = 1 << max(0, math.floor(math.log2(max(1, CHUNK_LOGITS // max(1, vocab)))))
+    return max(1, min(n, rows))
 
 
 class _LinearULoss(torch.autograd.Function):
@@ -61,7 +66,7 @@ class _LinearULoss(torch.autograd.Function):
                 j = min(i + chunk, m)
                 z = logits(i, j)
                 if phase != 1:
-                    lse[i:j] = torch.logsumexp(z.to(acc), dim=1)
+                    lse[i:j] = row_logsumexp(z)  # in sub-chunks: no second chunk-sized temporary
                     log_u[i:j] = z.gather(1, safe[i:j, None])[:, 0].to(acc) - lse[i:j]
                 if phase == 0:
                     continue
@@ -72,6 +77,7 @@ class _LinearULoss(torch.autograd.Function):
                         kept_sum = (kept_sum or 0) + (cw[i:j] * k_c).sum()
                 if eager:
                     contract(i, j, z, per_w[i:j] * cw[i:j])
+                del z  # free this chunk's logits before the next chunk is made (else two are alive)
             if phase == 0:  # the weighing needs every target (dynamic gamma)
                 l_all, w_all, k_all = weigh(log_u, valid)
                 per_l.copy_(l_all)
@@ -124,6 +130,7 @@ class _LinearULoss(torch.autograd.Function):
             gw.addmm_(g.T, h[i:j])
             if gb is not None:
                 gb.add_(g.sum(dim=0))
+            del z, g
         return gh, gw, gb, None, None, None, None, None, None
 
 
@@ -136,7 +143,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     ``hidden [..., H]``, ``weight [V, H]`` (an ``nn.Linear``/LM-head weight), ``target [...]`` class indices
     (``ignore_index`` skipped). ``loss`` is any u-loss name (``ce``, ``tce``, ``focal``, ...) with its
     ``params`` (e.g. ``gamma=0.9``; TCE also ``normalize``, ``k``). ``chunk_size``: rows per chunk (default:
-    about ``N / ceil(V / H)``, rounded up to a power of two).
+    a power of two with about 64M logits, i.e. 256 MB in float32).
     """
     _check(reduction, "backward")
     if hidden.shape[-1] != weight.shape[-1]:
@@ -146,7 +153,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     h = hidden.reshape(-1, hidden.shape[-1])
     t = target.reshape(-1)
     weigh = make_weigh(loss, tuple(target.shape), **params)
-    chunk = chunk_size or default_chunk_rows(h.shape[0], h.shape[1], weight.shape[0])
+    chunk = chunk_size or default_chunk_rows(h.shape[0], weight.shape[0])
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out = _LinearULoss.apply(h, weight, bias, t, class_weight, weigh, ignore_index, reduction, chunk)
