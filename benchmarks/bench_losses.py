@@ -60,7 +60,7 @@ LOSSES = {
     "agce": lambda x, t: LF.agce_loss(x, t),
     "ael": lambda x, t: LF.ael_loss(x, t),
     "vce": lambda x, t: LF.vce_loss(x, t),
-    "nce_rce (autograd)": lambda x, t: LF.nce_rce_loss(x, t),
+    "nce_rce (not a u-loss)": lambda x, t: LF.nce_rce_loss(x, t),
 }
 
 

@@ -273,3 +273,23 @@ def test_readme_pytorch_snippet_runs():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert torch.isfinite(scope["loss"])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nce_rce_gradient_equals_autograd_of_its_definition(reduction, weighted):
+    g = torch.Generator().manual_seed(21)
+    x = (torch.randn(3, 5, 9, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    t = torch.randint(0, 9, (3, 5), generator=g)
+    t[0, 1] = -100
+    w = torch.rand(9, generator=g, dtype=torch.float64) + 0.5 if weighted else None
+    out = LF.nce_rce_loss(x, t, alpha=1.5, beta=0.7, A=-4.0, weight=w, reduction=reduction, class_dim=-1)
+    lp = torch.log_softmax(x, -1)
+    valid = t != -100
+    log_u = lp.gather(-1, t.clamp_min(0)[..., None])[..., 0]
+    cw = (torch.ones_like(log_u) if w is None else w[t.clamp_min(0)]) * valid
+    per = (1.5 * log_u / lp.sum(-1) + 0.7 * 4.0 * (1 - log_u.exp())) * cw
+    ref = {"none": per, "sum": per.sum(), "mean": per.sum() / cw.sum()}[reduction]
+    torch.testing.assert_close(out, ref)
+    up = torch.rand(ref.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(out, x, up)[0], torch.autograd.grad(ref, x, up)[0])

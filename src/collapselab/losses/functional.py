@@ -98,8 +98,13 @@ def row_logsumexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, target: torch.Tensor,
-                   out: torch.Tensor) -> torch.Tensor:
-    """``out = coef * (softmax(x) - onehot(target))`` row by row (``out`` may be ``x`` itself)."""
+                   out: torch.Tensor, shift: torch.Tensor | None = None,
+                   target_coef: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = coef * softmax(x) + shift``, then ``target_coef`` (default ``-coef``) added at each row's target.
+
+    Row by row in chunks (``out`` may be ``x`` itself). With the defaults this is the u-loss gradient
+    ``coef * (softmax(x) - onehot(target))``.
+    """
     step = _chunk_rows(x)
     same = out.dtype == lse.dtype
     for i in range(0, x.shape[0], step):
@@ -107,10 +112,12 @@ def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, targe
         # in the output's own rows when dtypes agree; else through a float32 chunk (half/bfloat16 logits)
         g = torch.sub(x[i:j], lse[i:j, None], out=out[i:j]) if same else x[i:j].to(lse.dtype) - lse[i:j, None]
         g.exp_().mul_(coef[i:j, None])
+        if shift is not None:
+            g.add_(shift[i:j, None])
         if not same:
             out[i:j].copy_(g)
     rows = torch.arange(x.shape[0], device=x.device)
-    out[rows, target] -= coef.to(out.dtype)
+    out[rows, target] += (-coef if target_coef is None else target_coef).to(out.dtype)
     return out
 
 
@@ -316,30 +323,52 @@ def vce_loss(input, target, a: float = 0.5, weight=None, ignore_index: int = -10
     return _u(U.VCE(a=a), input, target, weight, ignore_index, reduction, class_dim, gradient)
 
 
+class _NCERCEFunction(torch.autograd.Function):
+    """NCE+RCE with its exact gradient ``p (C c2 - c1) + onehot c1 - c2`` per row, where
+    ``c1 = alpha/S + beta A u`` and ``c2 = alpha log u / S^2`` (``S = sum_k log p_k``), streamed like the u-losses."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, alpha, beta, A, ignore_index, reduction):
+        m, c = x.shape
+        valid = target != ignore_index
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        xd = x.detach()
+        lse = row_logsumexp(xd)
+        acc = lse.dtype
+        step = _chunk_rows(xd)
+        row_sum = torch.cat([xd[i:i + step].to(acc).sum(dim=1) for i in range(0, m, step)]) if m else lse
+        total = row_sum - c * lse  # S = sum_k log p_k (< 0)
+        log_u = xd.gather(1, safe[:, None])[:, 0].to(acc) - lse
+        u = log_u.exp()
+        per = alpha * log_u / total - beta * A * (1 - u)
+        cw = valid.to(acc) if weight is None else weight.to(acc)[safe] * valid
+        if reduction == "mean":
+            denom = cw.sum()
+            cw = cw * torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(acc).tiny), 0.0)
+        loss = per * cw if reduction == "none" else (per * cw).sum()
+        c1 = alpha / total + beta * A * u
+        c2 = alpha * log_u / total**2
+        ctx.save_for_backward(x, safe, lse, cw * (c * c2 - c1), cw * c1, -cw * c2)
+        ctx.none = reduction == "none"
+        return loss.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, safe, lse, a, b, shift = ctx.saved_tensors
+        up = grad_output.to(a.dtype)
+        grad = write_gradient(x.detach(), lse, a * up, safe, torch.empty_like(x), shift=shift * up,
+                              target_coef=b * up)
+        return grad, None, None, None, None, None, None, None
+
+
 def nce_rce_loss(input, target, alpha: float = 1.0, beta: float = 1.0, A: float = -4.0, weight=None,
                  ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1) -> torch.Tensor:
     """NCE+RCE (Ma et al. 2020): ``alpha log u / sum_k log p_k - beta A (1 - u)``.
 
     Not a u-loss: the normalized CE depends on every class probability, so its gradient is not ``w(u)``
-    times CE's. It is computed with autograd from ``log_softmax``; ``sum_k log p_k = sum_k z_k - C lse``.
+    times CE's; it is written out exactly (``sum_k log p_k = sum_k z_k - C lse``) and streamed in chunks.
     """
     _check(reduction, "backward")
     x, t = _flatten(input, target, class_dim)
-    acc = _acc_dtype(x)
-    valid = t != ignore_index
-    safe = torch.where(valid, t, torch.zeros_like(t))
-    xf = x.to(acc)
-    lse = torch.logsumexp(xf, dim=1)
-    log_u = xf.gather(1, safe[:, None])[:, 0] - lse
-    total = xf.sum(dim=1) - x.shape[1] * lse  # sum_k log p_k
-    per = alpha * log_u / total - beta * A * (-torch.expm1(log_u))
-    cw = valid.to(acc) if weight is None else weight.to(acc)[safe] * valid
-    per = per * cw
-    if reduction == "none":
-        out = per.reshape(target.shape)
-    elif reduction == "sum":
-        out = per.sum()
-    else:
-        denom = cw.sum()
-        out = torch.where(denom > 0, per.sum() / denom.clamp_min(torch.finfo(acc).tiny), per.sum() * 0)
-    return out.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else out
+    loss = _NCERCEFunction.apply(x, t, weight, float(alpha), float(beta), float(A), ignore_index, reduction)
+    return loss.reshape(target.shape) if reduction == "none" else loss

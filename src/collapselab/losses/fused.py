@@ -18,7 +18,6 @@ import torch
 
 from collapselab.losses.functional import Reduction, _acc_dtype, _check, make_weigh, row_logsumexp, write_gradient
 
-
 #: logits elements per chunk (256 MB in float32): matrix products of this size run at full speed on CPU,
 #: while smaller chunks (e.g. Liger's ``N / ceil(V / H)`` rows) lose up to ~40% of the throughput.
 CHUNK_LOGITS = 1 << 26
