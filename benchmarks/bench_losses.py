@@ -173,7 +173,8 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         mem = memory.get(name)
-        extra = "" if mem is None else f"{mem['peak_mb'] - mem['base_mb']:14.0f} {(mem['peak_mb'] - mem['base_mb']) / ref_mem:7.2f}"
+        used = None if mem is None else mem["peak_mb"] - mem["base_mb"]
+        extra = "" if used is None else f"{used:14.0f} {used / ref_mem:7.2f}"
         print(f"    {name:30s} {med * 1e3:10.1f} {med / ref:7.2f} {extra}")
     tce = statistics.median(times["tce"]) / ref
     inplace = statistics.median(times["tce, gradient in place"]) / ref
@@ -187,7 +188,8 @@ def main() -> None:
     m = res["materialized"]
     m_extra = m["peak_mb"] - m["base_mb"]
     print(f"\n[2] linear + cross entropy, N={NF}, H={HF}, V={VF}, float32 (logits {NF * VF * 4 / 2**30:.2f} GB)")
-    print(f"    {'variant':14s} {'time s':>8s} {'x':>6s} {'peak MB':>9s} {'extra MB':>9s} {'x extra':>8s} {'x peak':>7s}")
+    head = ("variant", "time s", "x", "peak MB", "extra MB", "x extra", "x peak")
+    print("    {:14s} {:>8s} {:>6s} {:>9s} {:>9s} {:>8s} {:>7s}".format(*head))
     for v, r in res.items():
         extra = r["peak_mb"] - r["base_mb"]
         print(f"    {v:14s} {r['time_s']:8.1f} {r['time_s'] / m['time_s']:6.2f} {r['peak_mb']:9.0f} {extra:9.0f} "
