@@ -12,13 +12,13 @@ import itertools
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collapselab.curators import CuratorSettings, KnowledgeBall, LuceChoice, NoCurator, TopK
 from collapselab.data import SOURCES, DataSettings
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
-from collapselab.metrics import METRICS, FailureRule, check_metric
+from collapselab.metrics import FailureRule, check_metric
 from collapselab.regimes import RegimeSettings, Replace
 from collapselab.rewards import SymbolValues
 
@@ -373,9 +373,3 @@ def _pick(tp: Any, node: Any) -> Any:
     return tp
 
 
-def metric_names() -> list[str]:
-    """All registered metric names."""
-    return sorted(METRICS)
-
-
-ARM_ADAPTER: TypeAdapter[Arm] = TypeAdapter(Arm)

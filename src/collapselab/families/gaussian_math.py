@@ -99,11 +99,6 @@ def mixture_l2_sq(wa: np.ndarray, ma: np.ndarray, ca: np.ndarray,
     return cross(wa, ma, ca, wa, ma, ca) + cross(wb, mb, cb, wb, mb, cb) - 2 * cross(wa, ma, ca, wb, mb, cb)
 
 
-def weighted_quantile_table(values: np.ndarray) -> np.ndarray:
-    """Sort a ``[C, S]`` table of reference values along the last axis (for empirical CDFs)."""
-    return np.sort(values, axis=-1)
-
-
 def empirical_cdf(table: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``P(T < x)`` for each chain: ``table [C, S]`` sorted, ``x [C or 1, ...]`` -> ``[C, ...]``.
 

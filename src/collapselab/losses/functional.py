@@ -121,6 +121,20 @@ def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, targe
     return out
 
 
+def target_weights(target: torch.Tensor, ignore_index: int, weight: torch.Tensor | None,
+                   acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(valid mask, targets with ignored ones set to 0, per-target class weight (0 where ignored))``."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    cw = valid.to(acc) if weight is None else weight.to(acc)[safe] * valid
+    return valid, safe, cw
+
+
+def mean_scale(denom: torch.Tensor) -> torch.Tensor:
+    """``1 / denom``, or 0 when nothing counts (an all-ignored batch gives loss 0 and a zero gradient)."""
+    return torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
+
+
 @dataclass(frozen=True)
 class _Spec:
     weigh: Weigh
@@ -135,8 +149,7 @@ class _ULossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, spec: _Spec):
         m, c = x.shape
-        valid = target != spec.ignore_index
-        safe = torch.where(valid, target, torch.zeros_like(target))
+        valid, safe, cw = target_weights(target, spec.ignore_index, weight, _acc_dtype(x))
         if m and valid.any() and (int(safe.max()) >= c or int(safe.min()) < 0):
             bad = target[valid & ((safe >= c) | (safe < 0))][0]
             raise IndexError(f"Target {int(bad)} is out of bounds for {c} classes.")
@@ -144,7 +157,6 @@ class _ULossFunction(torch.autograd.Function):
         lse = row_logsumexp(xd)
         log_u = xd.gather(1, safe[:, None])[:, 0].to(lse.dtype) - lse
         value, w, kept = spec.weigh(log_u, valid)
-        cw = valid.to(lse.dtype) if weight is None else weight.to(lse.dtype)[safe] * valid
         per = value * cw
         if spec.reduction == "none":
             loss, coef = per, w * cw
@@ -152,7 +164,7 @@ class _ULossFunction(torch.autograd.Function):
             loss, coef = per.sum(), w * cw
         else:
             denom = (cw * kept).sum() if kept is not None else cw.sum()
-            scale = torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(lse.dtype).tiny), 0.0)
+            scale = mean_scale(denom)
             loss, coef = per.sum() * scale, w * cw * scale
         if spec.gradient == "backward":
             ctx.save_for_backward(x, safe, lse, coef)
@@ -330,8 +342,7 @@ class _NCERCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, weight, alpha, beta, A, ignore_index, reduction):
         m, c = x.shape
-        valid = target != ignore_index
-        safe = torch.where(valid, target, torch.zeros_like(target))
+        valid, safe, cw = target_weights(target, ignore_index, weight, _acc_dtype(x))
         xd = x.detach()
         lse = row_logsumexp(xd)
         acc = lse.dtype
@@ -341,10 +352,8 @@ class _NCERCEFunction(torch.autograd.Function):
         log_u = xd.gather(1, safe[:, None])[:, 0].to(acc) - lse
         u = log_u.exp()
         per = alpha * log_u / total - beta * A * (1 - u)
-        cw = valid.to(acc) if weight is None else weight.to(acc)[safe] * valid
         if reduction == "mean":
-            denom = cw.sum()
-            cw = cw * torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(acc).tiny), 0.0)
+            cw = cw * mean_scale(cw.sum())
         loss = per * cw if reduction == "none" else (per * cw).sum()
         c1 = alpha / total + beta * A * u
         c2 = alpha * log_u / total**2

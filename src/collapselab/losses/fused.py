@@ -16,7 +16,16 @@ from typing import Any
 
 import torch
 
-from collapselab.losses.functional import Reduction, _acc_dtype, _check, make_weigh, row_logsumexp, write_gradient
+from collapselab.losses.functional import (
+    Reduction,
+    _acc_dtype,
+    _check,
+    make_weigh,
+    mean_scale,
+    row_logsumexp,
+    target_weights,
+    write_gradient,
+)
 
 #: logits elements per chunk (256 MB in float32): matrix products of this size run at full speed on CPU,
 #: while smaller chunks (e.g. Liger's ``N / ceil(V / H)`` rows) lose up to ~40% of the throughput.
@@ -33,10 +42,8 @@ class _LinearULoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, b, target, class_weight, weigh, ignore_index, reduction, chunk):
         m = h.shape[0]
-        valid = target != ignore_index
-        safe = torch.where(valid, target, torch.zeros_like(target))
         acc = _acc_dtype(h)
-        cw = valid.to(acc) if class_weight is None else class_weight.to(acc)[safe] * valid
+        valid, safe, cw = target_weights(target, ignore_index, class_weight, acc)
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         eager = reduction != "none" and needs_grad
         log_u = torch.empty(m, dtype=acc, device=h.device)
@@ -90,7 +97,7 @@ class _LinearULoss(torch.autograd.Function):
             loss, scale = loss_rows.sum(), torch.ones((), dtype=acc, device=h.device)
         else:
             denom = kept_sum if kept_sum is not None else cw.sum()
-            scale = torch.where(denom > 0, 1.0 / denom.clamp_min(torch.finfo(acc).tiny), 0.0)
+            scale = mean_scale(denom)
             loss = loss_rows.sum() * scale
         if eager:
             s = scale.to(h.dtype)

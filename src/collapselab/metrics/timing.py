@@ -106,7 +106,3 @@ def ratio_interval(arm_boot: np.ndarray, ref_boot: np.ndarray) -> tuple[float, f
     lo, hi = order_stat_interval(r)
     return float(lo), float(hi)
 
-
-def fmt_time(t: float, last_generation: int) -> str:
-    """``12.3``, or ``>G`` for a censored time."""
-    return f">{last_generation}" if not np.isfinite(t) else f"{t:.1f}"
