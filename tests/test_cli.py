@@ -1,9 +1,13 @@
-"""The command line: runs, one-line errors with exit code 2, kill and resume, report, list, show."""
+"""The command line: runs, list/show, and the fault table (one line, the documented exit code, and exactly
+what is or is not on disk), signals, kills and workers that never outlive the parent."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,65 +29,39 @@ def cli(*args: str) -> int:
     return 0
 
 
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for folders); the lock file's pid is left out."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and p.name != ".collapselab.lock"
+                                             else None)
+            for p in sorted(root.rglob("*"))}
+
+
 def test_run_writes_a_complete_run_directory(tmp_path, capsys):
     out = tmp_path / "qs"
     assert cli("run", "quickstart", "--out", str(out), *SMALL) == 0
     text = capsys.readouterr().out
     assert "time to failure" in text and "tce-0.99" in text and "report.html" in text
+    assert max(len(line) for line in text.splitlines() if not line.startswith(("report:", "tables:"))) <= 80
     names = {p.name for p in out.iterdir()}
-    assert {"experiment.yaml", "metrics.csv", "summary.json", "report.html", "figures", "chains"} <= names
+    assert {"run.json", "experiment.yaml", "metrics.parquet", "metrics.csv", "summary.json", "report.html",
+            "figures", "chains"} <= names
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0] == "arm,seed,generation,metric,value"
     assert len(lines) == 1 + 3 * 2 * 4 * 4  # arms x seeds x generations x metrics
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["arms"]) == {"ce", "tce-0.99", "accumulate"}
-    assert {p.name for p in (out / "figures").iterdir()} == {f"{m}.png" for m in
-                                                           ("tail_mass", "heldout_nll", "variance_ratio", "w1")}
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {p.name for p in (out / "figures").iterdir()} == {f"{m}.png" for m in (
+        "tail_mass", "heldout_nll", "variance_ratio", "w1", "time_to_failure")}
+    before = tree(out)
     assert cli("report", str(out)) == 0
-    assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert tree(out) == before
     assert cli("run", "quickstart", "--out", str(out), *SMALL) == 2  # an existing run is not overwritten
     assert "already holds a run" in capsys.readouterr().err
-    assert cli("run", "quickstart", "--out", str(out), "--overwrite", *SMALL) == 0
+    assert cli("run", str(out / "experiment.yaml"), "--out", str(out), "--overwrite", "-q") == 0
+    assert tree(out) == before  # re-running a run from its own resolved experiment gives the same files
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "nosuch"], "unknown experiment 'nosuch'; built-in: "),
-    (["run", "quickstart", "--set", "colour=red"], "unknown key 'colour'; allowed: name, description, family"),
-    (["run", "quickstart", "--set", "family.compnents=3"],
-     "family: unknown key 'compnents'; allowed: name, components"),
-    (["run", "quickstart", "--set", "n=many"], "n: Input should be a valid integer"),
-    (["run", "quickstart", "--set", "arms.1.loss.gamma=1.5"], "arms.1.loss.gamma: Input should be less than or equal"),
-    (["run", "quickstart", "--set", "loss={name: tce, gamma: 0}"], "loss.gamma: Input should be greater than 0"),
-    (["run", "quickstart", "--seeds", "-3"], "seeds: Input should be greater than or equal to 1 (got -3)"),
-    (["run", "quickstart", "--set", "n=0"], "n: Input should be greater than or equal to 1 (got 0)"),
-    (["run", "quickstart", "--set", "family.name=vae"], "family: Input tag 'vae' found using 'name' does not match"),
-    (["run", "quickstart", "--set", "metrics=[kl_to_truth]"], "needs a known truth"),
-    (["run", "quickstart", "--set", "n=5000"], "n: the real pool of 'digits' holds 1397 training samples"),
-    (["run", "quickstart", "--seeds", "abc"], "Invalid value for '--seeds'"),
-    (["run", "quickstart", "--out", "/proc/collapselab-run"], "not writable"),
-    (["resume", "."], "not a run directory"),
-    (["report", "/nonexistent-dir"], "not a run directory"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli(*args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("collapselab: error: "), err
-    assert message in err, err
-    assert not any(tmp_path.iterdir())  # no partial run directory (default --out is under ./runs)
-
-
-def test_unwritable_parent_and_file_in_the_way(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert cli("run", "quickstart", "--out", str(blocker / "run"), *SMALL) == 2
-    assert "is a file" in capsys.readouterr().err
-    assert cli("run", "quickstart", "--out", str(blocker), *SMALL) == 2
-    assert "not a directory" in capsys.readouterr().err
-
-
-def test_list_and_show(capsys):
+def test_list_show_and_help_are_quick_and_plain(capsys):
     assert cli("list") == 0
     listing = capsys.readouterr().out
     for name in ("quickstart", "shumailov-gaussian", "yi-linear-one-round", "fortifai-gmm", "ferbach-curation"):
@@ -92,48 +70,349 @@ def test_list_and_show(capsys):
     assert "name: quickstart" in capsys.readouterr().out
     assert cli("show", "quickstart", "--resolved") == 0
     assert "tce-0.99" in capsys.readouterr().out
+    assert cli("run", "--help") == 0
+    text = capsys.readouterr().out
+    assert "<bool>" not in text and "--overwrite" in text and "KEY=VALUE" in text
+    for args in (["--help"], ["list"]):  # no heavy imports: these answer in well under a second
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "collapselab", *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and time.perf_counter() - start < 5
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+        assert not imported & {"numpy", "scipy", "matplotlib", "torch", "polars", "sklearn"}
 
 
+# -- the fault table ---------------------------------------------------------------------------------
+def _file(name: str, data: bytes) -> callable:
+    def make(tmp: Path) -> None:
+        (tmp / name).write_bytes(data)
+    return make
+
+
+def _finished_run(tmp: Path) -> None:
+    assert cli("run", "quickstart", "--out", str(tmp / "run"), *SMALL) == 0
+
+
+def _edit_run(old: str, new: str) -> callable:
+    def make(tmp: Path) -> None:
+        _finished_run(tmp)
+        path = tmp / "run" / "experiment.yaml"
+        path.write_text(path.read_text().replace(old, new))
+    return make
+
+
+def _damage(name: str, how: str) -> callable:
+    def make(tmp: Path) -> None:
+        _finished_run(tmp)
+        for folder in (tmp / "run" / "chains").glob("*/b0000"):
+            p = folder / name
+            if how == "garbage":
+                p.write_bytes(b"\x00garbage")
+            elif how == "float":
+                p.write_bytes(p.read_bytes()[:-8] + b"\x00\x00\x00\x00\x00\x00\xe0?")
+            break
+    return make
+
+
+def _unfinished_run(tmp: Path) -> None:
+    from collapselab.chain import ChainTask, run_chain
+    from collapselab.experiments import load_experiment
+    from collapselab.runs import create_run
+
+    exp = load_experiment("quickstart", ["n=60", "heldout=100"], 2, 3)
+    with create_run(exp, tmp / "run") as store:
+        run_chain(ChainTask(exp, "ce", 0, str(store.root)), stop_after=1)
+
+
+def _with_user_file(tmp: Path) -> None:
+    _finished_run(tmp)
+    (tmp / "run" / "my-notes.md").write_text("keep me")
+
+
+def _nothing(tmp: Path) -> None:
+    pass
+
+
+ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be unchanged
+    ("unknown-experiment", _nothing, ["run", "nosuch"], "unknown experiment 'nosuch'; built-in: "),
+    ("unknown-key", _nothing, ["run", "quickstart", "--set", "colour=red"],
+     "unknown key 'colour'; allowed: name, description, family"),
+    ("misspelled-family-key", _nothing, ["run", "quickstart", "--set", "family.compnents=3"],
+     "family: unknown key 'compnents'; allowed: name, components"),
+    ("not-an-int", _nothing, ["run", "quickstart", "--set", "n=many"], "n: Input should be a valid integer"),
+    ("bool-for-int", _nothing, ["run", "quickstart", "--set", "seeds=true"], "seeds: Input should be a valid integer"),
+    ("float-for-int", _nothing, ["run", "quickstart", "--set", "generations=1.5"],
+     "generations: Input should be a valid integer"),
+    ("gamma-above-1", _nothing, ["run", "quickstart", "--set", "arms.1.loss.gamma=1.5"],
+     "arms.1.loss.gamma: Input should be less than or equal"),
+    ("gamma-0", _nothing, ["run", "quickstart", "--set", "loss={name: tce, gamma: 0}"],
+     "loss.gamma: Input should be greater than 0"),
+    ("negative-seeds", _nothing, ["run", "quickstart", "--seeds", "-3"],
+     "seeds: Input should be greater than or equal to 1 (got -3)"),
+    ("n-0", _nothing, ["run", "quickstart", "--set", "n=0"], "n: Input should be greater than or equal to 1 (got 0)"),
+    ("unknown-family", _nothing, ["run", "quickstart", "--set", "family.name=vea"],
+     "family: Input tag 'vea' found using 'name' does not match"),
+    ("metric-needs-truth", _nothing, ["run", "quickstart", "--set", "metrics=[kl_to_truth]"], "needs a known truth"),
+    ("unknown-metric", _nothing, ["run", "quickstart", "--set", "metrics=[fid]"], "unknown metric 'fid'; allowed:"),
+    ("failure-metric", _nothing, ["run", "quickstart", "--set", "failure.metric=w2"],
+     "failure.metric: 'w2' must be one of the metrics"),
+    ("reference-arm", _nothing, ["run", "quickstart", "--set", "reference_arm=nobody"],
+     "reference_arm: 'nobody' is not an arm"),
+    ("duplicate-arms", _nothing, ["run", "quickstart", "--set", "arms=[{name: a}, {name: a}]"],
+     "arms: duplicate arm names ['a']"),
+    ("pool-too-small", _nothing, ["run", "quickstart", "--set", "n=5000"],
+     "n: the real pool of 'digits' holds 1397 training samples"),
+    ("heldout-too-large", _nothing, ["run", "quickstart", "--set", "heldout=5000"],
+     "heldout: 5000 held-out samples leave none of the 1797 samples of 'digits' to train on; allowed: 1 to 1796"),
+    ("seeds-not-a-number", _nothing, ["run", "quickstart", "--seeds", "abc"], "Invalid value for '--seeds'"),
+    ("workers-0", _nothing, ["run", "quickstart", "--workers", "0"], "Invalid value for '--workers'"),
+    ("set-without-equals", _nothing, ["run", "quickstart", "--set", "seeds"], "--set: 'seeds' is not key=value"),
+    ("yaml-not-utf8", _file("e.yaml", b"name: caf\xe9\n"), ["run", "e.yaml"], "e.yaml is not UTF-8 text"),
+    ("yaml-syntax", _file("e.yaml", b"name: [unclosed\n"), ["run", "e.yaml"], "experiment: not valid YAML line"),
+    ("yaml-not-mapping", _file("e.yaml", b"- a\n- b\n"), ["run", "e.yaml"], "must hold a mapping of settings"),
+    ("yaml-is-a-directory", lambda t: (t / "d.yaml").mkdir(), ["run", "d.yaml"], "d.yaml is a directory"),
+    ("out-not-writable", _nothing, ["run", "quickstart", "--out", "/proc/collapselab-run"], "not writable"),
+    ("out-is-a-file", _file("f", b"x"), ["run", "quickstart", "--out", "f"], "--out f: exists and is not a directory"),
+    ("out-under-a-file", _file("f", b"x"), ["run", "quickstart", "--out", "f/run"], "is a file, not a directory"),
+    ("out-not-a-run", _file("keep.txt", b"x"), ["run", "quickstart", "--out", "."],
+     "exists, is not empty and is not a collapselab run directory"),
+    ("out-dangling-symlink", lambda t: (t / "l").symlink_to(t / "gone"), ["run", "quickstart", "--out", "l"],
+     "is a symlink to"),
+    ("out-holds-a-run", _finished_run, ["run", "quickstart", "--out", "run"], "already holds a run; continue it"),
+    ("overwrite-user-files", _with_user_file, ["run", "quickstart", "--out", "run", "--overwrite"],
+     "--overwrite refused, the folder holds files collapselab did not write: my-notes.md"),
+    ("resume-not-a-run", _nothing, ["resume", "."], "not a collapselab run directory"),
+    ("report-missing-dir", _nothing, ["report", "nonexistent-dir"], "not a collapselab run directory"),
+    ("resume-edited-regime", _edit_run("regime:\n    name: accumulate", "regime:\n    name: replace"),
+     ["resume", "run"], "no longer matches the run (arms.2.regime.name changed"),
+    ("resume-fewer-generations", _finished_run, ["resume", "run", "--generations", "1"],
+     "generations: a run can only be extended (it has 3, 1 asked)"),
+    ("resume-broken-yaml", _edit_run("generations: 3", "generations: [3"), ["resume", "run"], "not valid YAML"),
+    ("report-unfinished", _unfinished_run, ["report", "run"], "the run is not finished (arm 'ce', seeds 0-1 has "
+                                                             "generations 0-1 of 0-3)"),
+    ("report-damaged-checkpoint", _damage("g00002.safetensors", "float"), ["report", "run"],
+     "g00002.safetensors fails its sha256 check; `collapselab resume"),
+    ("resume-nothing-verifies", _damage("g00000.safetensors", "garbage"), ["resume", "run"],
+     "g00000.safetensors is truncated or changed"),
+    ("damaged-manifest", lambda t: (_finished_run(t), (t / "run" / "run.json").write_text("{")), ["report", "run"],
+     "run.json: damaged or not a collapselab run manifest"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, message", [c[1:] for c in ONE_LINE_EXIT_2],
+                         ids=[c[0] for c in ONE_LINE_EXIT_2])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(setup, argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path)
+    capsys.readouterr()
+    before = tree(tmp_path)
+    assert cli(*argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("collapselab: error: "), captured.err
+    assert message in captured.err, captured.err
+    assert tree(tmp_path) == before  # nothing written, nothing removed (default --out is ./runs/<name>)
+
+
+FAULTS = [  # (id, argv, exit code, message); runtime faults and numerical failures
+    ("gmm-singular-covariance", ["run", "quickstart", "--set", "family.reg_covar=0", "--set", "n=5",
+                                 "--set", "heldout=100", "--generations", "3", "-q", "--out", "run"],
+     1, "arm 'ce', seeds 0-7, generation 0: the fit failed (LinAlgError"),
+    ("tce-drops-everything", ["run", "quickstart", "--set", "arms.1.loss.gamma=1e-9", *SMALL, "--out", "run"],
+     1, "arm 'tce-0.99', seed 0, generation 0: the fit failed (the loss tce(gamma=1e-09) gives every training "
+        "sample weight 0"),
+]
+
+
+@pytest.mark.parametrize("argv, code, message", [c[1:] for c in FAULTS], ids=[c[0] for c in FAULTS])
+def test_numerical_failures_take_the_chain_error_path(argv, code, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli(*argv) == code
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and message in captured.err, captured.err
+    assert "finished generations are kept" in captured.err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_collapsed_gaussian_has_infinite_kl_not_a_crash(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", "shumailov-gaussian", "--set", "n=1", "--set", "arms=[{name: mle, family: {name: gaussian, "
+               "estimator: mle}}]", "--generations", "2", "--seeds", "3", "-q", "--out", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"]["mle"]["final"]["kl_to_truth"]["mean"] == "inf"
+    assert summary["arms"]["mle"]["final"]["variance_ratio"]["mean"] == 0.0
+
+
+def test_a_reference_failing_at_generation_0_gives_an_undefined_ratio(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", "quickstart", "--set", "failure.threshold=0.0", *SMALL, "--out", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "undefined" in text and "(ref. fails at g0)" in text
+    ratio = json.loads((out / "summary.json").read_text())["arms"]["tce-0.99"]["fidelity_ratio"]
+    assert ratio["defined"] is False and "fails at generation 0" in ratio["note"]
+    assert cli("report", str(out)) == 0 and cli("resume", str(out), "-q") == 0
+
+
+def test_a_full_disk_is_one_line_exit_1_naming_the_file_and_keeps_finished_generations(capsys, tmp_path,
+                                                                                           monkeypatch):
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd, data):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("collapselab.store.os.write", write)
+    out = tmp_path / "run"
+    assert cli("run", "quickstart", *SMALL, "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"collapselab: error: cannot write \S+/chains/\S+: No space left on device\n", err), err
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.undo()
+    assert cli("resume", str(out), "-q") == 0  # the generations written before the disk filled up are kept
+    full = tmp_path / "full"
+    assert cli("run", "quickstart", *SMALL, "--out", str(full)) == 0
+    assert (out / "metrics.csv").read_bytes() == (full / "metrics.csv").read_bytes()
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr("collapselab.runs.finish", boom)
+    assert cli("run", "quickstart", *SMALL, "--out", str(tmp_path / "a")) == 1
+    err = capsys.readouterr().err
+    assert err == "collapselab: error: internal error (KeyError: 'surprise'); rerun with --debug for the traceback\n"
+    with pytest.raises(KeyError):
+        main(["--debug", "run", "quickstart", *SMALL, "--out", str(tmp_path / "b")])
+
+
+# -- processes: kills, signals, locks, read-only runs ---------------------------------------------------
 def _cli_proc(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "collapselab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
 
 
-def _wait_for(path_glob: Path, pattern: str, timeout: float = 60.0) -> None:
+def _wait_for(folder: Path, pattern: str, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if list(path_glob.glob(pattern)):
+        if list(folder.glob(pattern)):
             return
         time.sleep(0.02)
     raise AssertionError(f"{pattern} never appeared")
 
 
-def test_sigkilled_run_resumes_to_the_same_files(tmp_path):
-    args = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
-    full = tmp_path / "full"
-    assert subprocess.run([sys.executable, "-m", "collapselab", "run", *args, "--out", str(full)],
-                          capture_output=True).returncode == 0
+LONG = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in tree(root).items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    full = tmp_path_factory.mktemp("full") / "run"
+    done = subprocess.run([sys.executable, "-m", "collapselab", "run", *LONG, "--out", str(full)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return full
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stopped_runs_resume_to_the_same_files(full_run, tmp_path, sig, code):
     killed = tmp_path / "killed"
-    proc = _cli_proc("run", *args, "--out", str(killed))
+    proc = _cli_proc("run", *LONG, "--out", str(killed))
     _wait_for(killed / "chains", "*/b0000/g00010.json")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    if sig != signal.SIGKILL:
+        assert re.fullmatch(r"collapselab: error: interrupted after generation \d+ \(\d of 3 chain batches "
+                            r"finished\); continue with `collapselab resume \S+`\n", err), err
     assert not (killed / "metrics.csv").exists()
     done = subprocess.run([sys.executable, "-m", "collapselab", "resume", str(killed), "-q"], capture_output=True)
     assert done.returncode == 0, done.stderr
-    files = sorted(p.relative_to(full) for p in full.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(killed) for p in killed.rglob("*") if p.is_file())
-    for rel in files:
-        assert (full / rel).read_bytes() == (killed / rel).read_bytes(), rel
+    assert _files(killed) == _files(full_run)
 
 
-def test_grid_runs_report_heat_maps_and_reread_their_csv(tmp_path, capsys):
-    out = tmp_path / "yi"
-    assert cli("run", "yi-linear-one-round", "--out", str(out), "--seeds", "20", "-q",
-               "--set", "grid={curator.delta: [0.0, 0.5], curator.radius: [0.1, 0.5]}") == 0
-    assert '"delta=0,radius=0.1",0,1,param_error,' in (out / "metrics.csv").read_text()
-    assert (out / "figures" / "heatmap_param_error.png").is_file()
-    summary = (out / "summary.json").read_bytes()
-    assert cli("report", str(out)) == 0
-    assert (out / "summary.json").read_bytes() == summary
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_never_outlive_the_parent(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = _cli_proc("run", *LONG, "--workers", "2", "--out", str(out))
+    _wait_for(out / "chains", "*/b0000/g00003.json")
+    workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert workers
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    end = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
+    snapshot = _files(out)
+    time.sleep(1.0)
+    assert _files(out) == snapshot  # nothing writes into the run after the parent is gone
+
+
+def test_a_second_run_on_a_directory_in_use_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _cli_proc("run", *LONG, "--out", str(out))
+    try:
+        _wait_for(out / "chains", "*/b0000/g00001.json")
+        for argv in (["run", *LONG, "--out", str(out), "--overwrite"], ["resume", str(out)], ["report", str(out)]):
+            assert cli(*argv) == 2
+            err = capsys.readouterr().err
+            assert f"in use by pid {proc.pid}" in err and err.count("\n") == 1, err
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert cli("resume", str(out), "-q") == 0  # the killed holder's lock does not block
+
+
+def _can_drop_privileges() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            "import collapselab"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_drop_privileges(), reason="needs root, setpriv and a Python the user nobody can run")
+def test_a_read_only_run_is_one_line_exit_2(tmp_path_factory):
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="collapselab-ro-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        assert cli("run", "quickstart", *SMALL, "--out", str(base / "run")) == 0
+        before = tree(base)
+        for argv in (["resume", str(base / "run")], ["report", str(base / "run")]):
+            done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                   "-m", "collapselab", *argv], capture_output=True, text=True)
+            assert done.returncode == 2 and done.stdout == ""
+            assert re.fullmatch(r"collapselab: error: \S+/run: the run directory is not writable \(Permission "
+                                r"denied\)\n", done.stderr), done.stderr
+        assert tree(base) == before
+    finally:
+        shutil.rmtree(base)

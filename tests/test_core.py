@@ -1,11 +1,10 @@
-"""Seed tree, sample sets and atomic I/O."""
+"""Seed tree and sample sets."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from collapselab.io import atomic_write_json, load_arrays, read_json, save_arrays
 from collapselab.samples import SampleSet, concat
 from collapselab.seeding import SeedTree
 
@@ -38,14 +37,3 @@ def test_sampleset_take_concat_flat():
         SampleSet({"x": x, "y": np.zeros((2, 5))})
     with pytest.raises(ValueError):
         concat([s, SampleSet({"x": x})])
-
-
-def test_atomic_files_roundtrip(tmp_path):
-    arrays = {"a": np.random.default_rng(0).normal(size=(3, 4)), "b": np.arange(5)}
-    save_arrays(tmp_path / "x.safetensors", arrays)
-    back = load_arrays(tmp_path / "x.safetensors")
-    for k in arrays:
-        np.testing.assert_array_equal(back[k], arrays[k])
-    atomic_write_json(tmp_path / "j.json", {"v": [1.5, float("inf"), float("nan")]})
-    assert read_json(tmp_path / "j.json") == {"v": [1.5, "inf", "nan"]}
-    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp"))

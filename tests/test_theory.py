@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from collapselab.chain import ChainTask, run_chain
 from collapselab.experiments.schema import resolve
-from collapselab.io import load_arrays
 from collapselab.runs import assemble, execute
 from collapselab.theory import curation, gaussian_chain, regression, yi
 
@@ -140,8 +140,8 @@ def test_ferbach_one_step_conditional_law(tmp_path):
     exp = resolve({"name": "f", **FERBACH, "n": 2000, "generations": 1, "seeds": 400, "heldout": 10})
     run_chain(ChainTask(exp, exp.arms[0].name, 0, str(tmp_path)))
     folder = tmp_path / "chains" / exp.arms[0].name / "b0000"
-    p0 = load_arrays(folder / "g00000.safetensors")["unigram"]
-    p1 = load_arrays(folder / "g00001.safetensors")["unigram"]
+    p0 = load_file(folder / "g00000.safetensors")["model.unigram"]
+    p1 = load_file(folder / "g00001.safetensors")["model.unigram"]
     values = np.array(FERBACH["curator"]["reward"]["values"])
     expected = np.stack([curation.curate_step(p, values, 3) for p in p0])
     np.testing.assert_allclose((p1 - expected).mean(axis=0), 0.0, atol=0.002)
@@ -155,4 +155,4 @@ def test_ferbach_reward_trajectory():
                        "arms": [{"name": "replace"}, {"name": "mix", "regime": {"name": "mix", "lam": 1.0}}]})
     th = theory_curves(exp)
     for a, name in enumerate(["replace", "mix"]):
-        np.testing.assert_allclose(v[a, :, :, 0].mean(0), th[name]["mean_reward"], rtol=0.01)
+        np.testing.assert_allclose(v[a, :, :, 0].mean(0), th[name]["mean_reward"].values, rtol=0.01)

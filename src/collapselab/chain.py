@@ -4,12 +4,16 @@ Generation 0 fits the family on real data; generation g >= 1 draws from model g-
 lets the regime build the training set and refits under the arm's loss. After each fit the metrics are
 measured against held-out real data / the truth. The engine never looks at what a sample is.
 
-On disk (``<run>/chains/<arm>/b<batch>/``), every ``checkpoint_every`` generations and at the last:
-``gNNNNN.safetensors`` (model state), ``regime.gNNNNN.safetensors`` (the regime's state, kept for the
-latest checkpoint only) and ``gNNNNN.json`` (written last: the metric values of the generations since the
-previous checkpoint).
-A killed run resumes from its last complete checkpoint; since every random stream is addressed by
-(arm, batch, generation, purpose) in the seed tree, the resumed run produces exactly the same results.
+Random streams are addressed by (chain batch, generation, purpose) in the run's seed tree, **not** by arm:
+arms draw common random numbers, so two arms whose settings agree up to generation g have identical
+chains up to g, and arms that differ are coupled as tightly as their settings allow (the classic variance
+reduction for paired comparisons; real data are shared the same way).
+
+With a run directory, every ``checkpoint_every`` generations and at the last one the chain writes a
+checkpoint through :mod:`collapselab.store` (model state and the metric values since the previous
+checkpoint, in safetensors; the regime's state; a commit record with their sha256). A killed run resumes
+from its newest checkpoint that verifies; checkpoints fall on a fixed grid and every stream is addressed
+as above, so the resumed run ends with exactly the files of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ import numpy as np
 
 from collapselab.curators import CurationError, CuratorContext
 from collapselab.data import make_source
-from collapselab.errors import ChainError
+from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
 from collapselab.fitting import fit_with_loss
-from collapselab.io import atomic_write_json, load_arrays, read_json, remove_stale_temps, save_arrays
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
+from collapselab.store import ChainStore, chain_folder
 
 Progress = Callable[[str, int, int], None]  # arm, batch, generation just finished
+#: exceptions of numerical origin inside a fit or a metric: they take the chain-error path.
+NUMERICAL = (np.linalg.LinAlgError, ArithmeticError, NumericalError)
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,19 @@ class ChainTask:
     def folder(self) -> Path | None:
         return None if self.run_dir is None else chain_folder(Path(self.run_dir), self.arm, self.batch)
 
+    def store(self) -> ChainStore | None:
+        return None if self.run_dir is None else ChainStore(self.folder, Path(self.run_dir))
 
-def chain_folder(run_dir: Path, arm: str, batch: int) -> Path:
-    return run_dir / "chains" / arm / f"b{batch:04d}"
+    def label(self) -> str:
+        s = self.seeds
+        return f"{s[0]}" if len(s) == 1 else f"{s[0]}-{s[-1]}"
+
+
+def checkpoint_info(task: ChainTask) -> dict:
+    """What a checkpoint record says about its chain batch (checked on resume)."""
+    s = task.seeds
+    return {"arm": task.arm, "batch": task.batch, "seeds": [s[0], s[-1]], "n_chains": len(s),
+            "metrics": list(task.experiment.metrics)}
 
 
 def _state_flat(state: State) -> dict[str, np.ndarray]:
@@ -71,44 +87,21 @@ def _state_unflat(flat: dict[str, np.ndarray]) -> State:
 
 
 def last_checkpoint(folder: Path) -> int | None:
-    """The last generation with a complete checkpoint in ``folder``, or ``None``."""
-    if not folder.is_dir():
-        return None
-    gens = [int(p.stem[1:]) for p in folder.glob("g*.json") if p.stem[1:].isdigit()]
-    return max(gens) if gens else None
+    """The newest generation with a checkpoint record in ``folder`` (unverified), or ``None``."""
+    gens = ChainStore(folder).record_generations()
+    return gens[-1] if gens else None
 
 
-def _load(task: ChainTask, g: int, model) -> tuple[State, list[np.ndarray]]:
-    folder = task.folder
-    model.load_state_dict(load_arrays(folder / f"g{g:05d}.safetensors"))
-    regime_file = folder / f"regime.g{g:05d}.safetensors"
-    state = _state_unflat(load_arrays(regime_file)) if regime_file.exists() else {}
-    values: list[np.ndarray] = []
-    for p in sorted(folder.glob("g*.json")):
-        if int(p.stem[1:]) <= g:
-            values.extend(np.array(v, dtype=np.float64) for v in read_json(p)["values"])
-    return state, values
-
-
-def _save(task: ChainTask, g: int, model, state: State, values: list[np.ndarray]) -> None:
-    folder = task.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    save_arrays(folder / f"g{g:05d}.safetensors", model.state_dict(), {"generation": str(g)})
-    if state:
-        save_arrays(folder / f"regime.g{g:05d}.safetensors", _state_flat(state), {"generation": str(g)})
-    atomic_write_json(folder / f"g{g:05d}.json",
-                      {"arm": task.arm, "batch": task.batch, "generation": g, "seeds": task.seeds,
-                       "metrics": task.experiment.metrics, "first_generation": g - len(values) + 1,
-                       "values": [v.tolist() for v in values]})
-    for old in folder.glob("regime.g*.safetensors"):  # only the latest regime state is needed
-        if old.name != f"regime.g{g:05d}.safetensors":
-            old.unlink(missing_ok=True)
+def _bad_seed(task: ChainTask, err: Exception) -> int | str:
+    chain = getattr(err, "chain", None)
+    return task.seeds[chain] if chain is not None else task.label()
 
 
 def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int | None = None) -> np.ndarray:
-    """Run (or resume) one chain batch; returns its metric values ``[generations, metrics, chains]``.
+    """Run (or resume) one chain batch; returns its metric values ``[generations + 1, metrics, chains]``.
 
-    ``stop_after`` ends the run after that generation (used to test resumption).
+    ``stop_after`` ends the run after that generation (used to test resumption); the values returned then
+    cover only the generations run.
     """
     exp = task.experiment
     arm = exp.arm(task.arm)
@@ -123,22 +116,27 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     mctx = MetricContext.make(source, heldout, None, arm.curator, c)
     n, m = exp.n, arm.n_synthetic
 
-    start, state, saved = 0, {}, []
-    done = None
-    if task.folder is not None:
-        remove_stale_temps(task.folder)  # a kill during an atomic write leaves its temp file
-        done = last_checkpoint(task.folder)
-    if done is not None:
-        state, saved = _load(task, done, model)
-        start = done + 1
-        for g in range(start):
+    start, state, values = 0, {}, []
+    store = task.store()
+    if store is not None:
+        scan = store.scan(exp.metrics, c, last=exp.generations)
+        if scan.problem is not None:  # execute() repairs this before any task starts
+            raise ConfigError(f"{scan.problem}; `collapselab resume` falls back to the newest checkpoint "
+                              f"that verifies")
+        if scan.resume is not None:
+            model_state, regime_state = store.load(scan.resume)
+            model.load_state_dict(model_state)
+            state = _state_unflat(regime_state) if regime_state else {}
+            values = list(scan.values)
+            start = scan.resume + 1
             if progress:
-                progress(task.arm, task.batch, g)
-    pending: list[np.ndarray] = []  # [metrics, chains] per generation since the last checkpoint
+                for g in range(start):
+                    progress(task.arm, task.batch, g)
+    first = start  # first generation not yet in a checkpoint
     last = exp.generations if stop_after is None else min(stop_after, exp.generations)
     for g in range(start, last + 1):
         def stream(purpose: str, g: int = g) -> np.random.Generator:
-            return tree.lazy_rng("model", task.arm, task.batch, g, purpose)  # type: ignore[return-value]
+            return tree.lazy_rng("model", task.batch, g, purpose)  # type: ignore[return-value]
 
         try:
             if g == 0:
@@ -147,21 +145,32 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
                 synthetic = arm.curator.curate(model, arm.regime.request(g, n, m, state), stream("synthetic"), ctx)
                 train, state = arm.regime.build(g, n, m, real, state, synthetic, stream("regime"))
         except CurationError as e:
-            raise ChainError(task.arm, f"{seeds[0]}-{seeds[-1]}", g, str(e)) from None
+            raise ChainError(task.arm, task.label(), g, str(e)) from None
         init = model if (g > 0 and arm.regime.warm_start) else None
-        fit_with_loss(model, train, arm.loss, stream("fit"), init=init, steps=exp.loss_steps)
+        try:
+            fit_with_loss(model, train, arm.loss, stream("fit"), init=init, steps=exp.loss_steps)
+        except NUMERICAL as e:
+            raise ChainError(task.arm, _bad_seed(task, e), g, f"the fit failed ({_describe(e)})") from None
         finite = model.finite_chains()
         if not finite.all():
             bad = seeds[int(np.argmin(finite))]
             raise ChainError(task.arm, bad, g, "the fit is not finite (NaN or inf parameters)")
         mctx.rng, mctx.cache = stream("metrics"), {}
-        values = compute(exp.metrics, model, mctx)
-        pending.append(np.stack([values[name] for name in exp.metrics]))
+        try:
+            measured = compute(exp.metrics, model, mctx)
+        except NUMERICAL as e:
+            raise ChainError(task.arm, _bad_seed(task, e), g, f"a metric failed ({_describe(e)})") from None
+        values.append(np.stack([measured[name] for name in exp.metrics]))
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
-        if task.folder is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
-            _save(task, g, model, state, pending)
-            saved.extend(pending)
-            pending = []
+        if store is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
+            store.save(g, first, model.state_dict(), np.stack(values[first:]),
+                       _state_flat(state) or None, checkpoint_info(task))
+            first = g + 1
         if progress:
             progress(task.arm, task.batch, g)
-    return np.stack(saved + pending) if saved or pending else np.empty((0, len(exp.metrics), c))
+    return np.stack(values) if values else np.empty((0, len(exp.metrics), c))
+
+
+def _describe(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text and not isinstance(e, NumericalError) else text or type(e).__name__

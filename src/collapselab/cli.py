@@ -1,110 +1,153 @@
-"""The ``collapselab`` command: run, resume, report, list and show experiments."""
+"""The ``collapselab`` command: run, resume, report, list and show experiments.
+
+Every failure a user can cause or meet prints one line ``collapselab: error: ...`` and exits with a
+documented code: 2 for bad input (an experiment, an argument, a run directory that cannot be used), 1 for a
+runtime fault (a chain's numerical failure, a full disk), 130 / 143 for Ctrl-C / SIGTERM. ``--debug`` shows
+the traceback instead. Heavy modules (numpy, scipy, matplotlib, polars) are imported only by the commands
+that need them, so ``--help`` and ``list`` answer at once.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from collapselab.errors import ChainError, ConfigError
+from collapselab.errors import ChainError, ConfigError, Interrupted, StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# rich_markup_mode=None: click's plain help, which fits 80 columns and prints no `<bool>` beside flags
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Simulate, measure and fend off model collapse in self-consuming training.")
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, highlight=False)
+_state: dict = {"run_dir": None, "debug": False}
+
+Workers = Annotated[int, typer.Option("--workers", "-w", min=1, metavar="N",
+                                      help="worker processes (chain batches run in parallel; results do not "
+                                           "depend on it)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 
 
 def _out() -> Console:
-    """stdout console; wide when piped so tables do not fold into narrow columns."""
-    return Console(width=None if sys.stdout.isatty() else 220)
-
-Workers = Annotated[int, typer.Option("--workers", "-w", min=1,
-                                      help="worker processes (chain batches run in parallel)")]
+    """stdout console: 80 columns when piped (tables are laid out for 80 columns anyway)."""
+    return Console(width=None if sys.stdout.isatty() else 80, highlight=False)
 
 
-def _progress_run(exp, run_dir: Path, workers: int, quiet: bool):
-    from collapselab.runs import assemble, execute, finish
+def _warn(message: str) -> None:
+    err_console.print(f"collapselab: warning: {message}", markup=False, soft_wrap=True)
 
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _warn(" ".join(str(message).split()))
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks instead of one-line errors")]
+          = False) -> None:
+    _state["debug"] = debug
+
+
+def _execute(exp, store, workers: int, quiet: bool):
+    """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from collapselab.runs import assemble, execute, finish, prepare
+
+    _state["run_dir"], _state["exp"] = store.root, exp
+    prepare(exp, store, _warn)  # checkpoint warnings and errors come before the progress bar
     total = len(exp.arms) * exp.n_batches * (exp.generations + 1)
+    arms = f"{len(exp.arms)} arm{'s' * (len(exp.arms) != 1)}"
+    seeds = f"{exp.seeds} seed{'s' * (exp.seeds != 1)}"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("generations"), TimeElapsedColumn(), console=err_console,
-                  disable=quiet, transient=False) as bar:
-        task = bar.add_task(f"{exp.name}: {len(exp.arms)} arms x {exp.seeds} seeds", total=total)
-        results = execute(exp, run_dir, workers, lambda arm, batch, g: bar.advance(task))
-    return finish(exp, run_dir, assemble(exp, results))
+                  disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
+        results = execute(exp, store, workers, lambda arm, batch, g: bar.advance(task), warn=_warn, prepared=True)
+    return finish(exp, store, assemble(exp, results))
 
 
 def _show_result(exp, summary, run_dir: Path) -> None:
     from collapselab.report import rich_table
 
-    _out().print(rich_table(exp, summary))
-    _out().print(f"report: {run_dir / 'report.html'}  metrics: {run_dir / 'metrics.csv'}")
+    out = _out()
+    out.print(rich_table(exp, summary, width=out.width))
+    out.print(f"report: {run_dir / 'report.html'}\ntables: {run_dir / 'metrics.parquet'}, "
+              f"{run_dir / 'metrics.csv'}", soft_wrap=True)
 
 
 @app.command()
 def run(
-    experiment: Annotated[str, typer.Argument(help="built-in experiment name or path to a YAML file")] = "quickstart",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")] = None,
-    seeds: Annotated[int | None, typer.Option(help="number of seeds (chains per arm)")] = None,
-    generations: Annotated[int | None, typer.Option(help="last generation")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key.path=value")] = None,
+    experiment: Annotated[str, typer.Argument(metavar="[NAME|FILE]",
+                                              help="built-in experiment name or path to a YAML file")] = "quickstart",
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="DIR",
+                                             help="run directory (default runs/<name>)")] = None,
+    seeds: Annotated[int | None, typer.Option(metavar="N", help="number of seeds (chains per arm)")] = None,
+    generations: Annotated[int | None, typer.Option(metavar="G", help="last generation")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="override a setting (dotted path, YAML value); "
+                                                        "repeatable")] = None,
     workers: Workers = 1,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the run at --out (only files "
+                                                               "collapselab wrote are removed)")] = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Run an experiment and write its run directory (checkpoints, metrics.csv, summary.json, report.html)."""
+    """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
     from collapselab.runs import create_run
 
     exp = load_experiment(experiment, set_, seeds, generations)
-    run_dir = create_run(exp, out or Path("runs") / exp.name, overwrite)
-    summary = _progress_run(exp, run_dir, workers, quiet)
+    target = out or Path("runs") / exp.name
+    with create_run(exp, target, overwrite) as store:
+        summary = _execute(exp, store, workers, quiet)
+    _show_result(exp, summary, target)
+
+
+@app.command()
+def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run directory")], workers: Workers = 1,
+           generations: Annotated[int | None, typer.Option(metavar="G", help="extend the run to generation G")]
+           = None, quiet: Quiet = False) -> None:
+    """Continue a stopped run from its newest verified checkpoint (results equal an uninterrupted run)."""
+    from collapselab.runs import open_run
+
+    store, exp = open_run(run_dir, generations)
+    with store:
+        summary = _execute(exp, store, workers, quiet)
     _show_result(exp, summary, run_dir)
 
 
 @app.command()
-def resume(run_dir: Annotated[Path, typer.Argument(help="run directory")], workers: Workers = 1,
-           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
-    """Continue a killed run from its last checkpoint (the results equal an uninterrupted run)."""
-    from collapselab.runs import open_run
+def report(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run directory")]) -> None:
+    """Rebuild the tables, summary.json, figures and report.html from the verified checkpoints."""
+    from collapselab.runs import collect, finish, open_run
 
-    exp = open_run(run_dir)
-    _show_result(exp, _progress_run(exp, run_dir, workers, quiet), run_dir)
-
-
-@app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
-    """Rebuild summary.json, figures and report.html from a finished run's metrics.csv."""
-    from collapselab.report import write_report
-    from collapselab.runs import open_run, read_metrics_csv
-
-    exp = open_run(run_dir)
-    if not (run_dir / "metrics.csv").is_file():
-        raise ConfigError(f"{run_dir}: no metrics.csv yet (finish it with `collapselab resume {run_dir}`)")
-    _show_result(exp, write_report(exp, read_metrics_csv(run_dir / "metrics.csv", exp), run_dir), run_dir)
+    store, exp = open_run(run_dir)
+    with store:
+        _state["run_dir"], _state["exp"] = store.root, exp
+        summary = finish(exp, store, collect(exp, store))
+    _show_result(exp, summary, run_dir)
 
 
 @app.command("list")
 def list_() -> None:
     """List the built-in experiments."""
-    from rich.table import Table
+    from collapselab.experiments.catalog import catalog_summaries
 
-    from collapselab.experiments import catalog_names, load_experiment
-
-    t = Table("name", "description", box=None)
-    for name in catalog_names():
-        t.add_row(name, load_experiment(name).description.split(". ")[0].strip())
-    _out().print(t)
+    out = _out()
+    for name, line in catalog_summaries():
+        out.print(f"{name:<22}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
 
 
 @app.command()
-def show(experiment: Annotated[str, typer.Argument(help="built-in name or YAML file")],
-         resolved: Annotated[bool, typer.Option(help="print the fully resolved experiment")] = False) -> None:
+def show(experiment: Annotated[str, typer.Argument(metavar="NAME|FILE", help="built-in name or YAML file")],
+         resolved: Annotated[bool, typer.Option("--resolved", help="print the fully resolved experiment")]
+         = False) -> None:
     """Print an experiment's YAML."""
     from collapselab.experiments import catalog_names, catalog_text, dump_experiment, load_experiment
+    from collapselab.experiments.loader import read_yaml_text
 
     exp = load_experiment(experiment)
     if resolved:
@@ -112,32 +155,89 @@ def show(experiment: Annotated[str, typer.Argument(help="built-in name or YAML f
     elif experiment in catalog_names():
         text = catalog_text(experiment)
     else:
-        text = Path(experiment).read_text(encoding="utf-8")
+        text = read_yaml_text(Path(experiment))
     sys.stdout.write(text)
 
 
 def _fail(msg: str, code: int) -> None:
-    err_console.print(f"collapselab: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"collapselab: error: {msg}", markup=False, soft_wrap=True)
     raise SystemExit(code)
 
 
+def _interrupted_message() -> str:
+    """Where an interrupted run stands on disk: the generation every started chain batch has saved."""
+    run_dir, exp = _state.get("run_dir"), _state.get("exp")
+    if run_dir is None or exp is None:
+        return "interrupted"
+    from collapselab.chain import last_checkpoint
+    from collapselab.store import chain_folder
+
+    saved = [last_checkpoint(chain_folder(run_dir, a.name, b)) for a in exp.arms for b in range(exp.n_batches)]
+    started = [g for g in saved if g is not None and g < exp.generations]
+    finished = sum(g == exp.generations for g in saved)
+    if started:
+        where = f"after generation {min(started)}"
+    elif finished == len(saved):
+        where = f"after generation {exp.generations}"
+    else:
+        where = "before a generation was saved" if not finished else "between chain batches"
+    if len(saved) > 1:
+        where += f" ({finished} of {len(saved)} chain batches finished)"
+    return f"interrupted {where}; continue with `collapselab resume {run_dir}`"
+
+
+def _on_signal(signum: int, frame) -> None:
+    # the first signal stops the run; later ones are ignored so the clean-up (killing workers) completes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors, exit 2 for bad input, 1 for a failed chain."""
+    """Entry point: one-line errors with documented exit codes (see the module docstring)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    _state.update(run_dir=None, exp=None)
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_show, warnings.showwarning = warnings.showwarning, _show_warning
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="collapselab")
+        code = app(args=args, standalone_mode=False, prog_name="collapselab")
     except typer.TyperException as e:  # usage errors of typer's bundled click
         if type(e).__name__ == "NoArgsIsHelpError":
             sys.stdout.write(e.format_message() + "\n")
             raise SystemExit(0) from None
         _fail(" ".join(e.format_message().split()), getattr(e, "exit_code", 2))
-    except typer.Abort:
-        _fail("interrupted", 130)
-    except KeyboardInterrupt:
-        _fail("interrupted; continue with `collapselab resume <run directory>`", 130)
+    except Interrupted as e:
+        _fail(_interrupted_message(), e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail(_interrupted_message(), 130)
     except ConfigError as e:
-        _fail(str(e), 2)
+        if debug:
+            raise
+        _fail(" ".join(str(e).split()), 2)
     except ChainError as e:
-        _fail(f"{e} (finished generations are kept; see the run directory)", 1)
+        if debug:
+            raise
+        _fail(f"{e} (finished generations are kept in the run directory)", 1)
+    except StoreError as e:
+        if debug:
+            raise
+        _fail(str(e), 1)
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}", 1)
+    except Exception as e:
+        if debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        _fail(f"internal error ({type(e).__name__}{': ' + first if first else ''}); rerun with --debug for the "
+              f"traceback", 1)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        warnings.showwarning = previous_show
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

@@ -69,7 +69,7 @@ def per_sample_total(values: np.ndarray) -> np.ndarray:
 class CuratorConfig(BaseModel):
     """Base of all curators (``name`` selects one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
 
     def curate(self, model: Family, request: Request, rng: np.random.Generator,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from collapselab.families.base import Family
+from collapselab.errors import NumericalError
+from collapselab.families.base import Family, per_sample
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
@@ -29,7 +30,20 @@ def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Ge
         u = model.confidence(data)
         init = model
     for _ in range(max(1, steps)):
-        model.fit(data, loss.weight_u(u), init=init, rng=rng)
+        weights = loss.weight_u(u)
+        _check_mass(weights, data, loss)
+        model.fit(data, weights, init=init, rng=rng)
         init = model
         u = model.confidence(data)
     return model
+
+
+def _check_mass(weights: np.ndarray, data: SampleSet, loss: ULoss) -> None:
+    """Raise :class:`NumericalError` when the loss gives a chain's whole training set weight 0."""
+    total = (per_sample(np.asarray(weights, dtype=np.float64)) * data.weight).sum(axis=1)
+    empty = ~(total > 0)
+    if empty.any():
+        settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in loss.model_dump(exclude={"name"}).items())
+        raise NumericalError(f"the loss {loss.name}({settings}) gives every training sample weight 0 (it "
+                             f"drops all of them); choose a setting that keeps some", chain=int(np.argmax(empty)))

@@ -33,7 +33,7 @@ Request = int | SampleSet  # how many samples to draw from the previous model, o
 class RegimeConfig(BaseModel):
     """Base of all regimes (``name`` selects one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
     #: warm start generation g's fit from model g-1.
     warm_start: ClassVar[bool] = False

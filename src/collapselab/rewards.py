@@ -13,7 +13,7 @@ from collapselab.samples import SampleSet
 class RewardConfig(BaseModel):
     """Base of all rewards (``name`` selects one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
 
     def __call__(self, data: SampleSet) -> np.ndarray:

@@ -4,13 +4,26 @@ Tasks are independent and picklable (:class:`collapselab.chain.ChainTask`), so a
 ``run_chain`` over them: ``InProcess`` runs them one after another, ``ProcessPool`` on local worker
 processes; a distributed backend (e.g. Ray: ``ray.remote(run_chain)``) needs nothing more. Results never
 depend on the backend or the number of workers.
+
+Worker processes never outlive the parent: on Linux each asks the kernel to kill it when the parent dies
+(``PR_SET_PDEATHSIG``, so SIGKILL of the parent included); elsewhere a watchdog thread exits when the
+parent's pid changes. They ignore SIGINT (Ctrl-C reaches the whole process group; the parent decides), and
+when the parent is interrupted or a task fails it kills them and waits for them, so nothing writes into
+the run directory after the parent returns.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,7 +31,7 @@ import numpy as np
 from collapselab.chain import ChainTask, Progress, run_chain
 from collapselab.experiments.schema import Experiment
 
-Results = dict[tuple[str, int], np.ndarray]  # (arm, batch) -> [generations, metrics, chains]
+Results = dict[tuple[str, int], np.ndarray]  # (arm, batch) -> [generations + 1, metrics, chains]
 
 
 def make_tasks(exp: Experiment, run_dir: str | None) -> list[ChainTask]:
@@ -29,15 +42,50 @@ def make_tasks(exp: Experiment, run_dir: str | None) -> list[ChainTask]:
 class InProcess:
     """Run the tasks sequentially in this process."""
 
-    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None) -> Results:
-        return {(t.arm, t.batch): run_chain(t, progress) for t in tasks}
+    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
+            done: Callable[[ChainTask, np.ndarray], None] | None = None) -> Results:
+        out: Results = {}
+        for t in tasks:
+            out[(t.arm, t.batch)] = run_chain(t, progress)
+            if done:
+                done(t, out[(t.arm, t.batch)])
+        return out
 
 
-def _worker(task: ChainTask, events) -> np.ndarray:
-    def report(arm: str, batch: int, g: int) -> None:
-        events.put((arm, batch, g))
+_events = None  # the worker's progress queue (set by the initializer)
 
-    return run_chain(task, report)
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _init_worker(events, parent: int) -> None:
+    global _events
+    _events = events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(parent)
+
+
+def _report(arm: str, batch: int, g: int) -> None:
+    _events.put((arm, batch, g))
+
+
+def _worker(task: ChainTask) -> np.ndarray:
+    return run_chain(task, _report)
 
 
 class ProcessPool:
@@ -46,28 +94,57 @@ class ProcessPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None) -> Results:
+    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
+            done: Callable[[ChainTask, np.ndarray], None] | None = None) -> Results:
         ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager, cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-            events = manager.Queue()
-            futures = {pool.submit(_worker, t, events): t for t in tasks}
-            results: Results = {}
+        events = ctx.Queue()
+        pool = cf.ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=ctx,
+                                      initializer=_init_worker, initargs=(events, os.getpid()))
+        results: Results = {}
+        try:
+            futures = {pool.submit(_worker, t): t for t in tasks}
             pending = set(futures)
             while pending:
-                done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                finished, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
                 _drain(events, progress)
-                for f in done:
+                for f in finished:
                     t = futures[f]
                     results[(t.arm, t.batch)] = f.result()  # re-raises a chain's error here
+                    if done:
+                        done(t, results[(t.arm, t.batch)])
             _drain(events, progress)
+            pool.shutdown(wait=True)
             return results
+        except BaseException:
+            _kill(pool)
+            raise
+        finally:
+            events.close()
+            events.join_thread()
+
+
+def _kill(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now: kill its workers and wait until they are gone.
+
+    ``shutdown(cancel_futures=True)`` only cancels tasks that have not started; Python 3.11 has no public
+    way to stop running workers (3.14 adds ``kill_workers``), hence the private ``_processes``.
+    """
+    procs = list(getattr(pool, "_processes", {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(5)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drain(events, progress: Callable | None) -> None:
     while True:
         try:
             item = events.get_nowait()
-        except queue.Empty:
+        except (queue.Empty, OSError, ValueError):
             return
         if progress:
             progress(*item)

@@ -1,77 +1,109 @@
-"""Run directories: creation (after every check passes), resume, and the final files.
+"""Runs: an experiment executed into a run directory, resumed, and reported; every write goes through
+:mod:`collapselab.store`.
 
-A run directory holds ``experiment.yaml`` (resolved), ``chains/`` (checkpoints), and, once all chains
-are done, ``metrics.csv`` (tidy ``arm,seed,generation,metric,value``), ``summary.json``, ``report.html``
-and ``figures/``. Nothing is created before the experiment and the output path have been validated.
+- :func:`create_run` validates the output folder, locks it and records the resolved experiment (nothing is
+  created before every check has passed).
+- :func:`open_run` locks an existing run and checks that ``experiment.yaml`` still describes it: the only
+  changes allowed are more ``generations`` (and the description).
+- :func:`execute` verifies the checkpoints of every chain (falling back, with a warning, to the newest one
+  that verifies), then runs the chains on a backend; without a run directory everything stays in memory.
+- :func:`finish` writes the tidy tables, ``summary.json``, the figures and ``report.html``;
+  :func:`collect` rebuilds the values from the verified checkpoints (``collapselab report``), so a damaged
+  or edited table can never produce a wrong summary.
 """
 
 from __future__ import annotations
 
-import csv
-import shutil
-import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from collapselab.chain import Progress
 from collapselab.errors import ConfigError
-from collapselab.experiments.loader import dump_experiment, parse_resolved
+from collapselab.experiments.loader import changed_fields, dump_experiment, parse_resolved, resolve_dump
 from collapselab.experiments.schema import Experiment
-from collapselab.io import atomic_write_text, remove_stale_temps
 from collapselab.runner import Results, backend_for, make_tasks
+from collapselab.store import RunStore
 
-CSV_HEADER = ("arm", "seed", "generation", "metric", "value")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "experiment.yaml").is_file()
-
-
-def check_out_dir(out: Path, overwrite: bool = False) -> None:
-    """Raise :class:`ConfigError` unless a new run can be written at ``out``."""
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()):
-            if not is_run_dir(out):
-                raise ConfigError(f"--out {out}: exists, is not empty and is not a run directory")
-            if not overwrite:
-                raise ConfigError(f"--out {out}: already holds a run; continue it with "
-                                  f"`collapselab resume {out}` or pass --overwrite")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"--out {out}: {ancestor} is a file, not a directory")
-    try:  # the only reliable test (root ignores permission bits; read-only mounts do not)
-        Path(tempfile.mkdtemp(prefix=".collapselab-probe-", dir=ancestor)).rmdir()
-    except OSError as e:
-        raise ConfigError(f"--out {out}: not writable ({e.strerror})") from None
+Warn = Callable[[str], None]
+#: experiment fields that may change between a run and its resume.
+RESUMABLE_CHANGES = ("generations", "description")
 
 
-def create_run(exp: Experiment, out: Path, overwrite: bool = False) -> Path:
-    """Create the run directory for ``exp`` (validated first) and store the resolved experiment."""
-    check_out_dir(out, overwrite)
-    if overwrite and out.exists() and is_run_dir(out):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "experiment.yaml", dump_experiment(exp))
-    return out
+def experiment_record(exp: Experiment) -> dict[str, Any]:
+    """The resolved experiment as the manifest records it (JSON types)."""
+    return exp.model_dump(mode="json", exclude_none=True)
 
 
-def open_run(run_dir: Path) -> Experiment:
-    """The experiment of an existing run directory."""
-    if not is_run_dir(run_dir):
-        raise ConfigError(f"{run_dir}: not a run directory (no experiment.yaml)")
-    for folder in (run_dir, run_dir / "figures"):
-        remove_stale_temps(folder)
-    return parse_resolved((run_dir / "experiment.yaml").read_text(encoding="utf-8"))
+def create_run(exp: Experiment, out: Path | str, overwrite: bool = False) -> RunStore:
+    """Create and lock the run directory for ``exp`` at ``out`` (validated first; see :class:`RunStore`)."""
+    return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite)
 
 
-def execute(exp: Experiment, run_dir: Path | None, workers: int = 1, progress: Progress | None = None) -> Results:
-    """Run (or resume) every chain of ``exp``; returns the rows per (arm, batch)."""
-    tasks = make_tasks(exp, None if run_dir is None else str(run_dir))
+def open_run(run_dir: Path | str, generations: int | None = None) -> tuple[RunStore, Experiment]:
+    """Lock an existing run; returns it with its experiment (``generations`` extends the run)."""
+    store = RunStore.open(Path(run_dir))
+    try:
+        text, unchanged = store.read_experiment_text()
+        exp = parse_resolved(text, where=str(Path(run_dir) / "experiment.yaml"))
+        if generations is not None:
+            exp = resolve_dump({**experiment_record(exp), "generations": generations})
+        recorded, current = store.recorded_experiment, experiment_record(exp)
+        changes = changed_fields(recorded, current)
+        bad = [c for c in changes if c not in RESUMABLE_CHANGES]
+        if bad:
+            raise ConfigError(f"{Path(run_dir) / 'experiment.yaml'}: no longer matches the run ({', '.join(bad)} "
+                              f"changed; only generations may grow); undo the change or start a new run")
+        if current["generations"] < recorded["generations"]:
+            raise ConfigError(f"generations: a run can only be extended (it has {recorded['generations']}, "
+                              f"{current['generations']} asked)")
+        if changes or not unchanged:
+            store.update_experiment(dump_experiment(exp), current)
+        return store, exp
+    except BaseException:
+        store.close()
+        raise
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
+    """Verify every chain's checkpoints and remove what cannot be used, before any chain runs.
+
+    A chain whose newest checkpoint is damaged continues from the newest one that verifies (one warning
+    naming the bad file); a chain with checkpoints of which none verifies is an error (exit 2).
+    """
+    warn = warn or _warn
+    for arm in exp.arms:
+        for b in range(exp.n_batches):
+            chain = store.chain(arm.name, b)
+            seeds = exp.batch_seeds(b)
+            who = f"arm {arm.name!r}, seeds {seeds[0]}-{seeds[-1]}"
+            scan = chain.scan(exp.metrics, len(seeds), last=exp.generations)
+            if scan.problem is not None:
+                if scan.resume is None:
+                    raise ConfigError(f"{scan.problem}, and no earlier checkpoint of {who} verifies; delete "
+                                      f"{chain.folder.relative_to(store.root)} to recompute that chain")
+                warn(f"{scan.problem}; {who} continues from generation {scan.resume}")
+            chain.prune(scan.resume)
+
+
+def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, progress: Progress | None = None,
+            warn: Warn | None = None, prepared: bool = False) -> Results:
+    """Run (or resume) every chain of ``exp``; returns the values per (arm, batch).
+
+    With ``run`` (a :class:`RunStore` from :func:`create_run` / :func:`open_run`) chains checkpoint into it
+    and continue from what it holds (after :func:`prepare`, unless ``prepared``); with ``None`` everything
+    stays in memory.
+    """
+    if run is not None and not prepared:
+        prepare(exp, run, warn)
+    tasks = make_tasks(exp, None if run is None else str(run.root))
     return backend_for(workers).run(tasks, progress)
 
 
@@ -87,48 +119,34 @@ def assemble(exp: Experiment, results: Results) -> np.ndarray:
     return out
 
 
-def metrics_csv(exp: Experiment, values: np.ndarray) -> str:
-    """Tidy CSV text in the order arm, seed, generation, metric; values are written with ``repr`` so they read
-    back bit for bit."""
-    lines = [",".join(CSV_HEADER)]
-    metrics = exp.metrics
-    for a, arm in enumerate(exp.arms):
-        name = _csv_field(arm.name)  # grid arm names hold commas
-        for s in range(values.shape[1]):
-            for g in range(values.shape[2]):
-                row = values[a, s, g].tolist()  # Python floats: repr is the shortest exact form
-                lines.extend(f"{name},{s},{g},{m},{row[k]!r}" for k, m in enumerate(metrics))
-    return "\n".join(lines) + "\n"
+def collect(exp: Experiment, store: RunStore) -> np.ndarray:
+    """The values of a finished run, rebuilt from its verified checkpoints (:class:`ConfigError` if the run
+    is unfinished or a checkpoint fails verification)."""
+    results: Results = {}
+    for arm in exp.arms:
+        for b in range(exp.n_batches):
+            seeds = exp.batch_seeds(b)
+            scan = store.chain(arm.name, b).scan(exp.metrics, len(seeds), last=exp.generations)
+            if scan.problem is not None:
+                start = 0 if scan.resume is None else scan.resume + 1
+                raise ConfigError(f"{scan.problem}; `collapselab resume {store.root}` recomputes arm "
+                                  f"{arm.name!r} from generation {start}")
+            if scan.resume != exp.generations:
+                have = "no generation" if scan.resume is None else f"generations 0-{scan.resume}"
+                raise ConfigError(f"{store.root}: the run is not finished (arm {arm.name!r}, seeds "
+                                  f"{seeds[0]}-{seeds[-1]} has {have} of 0-{exp.generations}); continue it with "
+                                  f"`collapselab resume {store.root}`")
+            results[(arm.name, b)] = scan.values
+    return assemble(exp, results)
 
 
-def _csv_field(text: str) -> str:
-    """``text`` quoted as the csv module would (QUOTE_MINIMAL), written by hand for speed."""
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def finish(exp: Experiment, store: RunStore, values: np.ndarray) -> dict[str, Any]:
+    """Write ``metrics.parquet``, ``metrics.csv``, ``summary.json``, the figures and ``report.html``;
+    returns the summary."""
+    from collapselab.report import build_report
+    from collapselab.tables import csv_bytes, parquet_bytes, tidy_frame
 
-
-def read_metrics_csv(path: Path, exp: Experiment) -> np.ndarray:
-    """The values array of a ``metrics.csv`` written for ``exp``."""
-    arm_pos = {a.name: i for i, a in enumerate(exp.arms)}
-    met_pos = {m: i for i, m in enumerate(exp.metrics)}
-    out = np.full((len(exp.arms), exp.seeds, exp.generations + 1, len(exp.metrics)), np.nan)
-    with open(path, encoding="utf-8", newline="") as f:
-        r = csv.reader(f)
-        header = tuple(next(r, ()))
-        if header != CSV_HEADER:
-            raise ConfigError(f"{path}: not a collapselab metrics.csv (header {header})")
-        try:
-            for arm, s, g, m, v in r:
-                out[arm_pos[arm], int(s), int(g), met_pos[m]] = float(v)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"{path}: does not match experiment.yaml ({e})") from None
-    return out
-
-
-def finish(exp: Experiment, run_dir: Path, values: np.ndarray) -> dict:
-    """Write ``metrics.csv``, ``summary.json``, figures and ``report.html``; returns the summary."""
-    from collapselab.report import write_report
-
-    atomic_write_text(run_dir / "metrics.csv", metrics_csv(exp, values))
-    return write_report(exp, values, run_dir)
+    summary, files = build_report(exp, values)
+    frame = tidy_frame([a.name for a in exp.arms], exp.metrics, values)
+    store.write_outputs({"metrics.parquet": parquet_bytes(frame), "metrics.csv": csv_bytes(frame), **files})
+    return summary

@@ -27,7 +27,7 @@ Kind = Literal["points", "regression", "tokens"]
 class SourceConfig(BaseModel):
     """Base of every data-source setting (``source`` selects it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     source: str
 
 

@@ -3,25 +3,48 @@
 from __future__ import annotations
 
 import copy
-from importlib import resources
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from collapselab.errors import ConfigError
+from collapselab.experiments.catalog import catalog_names, catalog_text
 from collapselab.experiments.schema import Experiment, _set_path, resolve
 
 
-def catalog_names() -> list[str]:
-    """Names of the built-in experiments."""
-    folder = resources.files("collapselab.experiments") / "catalog"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-9`` and ``1E5`` are numbers, not strings."""
 
 
-def catalog_text(name: str) -> str:
-    """The YAML text of a built-in experiment."""
-    return (resources.files("collapselab.experiments") / "catalog" / f"{name}.yaml").read_text(encoding="utf-8")
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML text with :class:`YamlLoader` (no Python objects are ever constructed)."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
+def read_yaml_text(path: Path) -> str:
+    """The text of an experiment file; unreadable or non-UTF-8 files are a :class:`ConfigError`."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"experiment: {path} is a directory, not a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"experiment: cannot read {path} ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"experiment: {path} is not UTF-8 text (byte {e.start})") from None
 
 
 def load_raw(name_or_path: str) -> dict[str, Any]:
@@ -30,18 +53,16 @@ def load_raw(name_or_path: str) -> dict[str, Any]:
     if name_or_path in catalog_names():
         text = catalog_text(name_or_path)
     elif path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"experiment: file {name_or_path!r} not found")
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_text(path)
     else:
         raise ConfigError(f"experiment: unknown experiment {name_or_path!r}; built-in: "
                           f"{', '.join(catalog_names())} (or a path to a .yaml file)")
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"experiment: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"experiment: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError("experiment: the file must hold a mapping of settings")
     return raw
@@ -56,7 +77,7 @@ def apply_overrides(raw: dict[str, Any], sets: list[str] | None = None, seeds: i
         if not sep or not key.strip():
             raise ConfigError(f"--set: {item!r} is not key=value (e.g. --set loss.gamma=0.9)")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = safe_load(value) if value.strip() else None
         except yaml.YAMLError:
             parsed = value
         try:
@@ -85,9 +106,41 @@ def dump_experiment(exp: Experiment) -> str:
     return yaml.safe_dump(exp.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
 
 
-def parse_resolved(text: str) -> Experiment:
-    """An experiment from :func:`dump_experiment` output."""
+def parse_resolved(text: str, where: str = "experiment.yaml") -> Experiment:
+    """An experiment from :func:`dump_experiment` output (errors name ``where``)."""
     try:
-        return resolve(yaml.safe_load(text))
-    except (ValueError, yaml.YAMLError) as e:
-        raise ConfigError(f"experiment.yaml: {e}") from None
+        raw = safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {_yaml_problem(e)}") from None
+    return resolve_dump(raw, where)
+
+
+def resolve_dump(raw: Any, where: str = "experiment.yaml") -> Experiment:
+    """An experiment from a resolved mapping (errors name ``where``)."""
+    try:
+        return resolve(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark else ""
+    return f"not valid YAML{where}: {getattr(e, 'problem', None) or e}"
+
+
+def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths (``--set`` style: ``arms.1.regime.name``) where two experiment dumps differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                out.append(sub)
+            else:
+                out.extend(changed_fields(old[key], new[key], sub))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [p for i, (a, b) in enumerate(zip(old, new, strict=True))
+                for p in changed_fields(a, b, f"{path}.{i}" if path else str(i))]
+    return [] if old == new else [path or "experiment"]

@@ -30,7 +30,7 @@ _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 class ArmOverride(BaseModel):
     """One arm as written: a name and partial overrides (raw dicts, merged at resolution)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str
     family: dict[str, Any] | None = None
     regime: dict[str, Any] | None = None
@@ -49,7 +49,7 @@ class ArmOverride(BaseModel):
 class Arm(BaseModel):
     """A fully resolved arm: every setting concrete."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
     family: FamilySettings
     regime: RegimeSettings
@@ -61,7 +61,7 @@ class Arm(BaseModel):
 class Experiment(BaseModel):
     """A validated, resolved experiment (``arms`` concrete)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     family: FamilySettings
@@ -160,6 +160,10 @@ class Experiment(BaseModel):
             available = make_source(self.data, self.heldout).pool_size
         except (OSError, ValueError) as e:
             raise ValueError(f"data: {e}") from None
+        if available < 1:
+            total = available + self.heldout
+            raise ValueError(f"heldout: {self.heldout} held-out samples leave none of the {total} samples of "
+                             f"{self.data.source!r} to train on; allowed: 1 to {total - 1}")
         for arm in self.arms:
             need = arm.regime.real_needed(self.n, self.generations)
             if need > available:
@@ -230,7 +234,7 @@ def expand_arms(raw: dict[str, Any]) -> list[dict[str, Any]]:
     for arm in arms:
         for combo in itertools.product(*grid.values()):
             new = {k: (dict(v) if isinstance(v, dict) else v) for k, v in arm.items()}
-            label = ",".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(grid, combo, strict=True))
+            label = ",".join(f"{_axis_label(k)}={_fmt(v)}" for k, v in zip(grid, combo, strict=True))
             new["name"] = label if len(arms) == 1 and "arms" not in raw else f"{arm['name']},{label}"
             for key, value in zip(grid, combo, strict=True):
                 head, *rest = key.split(".")
@@ -241,6 +245,12 @@ def expand_arms(raw: dict[str, Any]) -> list[dict[str, Any]]:
                     new[head] = value
             out.append(new)
     return out
+
+
+def _axis_label(key: str) -> str:
+    """How a grid axis appears in arm names: its last part, or the setting for ``<setting>.name``."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
 def _nest(parts: list[str], value: Any) -> dict:

@@ -32,7 +32,7 @@ from collapselab.samples import SampleSet
 class FamilyConfig(BaseModel):
     """Base for family settings in an experiment (``name`` selects the family)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
 
 

@@ -40,7 +40,7 @@ Direction = Literal["none", "confident", "unconfident"]
 class ULoss(BaseModel):
     """Base class: a loss as a function of the target probability u (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
     #: which targets the loss down-weights relative to CE.
     direction: ClassVar[Direction] = "none"

@@ -51,17 +51,22 @@ class Metric:
     better: str = "lower"
     #: family capability (method name) the metric needs, if any.
     needs: str | None = None
+    #: figure title and y-axis label (plain words, for readers who do not know the identifier).
+    title: str = ""
+    axis: str = ""
 
 
 METRICS: dict[str, Metric] = {}
 
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
-           better: str = "lower", needs: str | None = None) -> Callable[[MetricFn], MetricFn]:
-    """Register a metric function under ``name``."""
+           better: str = "lower", needs: str | None = None, title: str = "",
+           axis: str = "") -> Callable[[MetricFn], MetricFn]:
+    """Register a metric function under ``name`` (``title``/``axis``: how figures label it)."""
 
     def deco(fn: MetricFn) -> MetricFn:
-        METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs)
+        METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs,
+                               title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "))
         return fn
 
     return deco

@@ -15,7 +15,8 @@ def _real_support(ctx: MetricContext, vocab: int) -> np.ndarray:
 
 
 @metric("support_fraction", ("tokens",), "fraction of the real support (true symbols, or symbols seen in "
-        "held-out text) to which the model gives positive probability", better="higher", needs="distribution")
+        "held-out text) to which the model gives positive probability", better="higher", needs="distribution",
+        title="Share of the real support the model still covers", axis="share of real symbols with p > 0")
 def support_fraction(model: Family, ctx: MetricContext) -> np.ndarray:
     support = _real_support(ctx, model.vocab)
     return ((model.distribution() > 0) & support).sum(axis=1) / support.sum()
@@ -23,7 +24,8 @@ def support_fraction(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("entropy", ("tokens",), "entropy (nats) of the model's next-symbol distribution, averaged over the "
         "contexts of held-out real text (order 1: the entropy of the distribution)", better="higher",
-        needs="distribution")
+        needs="distribution",
+        title="Entropy of the model's next-symbol distribution", axis="entropy (nats)")
 def entropy(model: Family, ctx: MetricContext) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(model.probs > 0, model.probs * np.log(model.probs), 0.0).sum(axis=2)  # [C, contexts]

@@ -20,25 +20,39 @@ def _sample_mean(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1).mean(axis=1)
 
 
-@metric("heldout_nll", ALL, "mean negative log-likelihood of held-out real data (per sample; per token for text)")
+@metric("heldout_nll", ALL, "mean negative log-likelihood of held-out real data (per sample; per token for text)",
+        title="Negative log-likelihood of held-out real data", axis="NLL per sample (nats)")
 def heldout_nll(model: Family, ctx: MetricContext) -> np.ndarray:
     return -_sample_mean(model.log_prob(ctx.heldout))
 
 
 def _kl_gaussian(model: Gaussian, truth: Gaussian) -> np.ndarray:
+    """KL(truth || model) in closed form; ``inf`` for a chain whose covariance is singular (collapsed)."""
     mt, ct = truth.moments()
     mm, cm = model.moments()
     d = mt.shape[-1]
-    inv = np.linalg.inv(cm)
     diff = mm - mt
-    _, logdet_m = np.linalg.slogdet(cm)
+    if d == 1:  # the hot path of long 1-D chains (and exact for a variance of 0: KL = inf)
+        vm, vt = cm[:, 0, 0], ct[:, 0, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = 0.5 * ((vt + diff[:, 0] ** 2) / vm - 1.0 + np.log(vm / vt))
+        return np.where(vm > 0, out, np.inf)
+    sign, logdet_m = np.linalg.slogdet(cm)
     _, logdet_t = np.linalg.slogdet(ct)
-    return 0.5 * (np.trace(inv @ ct, axis1=1, axis2=2) + np.einsum("ci,cij,cj->c", diff, inv, diff) - d
-                  + logdet_m - logdet_t)
+    ok = sign > 0
+    out = np.full(cm.shape[0], np.inf)
+    if ok.any():
+        inv = np.linalg.inv(cm[ok])
+        ctk = np.broadcast_to(ct, cm.shape)[ok]
+        dk = diff[ok]
+        out[ok] = 0.5 * (np.trace(inv @ ctk, axis1=1, axis2=2) + np.einsum("ci,cij,cj->c", dk, inv, dk) - d
+                         + logdet_m[ok] - np.broadcast_to(logdet_t, logdet_m.shape)[ok])
+    return out
 
 
 @metric("kl_to_truth", ALL, "KL(truth || model): closed form for gaussian, linear (x ~ N(0, I)) and "
-        "unigram categorical; Monte Carlo over the held-out truth sample otherwise", needs_truth=True)
+        "unigram categorical; Monte Carlo over the held-out truth sample otherwise", needs_truth=True,
+        title="KL divergence from the truth to the model", axis="KL(truth || model) (nats)")
 def kl_to_truth(model: Family, ctx: MetricContext) -> np.ndarray:
     truth = ctx.truth
     if isinstance(model, Gaussian) and isinstance(truth, Gaussian):
@@ -57,7 +71,8 @@ def kl_to_truth(model: Family, ctx: MetricContext) -> np.ndarray:
 
 
 @metric("gmm_l2_to_truth", ("points",), "closed-form L2 distance sqrt(int (p - q)^2) between the fitted "
-        "mixture and the true one", needs_truth=True, needs="mixture")
+        "mixture and the true one", needs_truth=True, needs="mixture",
+        title="L2 distance between fitted and true densities", axis="L2 distance")
 def gmm_l2_to_truth(model: Family, ctx: MetricContext) -> np.ndarray:
     if not hasattr(ctx.truth, "mixture"):
         raise ValueError("gmm_l2_to_truth needs a mixture truth")
@@ -72,7 +87,8 @@ def _own_sample(model: Family, ctx: MetricContext):
 
 
 @metric("w1", ("points",), f"Wasserstein-1 between a model sample and held-out real data (same size); exact "
-        f"in 1-D, sliced over {W1_DIRECTIONS} random directions in more dimensions")
+        f"in 1-D, sliced over {W1_DIRECTIONS} random directions in more dimensions",
+        title="Wasserstein-1 distance of model samples to held-out real data", axis="Wasserstein-1")
 def w1(model: Family, ctx: MetricContext) -> np.ndarray:
     a = _own_sample(model, ctx)["x"]
     b = np.broadcast_to(ctx.heldout["x"], a.shape)
@@ -86,7 +102,8 @@ def w1(model: Family, ctx: MetricContext) -> np.ndarray:
 
 
 @metric("variance_ratio", ("points",), "trace of the fitted covariance / trace of the true covariance "
-        "(of the held-out real data when no truth is known)", better="higher", needs="moments")
+        "(of the held-out real data when no truth is known)", better="higher", needs="moments",
+        title="Variance of the model relative to the real data", axis="fitted / true variance")
 def variance_ratio(model: Family, ctx: MetricContext) -> np.ndarray:
     if ctx.truth is not None and hasattr(ctx.truth, "moments"):
         ref = np.trace(ctx.truth.moments()[1][0])
@@ -98,12 +115,14 @@ def variance_ratio(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("tail_mass", CONTINUOUS, f"fraction of held-out real samples in the fitted model's own {TAIL_ALPHA:.0%} "
         f"density tail, i.e. with confidence u < {TAIL_ALPHA} ({TAIL_ALPHA} for a correct model; grows as "
-        f"tails are lost)")
+        f"tails are lost)",
+        title="Held-out real data in the model's 1% density tail", axis="share of held-out data")
 def tail_mass(model: Family, ctx: MetricContext) -> np.ndarray:
     return _sample_mean(model.confidence(ctx.heldout) < TAIL_ALPHA)
 
 
-@metric("confidence_gap", ALL, "mean confidence u of the model on its own samples minus on held-out real data")
+@metric("confidence_gap", ALL, "mean confidence u of the model on its own samples minus on held-out real data",
+        title="Confidence on own samples minus on real data", axis="mean u (own) - mean u (real)")
 def confidence_gap(model: Family, ctx: MetricContext) -> np.ndarray:
     own = model.confidence(_own_sample(model, ctx))
     return _sample_mean(own) - _sample_mean(model.confidence(ctx.heldout))

@@ -10,13 +10,15 @@ from collapselab.metrics.base import MetricContext, metric
 
 
 @metric("param_error", ("points", "regression"), "||theta_hat - theta*||^2 (the mean for gaussian)",
-        needs_truth=True, needs="parameter")
+        needs_truth=True, needs="parameter",
+        title="Squared error of the fitted parameter", axis="||theta_hat - theta*||^2")
 def param_error(model: Family, ctx: MetricContext) -> np.ndarray:
     return np.sum((model.parameter() - ctx.truth.parameter()) ** 2, axis=1)
 
 
 @metric("param_error_center", ("regression",), "||theta_hat - theta_c||^2, theta_c the knowledge_ball "
-        "verifier's center (needs that curator)", needs_truth=True, needs="parameter")
+        "verifier's center (needs that curator)", needs_truth=True, needs="parameter",
+        title="Squared distance to the verifier's centre", axis="||theta_hat - theta_c||^2")
 def param_error_center(model: Family, ctx: MetricContext) -> np.ndarray:
     if not isinstance(ctx.curator, KnowledgeBall):
         raise ValueError("param_error_center needs a knowledge_ball curator")
@@ -25,6 +27,7 @@ def param_error_center(model: Family, ctx: MetricContext) -> np.ndarray:
 
 
 @metric("noise_variance", ("regression",), "fitted noise variance sigma_hat^2", better="higher",
-        needs="noise_variance")
+        needs="noise_variance",
+        title="Fitted noise variance", axis="sigma_hat^2")
 def noise_variance(model: Family, ctx: MetricContext) -> np.ndarray:
     return model.noise_variance()

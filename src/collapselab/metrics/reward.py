@@ -11,7 +11,8 @@ from collapselab.rewards import SymbolValues
 
 @metric("mean_reward", ("points", "tokens"), "expected reward of the model's samples under the arm's curator "
         "reward (exact for unigram categorical models, else over a model sample of held-out size)",
-        better="higher")
+        better="higher",
+        title="Expected reward of the model's samples", axis="mean reward")
 def mean_reward(model: Family, ctx: MetricContext) -> np.ndarray:
     reward = getattr(ctx.curator, "reward", None)
     if reward is None:

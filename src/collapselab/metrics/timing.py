@@ -24,7 +24,7 @@ LEVEL = 0.95
 class FailureRule(BaseModel):
     """``metric`` crossing ``threshold`` in ``direction`` marks failure."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     metric: str
     threshold: float
     direction: Literal["above", "below"] = "above"
@@ -58,23 +58,25 @@ def order_stat_interval(samples: np.ndarray, axis: int = 0, level: float = LEVEL
 def bootstrap_weights(n_seeds: int, rng: np.random.Generator, b: int = BOOTSTRAP) -> np.ndarray:
     """``[B, S]`` resampling weights (counts / S) of the bootstrap; shared by every arm and metric (paired)."""
     idx = rng.integers(0, n_seeds, size=(b, n_seeds))
-    counts = np.zeros((b, n_seeds))
-    np.add.at(counts, (np.arange(b)[:, None], idx), 1.0)
-    return counts / n_seeds
+    counts = np.bincount((idx + np.arange(b)[:, None] * n_seeds).ravel(), minlength=b * n_seeds)
+    return counts.reshape(b, n_seeds) / n_seeds
 
 
 def boot_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Bootstrap means ``[B, ...]`` of ``values [S, ...]`` as one matrix product (no ``[B, S, ...]`` copy).
 
-    Infinite values are carried separately so a resample holding ``inf`` has mean ``inf`` (not NaN).
+    Infinite values are carried separately so a resample holding ``inf`` has mean ``inf`` (not NaN); NaN
+    values propagate to the resamples that hold them.
     """
     flat = values.reshape(values.shape[0], -1)
-    pos, neg = np.isposinf(flat), np.isneginf(flat)
-    finite = np.where(pos | neg, 0.0, flat)
     with np.errstate(invalid="ignore"):
-        out = weights @ finite
-        out = np.where((weights > 0) @ pos > 0, np.inf, out)
-        out = np.where((weights > 0) @ neg > 0, np.where(np.isposinf(out), np.nan, -np.inf), out)
+        out = weights @ np.where(np.isinf(flat), 0.0, flat)
+    pos, neg = np.isposinf(flat), np.isneginf(flat)
+    if pos.any() or neg.any():  # float products: numpy's boolean matmul has no BLAS path (100x slower)
+        held = (weights > 0).astype(np.float64)
+        has_pos, has_neg = held @ pos > 0, held @ neg > 0
+        out = np.where(has_pos, np.inf, out)
+        out = np.where(has_neg, np.where(has_pos, np.nan, -np.inf), out)
     return out.reshape((weights.shape[0],) + values.shape[1:])
 
 
@@ -97,12 +99,10 @@ def arm_timing(curves: np.ndarray, rule: FailureRule, weights: np.ndarray) -> di
 
 
 def ratio_interval(arm_boot: np.ndarray, ref_boot: np.ndarray) -> tuple[float, float]:
-    """Paired bootstrap CI of a ratio of times to failure (censored numerators give ``inf``)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(np.isinf(ref_boot), np.nan, arm_boot / ref_boot)
-    r = r[~np.isnan(r)]
-    if r.size == 0:
+    """Paired bootstrap CI of a ratio of times to failure (censored numerators give ``inf``; resamples whose
+    reference time is 0 or censored have no ratio and are left out)."""
+    ok = np.isfinite(ref_boot) & (ref_boot > 0)
+    if not ok.any():
         return float("nan"), float("nan")
-    lo, hi = order_stat_interval(r)
+    lo, hi = order_stat_interval(arm_boot[ok] / ref_boot[ok])
     return float(lo), float(hi)
-

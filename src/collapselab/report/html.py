@@ -1,4 +1,5 @@
-"""The HTML report: settings, the result table, one figure per metric (and heat maps)."""
+"""The HTML report: the result table (theory beside simulation), the time-to-failure forest plot, one
+figure per metric, heat maps, the metric definitions and the resolved experiment (folded away)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,94 @@ import html
 from typing import Any
 
 from collapselab.experiments.schema import Experiment
-from collapselab.report.table import cells
+from collapselab.metrics import METRICS
+from collapselab.report.table import caption, columns, plural
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}code,pre{background:#f6f6f6;padding:2px 4px}
-.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:8px}"""
+_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1.2em;color:#1d1d1f;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:14px;margin:.6em 0}td,th{border:1px solid #d0d0d0;padding:5px 9px;
+text-align:left;vertical-align:top}th{background:#f3f4f6}td.num{font-variant-numeric:tabular-nums}
+.ci{color:#555;font-size:12.5px}.th{color:#7a4b00;font-size:12.5px}caption{caption-side:bottom;text-align:left;
+color:#555;font-size:13px;padding-top:.4em}figure{margin:1em 0}figure img{max-width:100%;height:auto;
+border:1px solid #eee}figcaption{font-size:13px;color:#555}
+.figs{display:grid;grid-template-columns:1fr;gap:12px}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
+details summary{cursor:pointer;font-weight:600}"""
+
+
+def _table(exp: Experiment, summary: dict[str, Any]) -> str:
+    e = html.escape
+    cols = columns(exp, summary)
+    head = "<tr><th>arm</th>" + "".join(f"<th>{e(h)}</th>" for h, _ in cols) + "</tr>"
+    body = []
+    for i, arm in enumerate(exp.arms):
+        tds = []
+        for _, c in cols:
+            lines = c[i]
+            parts = [e(lines[0])] + [f"<span class='{'th' if ln.startswith(('theory', 'bound')) else 'ci'}'>"
+                                     f"{e(ln)}</span>" for ln in lines[1:]]
+            tds.append(f"<td class='num'>{'<br>'.join(parts)}</td>")
+        body.append(f"<tr><th>{e(arm.name)}</th>{''.join(tds)}</tr>")
+    return f"<table>{head}{''.join(body)}<caption>{e(caption(exp))}</caption></table>"
+
+
+def _theory_table(exp: Experiment, summary: dict[str, Any]) -> str:
+    e = html.escape
+    rows = []
+    for arm in exp.arms:
+        for metric, c in summary["arms"][arm.name].get("theory", {}).items():
+            verdict = (("within" if c["within_bound"] else "above") + " the bound") if c["kind"] == "upper bound" \
+                else f"{float(c['z']):+.2f}" if c.get("z") not in (None, "nan") else "n/a"
+            rows.append(f"<tr><td>{e(arm.name)}</td><td>{e(metric)}</td><td>{c['generation']}</td>"
+                        f"<td>{e(c['source'])} ({e(c['kind'])})</td><td class='num'>{float(c['theory']):.5g}</td>"
+                        f"<td class='num'>{float(c['simulation']):.5g} ± {float(c['se']):.2g}</td>"
+                        f"<td class='num'>{e(verdict)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Theory beside simulation</h2><table><tr><th>arm</th><th>metric</th><th>generation</th>"
+            "<th>closed form</th><th>theory</th><th>simulation ± SE</th><th>z (or bound check)</th></tr>"
+            + "".join(rows) + f"</table><p class='ci'>z = (seed mean - theory) / standard error of the mean over "
+            f"{plural(exp.seeds, 'seed')}; |z| below about 3 is agreement within simulation noise.</p>")
+
+
+def _figure(name: str, title: str) -> str:
+    e = html.escape
+    return (f"<figure><img src='figures/{e(name)}' alt='{e(title)}'>"
+            f"<figcaption>{e(title)}</figcaption></figure>")
 
 
 def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experiment_yaml: str) -> str:
-    header, rows = cells(exp, summary)
+    """The report page; ``figures`` are file names under ``figures/``."""
     e = html.escape
-    table = "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
-    table += "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    metrics = "".join(f"<li><b>{e(m)}</b>: {e(d)}</li>" for m, d in summary["metrics"].items())
     fail = exp.failure
-    rule = (f"<p>Failure rule: <code>{e(fail.metric)} {e(fail.direction)} {fail.threshold:g}</code>; time to "
-            f"failure is the first (interpolated) crossing of the seed-mean curve; fidelity ratio = arm's time / "
-            f"<code>{e(exp.reference)}</code>'s; CIs: paired bootstrap over seeds.</p>") if fail else ""
-    figs = "".join(f'<img src="figures/{e(f)}" alt="{e(f)}">' for f in figures)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(exp.name)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{e(exp.name)}</h1><p>{e(exp.description)}</p>"
-            f"<p>{exp.seeds} seeds x {len(exp.arms)} arms, generations 0..{exp.generations}, n = {exp.n} real "
-            f"samples per generation, data: <code>{e(exp.data.source)}</code>.</p>{table}{rule}"
-            f"<h2>Metrics</h2><ul>{metrics}</ul><h2>Figures</h2><div class='figs'>{figs}</div>"
-            f"<h2>Experiment</h2><pre>{e(experiment_yaml)}</pre></body></html>\n")
+    rule = ""
+    if fail:
+        rule = (f"<p><b>Failure rule</b>: <code>{e(fail.metric)} {e(fail.direction)} {fail.threshold:g}</code>. "
+                f"Time to failure is the first crossing of the seed-mean curve, interpolated between generations; "
+                f"the fidelity ratio is an arm's time to failure over <code>{e(exp.reference)}</code>'s. CIs: "
+                f"percentile bootstrap over seeds, paired across arms (arms share seeds, real data and random "
+                f"numbers).</p>")
+    forest = [f for f in figures if f == "time_to_failure.png"]
+    heat = [f for f in figures if f.startswith("heatmap_")]
+    per_metric = [f for f in figures if f not in forest and f not in heat]
+    title_of = {f"{m}.png": METRICS[m].title for m in exp.metrics}
+    title_of.update({f"heatmap_{m}.png": f"{METRICS[m].title}: last generation over the grid" for m in exp.metrics})
+    title_of["time_to_failure.png"] = "Time to failure per arm, 95% CI"
+    figs = "".join(_figure(f, title_of.get(f, f)) for f in forest)
+    figs += "".join(_figure(f, title_of.get(f, f)) for f in heat)
+    figs += "<div class='figs'>" + "".join(_figure(f, title_of.get(f, f)) for f in per_metric) + "</div>"
+    metrics = "".join(f"<li><b>{e(m)}</b> ({e(METRICS[m].title.lower())}): {e(d)}</li>"
+                      for m, d in summary["metrics"].items())
+    setup = (f"{plural(len(exp.arms), 'arm')} x {plural(exp.seeds, 'seed')}; generations 0 to {exp.generations} "
+             f"(generation 0 trains on real data only); n = {exp.n} real samples per generation; data "
+             f"<code>{e(exp.data.source)}</code>; family <code>{e(exp.family.name)}</code>.")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{e(exp.name)} - collapselab"
+            f"</title><style>{_CSS}</style></head><body><h1>{e(exp.name)}</h1><p>{e(exp.description)}</p>"
+            f"<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{rule}{_theory_table(exp, summary)}"
+            f"<h2>Figures</h2><p class='ci'>Lines: seed mean per arm; bands: 95% bootstrap CI over "
+            f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}"
+            f"<h2>Metrics</h2><ul>{metrics}</ul>"
+            f"<details><summary>Resolved experiment (experiment.yaml)</summary><pre>{e(experiment_yaml)}</pre>"
+            f"</details></body></html>\n")

@@ -1,69 +1,143 @@
-"""The per-arm result table (terminal and HTML share the cell texts)."""
+"""The per-arm result table; the terminal and the HTML report share the cell texts.
+
+Columns: arm, time to failure, fidelity ratio, then each metric at the last generation (seed mean over its
+95% bootstrap CI; with the closed-form value and the z-score of the simulation where a theory applies).
+In the terminal each cell takes two or three short lines and the columns are split into as many tables as
+the width needs (80 columns when piped), the arm column repeated in each.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from collapselab.experiments.schema import Experiment
 
-
-def _f(x: Any) -> float:
-    return float(x)
+Column = tuple[str, list[list[str]]]  # header, per arm the lines of its cell
 
 
-def _val(x: float) -> str:
+def _v(x: Any) -> str:
+    x = float(x)
     if x != x:
         return "nan"
     if abs(x) == float("inf"):
         return "inf" if x > 0 else "-inf"
-    return f"{x:.4g}"
+    return f"{x:.3g}"
 
 
-def _t(v: Any, last: int) -> str:
-    v = _f(v)
-    return f">{last}" if v == float("inf") else f"{v:.1f}"
+def _g(x: Any, last: int) -> str:
+    x = float(x)
+    return f">{last}" if x == float("inf") else f"{x:.1f}"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 seed``, ``8 seeds``."""
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _ttf(t: dict[str, Any], last: int) -> list[str]:
+    v, lo, hi = (float(t[x]) for x in ("value", "low", "high"))
+    if all(x == float("inf") for x in (v, lo, hi)):
+        return [f">{last}", "(not failed)"]
+    return [_g(v, last), f"[{_g(lo, last)}, {_g(hi, last)}]"]
+
+
+def _ratio(r: dict[str, Any], last: int, ref_ttf: float) -> list[str]:
+    if r.get("note") == "reference arm":
+        return ["1", "(reference)"]
+    if not r["defined"]:
+        return ["undefined", "(ref. never fails)" if "never" in r["note"] else "(ref. fails at g0)"]
+    v = float(r["value"])
+    if v == float("inf"):
+        return [f">{last / ref_ttf:.2f}", "(not failed)"]
+    return [f"{v:.2f}", f"[{_v(r['low'])}, {_v(r['high'])}]"]
+
+
+def _metric(final: dict[str, Any], check: dict[str, Any] | None) -> list[str]:
+    lines = [_v(final["mean"]), f"[{_v(final['low'])}, {_v(final['high'])}]"]
+    if check is not None:
+        at = f"@g{check['generation']} " if check.get("at_last") is False else ""
+        if check["kind"] == "upper bound":
+            lines.append(f"bound {at}{_v(check['theory'])}")
+        else:
+            lines.append(f"theory {at}{_v(check['theory'])} z={_z(check['z'])}")
+    return lines
+
+
+def _z(z: Any) -> str:
+    z = float(z)
+    return "n/a" if z != z else f"{z:+.1f}"
+
+
+def columns(exp: Experiment, summary: dict[str, Any]) -> list[Column]:
+    """Every column of the result table (the arm column excluded)."""
+    arms = [a.name for a in exp.arms]
+    out: list[Column] = []
+    G = exp.generations
+    if exp.failure is not None:
+        ref_ttf = float(summary["arms"][exp.reference]["time_to_failure"]["value"])
+        out.append(("time to failure", [_ttf(summary["arms"][a]["time_to_failure"], G) for a in arms]))
+        out.append((f"fidelity ratio (vs {exp.reference})",
+                    [_ratio(summary["arms"][a]["fidelity_ratio"], G, ref_ttf) for a in arms]))
+    for m in exp.metrics:
+        cells = []
+        for a in arms:
+            e = summary["arms"][a]
+            check = e.get("theory", {}).get(m)
+            if check is not None:
+                check = {**check, "at_last": check["generation"] == G}
+            cells.append(_metric(e["final"][m], check))
+        out.append((m, cells))
+    return out
+
+
+def caption(exp: Experiment) -> str:
+    """What the numbers are: last generation, seed mean [95% bootstrap CI], failure rule."""
+    text = (f"metrics at generation {exp.generations}: seed mean [95% bootstrap CI] over "
+            f"{plural(exp.seeds, 'seed')}")
+    if exp.failure is not None:
+        f = exp.failure
+        text += f"; failure: {f.metric} {f.direction} {f.threshold:g}"
+    if exp.theory:
+        text += "; theory: closed form and z = (simulation - theory) / standard error"
+    return text
 
 
 def cells(exp: Experiment, summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: arm, final metrics (mean [95% CI]), time to failure, fidelity ratio."""
-    header = ["arm"] + [f"{m} @ g{exp.generations}" for m in exp.metrics]
-    has_ttf = exp.failure is not None
-    if has_ttf:
-        header += ["time to failure", f"fidelity ratio (vs {exp.reference})"]
-    rows = []
-    G = exp.generations
-    for arm in exp.arms:
-        e = summary["arms"][arm.name]
-        row = [arm.name]
-        for m in exp.metrics:
-            f = e["final"][m]
-            row.append(f"{_val(_f(f['mean']))} [{_val(_f(f['low']))}, {_val(_f(f['high']))}]")
-        if has_ttf:
-            t = e["time_to_failure"]
-            row.append(f"{_t(t['value'], G)} [{_t(t['low'], G)}, {_t(t['high'], G)}]")
-            r = e["fidelity_ratio"]
-            rv = _f(r["value"])
-            if rv != rv:
-                row.append("n/a (reference censored)" if arm.name != exp.reference else "1")
-            elif rv == float("inf"):
-                row.append(f">{G / max(_f(summary['arms'][exp.reference]['time_to_failure']['value']), 1e-9):.2f}")
-            else:
-                row.append(f"{rv:.2f} [{_val(_f(r['low']))}, {_val(_f(r['high']))}]")
-        rows.append(row)
+    """Header and one-line rows (the HTML report's table)."""
+    cols = columns(exp, summary)
+    header = ["arm"] + [h for h, _ in cols]
+    rows = [[arm.name] + [" ".join(c[i]) for _, c in cols] for i, arm in enumerate(exp.arms)]
     return header, rows
 
 
-def rich_table(exp: Experiment, summary: dict[str, Any]) -> Table:
-    """A rich table of :func:`cells`."""
-    header, rows = cells(exp, summary)
-    fail = exp.failure
-    caption = (f"mean [95% bootstrap CI] over {exp.seeds} seeds; failure: {fail.metric} {fail.direction} "
-               f"{fail.threshold:g}" if fail else f"mean [95% bootstrap CI] over {exp.seeds} seeds")
-    t = Table(title=f"{exp.name}: {exp.generations} generations", caption=caption)
-    for h in header:
-        t.add_column(h, overflow="fold")
-    for r in rows:
-        t.add_row(*r)
+def _table(exp: Experiment, chunk: list[Column], arm_w: int, title: str | None) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), title=title, title_justify="left", pad_edge=False)
+    t.add_column("arm", overflow="fold", max_width=arm_w)
+    for header, _ in chunk:
+        t.add_column(header, overflow="fold")
+    for a, arm in enumerate(exp.arms):
+        t.add_row(arm.name, *["\n".join(c[a]) for _, c in chunk], end_section=a < len(exp.arms) - 1)
     return t
+
+
+def rich_table(exp: Experiment, summary: dict[str, Any], width: int | None = None) -> Group:
+    """The result table for a terminal ``width`` columns wide (default 80), split into several if needed."""
+    from rich.console import Console
+
+    width = width or 80
+    measure = Console(width=10_000).measure
+    cols = columns(exp, summary)
+    arm_w = min(max(len(a.name) for a in exp.arms), 24)
+    chunks: list[list[Column]] = [[]]
+    for col in cols:  # greedy: add columns while the table's natural width fits
+        if chunks[-1] and measure(_table(exp, chunks[-1] + [col], arm_w, None)).maximum > width:
+            chunks.append([])
+        chunks[-1].append(col)
+    title = f"{exp.name}: {plural(len(exp.arms), 'arm')} x {plural(exp.seeds, 'seed')}, generations 0-{exp.generations}"
+    tables = [_table(exp, chunk, arm_w, title if i == 0 else None) for i, chunk in enumerate(chunks)]
+    return Group(*tables, Text(caption(exp), style="dim"))

@@ -17,6 +17,8 @@ from collapselab.theory import curation, gaussian_chain, regression, yi
 Curves = dict[str, np.ndarray]
 Prediction = Callable[..., Curves]
 PREDICTIONS: dict[str, Prediction] = {}
+#: (prediction, metric) pairs whose curve is an upper bound on the expectation, not the expectation itself.
+UPPER_BOUNDS = {("yi_long_run", "param_error_center")}
 
 
 def prediction(name: str) -> Callable[[Prediction], Prediction]:
