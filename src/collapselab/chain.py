@@ -34,7 +34,7 @@ from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
-from collapselab.store import ChainStore, chain_folder
+from collapselab.store import ChainStore, Writer, chain_folder
 
 Progress = Callable[[str, int, int], None]  # arm, batch, generation just finished
 #: exceptions of numerical origin inside a fit or a metric: they take the chain-error path.
@@ -58,8 +58,8 @@ class ChainTask:
     def folder(self) -> Path | None:
         return None if self.run_dir is None else chain_folder(Path(self.run_dir), self.arm, self.batch)
 
-    def store(self) -> ChainStore | None:
-        return None if self.run_dir is None else ChainStore(self.folder, Path(self.run_dir))
+    def store(self, writer: Writer | None = None) -> ChainStore | None:
+        return None if self.run_dir is None else ChainStore(self.folder, Path(self.run_dir), writer)
 
     def label(self) -> str:
         s = self.seeds
@@ -101,8 +101,19 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     """Run (or resume) one chain batch; returns its metric values ``[generations + 1, metrics, chains]``.
 
     ``stop_after`` ends the run after that generation (used to test resumption); the values returned then
-    cover only the generations run.
+    cover only the generations run. Checkpoints are written on a background thread (:class:`Writer`); all of
+    them are on disk when this returns or raises.
     """
+    writer = Writer() if task.run_dir is not None else None
+    try:
+        return _run_chain(task, progress, stop_after, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | None,
+               writer: Writer | None) -> np.ndarray:
     exp = task.experiment
     arm = exp.arm(task.arm)
     seeds = task.seeds
@@ -117,7 +128,7 @@ def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int
     n, m = exp.n, arm.n_synthetic
 
     start, state, values = 0, {}, []
-    store = task.store()
+    store = task.store(writer)
     if store is not None:
         scan = store.scan(exp.metrics, c, last=exp.generations)
         if scan.problem is not None:  # execute() repairs this before any task starts

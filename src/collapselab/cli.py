@@ -55,19 +55,21 @@ def _execute(exp, store, workers: int, quiet: bool):
     """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from collapselab.runs import assemble, execute, finish, prepare
+    from collapselab.runs import Outputs, assemble, execute, finish, prepare
 
     _state["run_dir"], _state["exp"] = store.root, exp
     prepare(exp, store, _warn)  # checkpoint warnings and errors come before the progress bar
     total = len(exp.arms) * exp.n_batches * (exp.generations + 1)
     arms = f"{len(exp.arms)} arm{'s' * (len(exp.arms) != 1)}"
     seeds = f"{exp.seeds} seed{'s' * (exp.seeds != 1)}"
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("generations"), TimeElapsedColumn(), console=err_console,
-                  disable=quiet, transient=True) as bar:
-        task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
-        results = execute(exp, store, workers, lambda arm, batch, g: bar.advance(task), warn=_warn, prepared=True)
-    return finish(exp, store, assemble(exp, results))
+    with Outputs(exp) as outputs:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("generations"), TimeElapsedColumn(), console=err_console,
+                      disable=quiet, transient=True) as bar:
+            task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
+            results = execute(exp, store, workers, lambda arm, batch, g: bar.advance(task), warn=_warn,
+                              prepared=True, outputs=outputs)
+        return finish(exp, store, assemble(exp, results), outputs)
 
 
 def _show_result(exp, summary, run_dir: Path) -> None:

@@ -72,12 +72,17 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _init_worker(events, parent: int) -> None:
-    global _events
-    _events = events
+def init_child(parent: int) -> None:
+    """Set up a helper process: it ignores Ctrl-C (the parent decides) and dies with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
+
+
+def _init_worker(events, parent: int) -> None:
+    global _events
+    _events = events
+    init_child(parent)
 
 
 def _report(arm: str, batch: int, g: int) -> None:
@@ -116,14 +121,14 @@ class ProcessPool:
             pool.shutdown(wait=True)
             return results
         except BaseException:
-            _kill(pool)
+            kill_pool(pool)
             raise
         finally:
             events.close()
             events.join_thread()
 
 
-def _kill(pool: cf.ProcessPoolExecutor) -> None:
+def kill_pool(pool: cf.ProcessPoolExecutor) -> None:
     """Stop a pool now: kill its workers and wait until they are gone.
 
     ``shutdown(cancel_futures=True)`` only cancels tasks that have not started; Python 3.11 has no public

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from collapselab.runner import Results, backend_for, make_tasks
 from collapselab.store import RunStore
 
 Warn = Callable[[str], None]
+TABLES = ("metrics.parquet", "metrics.csv")
 #: experiment fields that may change between a run and its resume.
 RESUMABLE_CHANGES = ("generations", "description")
 
@@ -94,17 +96,18 @@ def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
 
 
 def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, progress: Progress | None = None,
-            warn: Warn | None = None, prepared: bool = False) -> Results:
+            warn: Warn | None = None, prepared: bool = False, outputs: Outputs | None = None) -> Results:
     """Run (or resume) every chain of ``exp``; returns the values per (arm, batch).
 
     With ``run`` (a :class:`RunStore` from :func:`create_run` / :func:`open_run`) chains checkpoint into it
     and continue from what it holds (after :func:`prepare`, unless ``prepared``); with ``None`` everything
-    stays in memory.
+    stays in memory. ``outputs`` (an :class:`Outputs`) starts on each arm's outputs as soon as its chains
+    are done.
     """
     if run is not None and not prepared:
         prepare(exp, run, warn)
     tasks = make_tasks(exp, None if run is None else str(run.root))
-    return backend_for(workers).run(tasks, progress)
+    return backend_for(workers).run(tasks, progress, None if outputs is None else outputs.task_done)
 
 
 def assemble(exp: Experiment, results: Results) -> np.ndarray:
@@ -140,13 +143,93 @@ def collect(exp: Experiment, store: RunStore) -> np.ndarray:
     return assemble(exp, results)
 
 
-def finish(exp: Experiment, store: RunStore, values: np.ndarray) -> dict[str, Any]:
+def finish(exp: Experiment, store: RunStore, values: np.ndarray, outputs: Outputs | None = None) -> dict[str, Any]:
     """Write ``metrics.parquet``, ``metrics.csv``, ``summary.json``, the figures and ``report.html``;
-    returns the summary."""
-    from collapselab.report import build_report
-    from collapselab.tables import csv_bytes, parquet_bytes, tidy_frame
+    returns the summary. ``outputs`` holds the parts already computed while the chains ran."""
+    own = outputs is None
+    outputs = outputs or Outputs(exp)
+    try:
+        return outputs.write(store, values)
+    finally:
+        if own:
+            outputs.close()
 
-    summary, files = build_report(exp, values)
-    frame = tidy_frame([a.name for a in exp.arms], exp.metrics, values)
-    store.write_outputs({"metrics.parquet": parquet_bytes(frame), "metrics.csv": csv_bytes(frame), **files})
-    return summary
+
+class Outputs:
+    """The run's outputs, built while its chains run.
+
+    As soon as every chain batch of an arm is done (:meth:`task_done`, the backends' completion callback),
+    that arm's share of the outputs (its rows of the tidy tables, its bootstrap bands and time to failure)
+    is computed on a background thread; numpy and polars release the GIL, so this overlaps the chains of
+    the arms still running. :meth:`write` completes the rest (fidelity ratios, figures, report) and writes
+    everything through the store. The files are the same as those of a run computed all at the end.
+    """
+
+    def __init__(self, exp: Experiment) -> None:
+        from collapselab.report import report_weights, theory_curves
+
+        self.exp = exp
+        self.theory = theory_curves(exp)
+        self.weights = report_weights(exp)
+        self._blocks: Results = {}
+        self._stats: dict[int, Future] = {}
+        self._tables: dict[int, Future] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="collapselab-outputs")
+
+    def task_done(self, task: Any, block: np.ndarray) -> None:
+        """Record a finished chain batch; start on its arm when the arm is complete."""
+        exp = self.exp
+        self._blocks[(task.arm, task.batch)] = block
+        if all((task.arm, b) in self._blocks for b in range(exp.n_batches)):
+            a = next(i for i, arm in enumerate(exp.arms) if arm.name == task.arm)
+            self._start(a, np.concatenate([np.transpose(self._blocks.pop((task.arm, b)), (2, 0, 1))
+                                           for b in range(exp.n_batches)]))
+
+    def _start(self, a: int, values: np.ndarray) -> None:
+        from collapselab.report import arm_stats
+
+        self._stats[a] = self._pool.submit(arm_stats, self.exp, a, values, self.weights, self.theory)
+        self._tables[a] = self._pool.submit(self._table, a, values)
+
+    def _table(self, a: int, values: np.ndarray) -> tuple[Any, bytes]:
+        from collapselab.tables import csv_bytes, tidy_frame
+
+        exp = self.exp
+        frame = tidy_frame([arm.name for arm in exp.arms], exp.metrics, values[None], first_arm=a)
+        return frame, csv_bytes(frame, header=a == 0)
+
+    def _all_tables(self) -> dict[str, bytes]:
+        import polars as pl
+
+        from collapselab.tables import parquet_bytes
+
+        parts = [self._tables[a].result() for a in range(len(self.exp.arms))]
+        return {"metrics.parquet": parquet_bytes(pl.concat([frame for frame, _ in parts])),
+                "metrics.csv": b"".join(csv for _, csv in parts)}
+
+    def write(self, store: RunStore, values: np.ndarray) -> dict[str, Any]:
+        """Complete and write every output; returns the summary."""
+        from collapselab.report import build_report, report_names
+
+        for a in range(len(self.exp.arms)):
+            if a not in self._stats:  # arms whose chains were not reported (e.g. a resume with nothing to do)
+                self._start(a, values[a])
+        with store.outputs(list(TABLES) + report_names(self.exp)) as sink:
+            # the last arms' rows are formatted and the tables written (fsync waits on the disk) while the
+            # figures render on this thread
+            tables = self._pool.submit(lambda: [sink.write(n, b) for n, b in self._all_tables().items()])
+            stats = [self._stats[a].result() for a in range(len(self.exp.arms))]
+            summary, files = build_report(self.exp, None, stats, self.theory)
+            for name, data in files.items():
+                sink.write(name, data)
+            tables.result()
+        return summary
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

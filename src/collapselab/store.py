@@ -28,8 +28,10 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,12 +225,63 @@ class ChainScan:
     records: list[int] = field(default_factory=list)
 
 
-class ChainStore:
-    """The checkpoints of one chain batch (``chains/<arm>/bNNNN``)."""
+class Writer:
+    """Runs writes in submission order on one background thread, so checkpoint I/O (sha256, write, fsync)
+    overlaps the chain's computation. An error is raised by the next :meth:`submit` or by :meth:`close`,
+    which waits for every pending write; a checkpoint's record is submitted after its files, so a process
+    killed with writes pending leaves the previous checkpoint as the newest complete one."""
 
-    def __init__(self, folder: Path, run_dir: Path | None = None) -> None:
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="collapselab-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as e:  # surfaced in the submitting thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        self._raise()
+        self._queue.put(job)
+
+    def close(self) -> None:
+        """Wait for the pending writes; re-raise the first error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+
+class _Inline:
+    """The :class:`Writer` interface, writing at once (no thread)."""
+
+    @staticmethod
+    def submit(job: Callable[[], Any]) -> None:
+        job()
+
+    @staticmethod
+    def close() -> None:
+        pass
+
+
+class ChainStore:
+    """The checkpoints of one chain batch (``chains/<arm>/bNNNN``); ``writer`` runs the writes (default:
+    at once, in the calling thread)."""
+
+    def __init__(self, folder: Path, run_dir: Path | None = None, writer: Writer | None = None) -> None:
         self.folder = Path(folder)
         self.run_dir = run_dir
+        self.writer = writer or _Inline()
 
     def _rel(self, name: str) -> Path:
         p = self.folder / name
@@ -241,24 +294,28 @@ class ChainStore:
 
     def save(self, g: int, first: int, model_state: Mapping[str, np.ndarray], values: np.ndarray,
              regime_state: Mapping[str, np.ndarray] | None, info: Mapping[str, Any]) -> None:
-        """Write checkpoint ``g`` (values of generations ``first..g``); the record is written last."""
+        """Write checkpoint ``g`` (values of generations ``first..g``); the record is written last.
+
+        The arrays are serialised here (so the caller may change them afterwards); the writer writes them.
+        """
         meta = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first}
         tensors = {f"model.{k}": v for k, v in model_state.items()}
         tensors["metrics"] = np.asarray(values, dtype=np.float64)
-        files = {}
-        main = f"g{g:05d}.safetensors"
-        data = _tensors_bytes(tensors, meta)
-        files[main] = {"sha256": write_atomic(self.folder / main, data), "bytes": len(data)}
+        blobs = {f"g{g:05d}.safetensors": _tensors_bytes(tensors, meta)}
         if regime_state:
-            name = f"g{g:05d}.regime.safetensors"
-            data = _tensors_bytes(regime_state, meta)
-            files[name] = {"sha256": write_atomic(self.folder / name, data), "bytes": len(data)}
-        record = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first, **info, "files": files}
-        write_atomic(self.folder / f"g{g:05d}.json", dumps_json(record).encode())
-        keep = self.record_generations()[-KEEP_REGIME:]
-        for p in self.folder.glob("g*.regime.safetensors"):
-            if int(p.name[1:].split(".")[0]) not in keep:
-                p.unlink(missing_ok=True)
+            blobs[f"g{g:05d}.regime.safetensors"] = _tensors_bytes(regime_state, meta)
+        record = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first, **info}
+
+        def write() -> None:
+            files = {name: {"sha256": write_atomic(self.folder / name, data), "bytes": len(data)}
+                     for name, data in blobs.items()}
+            write_atomic(self.folder / f"g{g:05d}.json", dumps_json({**record, "files": files}).encode())
+            keep = self.record_generations()[-KEEP_REGIME:]
+            for p in self.folder.glob("g*.regime.safetensors"):
+                if int(p.name[1:].split(".")[0]) not in keep:
+                    p.unlink(missing_ok=True)
+
+        self.writer.submit(write)
 
     def _record(self, g: int, expect_first: int, metrics: list[str], n_chains: int) -> dict[str, Any]:
         path = self.folder / f"g{g:05d}.json"
@@ -510,24 +567,32 @@ class RunStore:
         return ChainStore(chain_folder(self.root, arm, batch), self.root)
 
     # -- outputs ----------------------------------------------------------------------------------
-    def write_outputs(self, files: Mapping[str, bytes | Callable[[], bytes]]) -> None:
-        """Write the run's outputs (paths relative to the run directory).
+    def write_outputs(self, files: Mapping[str, bytes]) -> None:
+        """Write the run's outputs (paths relative to the run directory); see :meth:`outputs`."""
+        with self.outputs(list(files)) as sink:
+            for name, data in files.items():
+                sink.write(name, data)
+
+    @contextlib.contextmanager
+    def outputs(self, names: list[str]) -> Iterator[OutputSink]:
+        """Write the outputs ``names`` through the yielded sink (``sink.write(name, data)``, callable from
+        several threads).
 
         The names are recorded in the manifest before anything is written (so ``--overwrite`` can always
-        tell them from a user's files), their sha256 after; outputs of an earlier report that are no
-        longer produced (e.g. a figure) are removed.
+        tell them from a user's files), their sha256 after all are written; outputs of an earlier report
+        that are no longer produced (e.g. a figure) are removed.
         """
         old = dict(self.manifest.get("outputs", {}))
-        pending = {**old, **{name: None for name in files}}
-        self._write_manifest({**self.manifest, "outputs": pending})
-        done = {}
-        for name, data in files.items():
-            blob = data() if callable(data) else data
-            done[name] = write_atomic(self.root / name, blob)
+        self._write_manifest({**self.manifest, "outputs": {**old, **{name: None for name in names}}})
+        sink = OutputSink(self.root, names)
+        yield sink
+        missing = [n for n in names if n not in sink.done]
+        if missing:
+            raise RuntimeError(f"outputs announced but not written: {missing}")
         for name in old:
-            if name not in done:
+            if name not in sink.done:
                 (self.root / name).unlink(missing_ok=True)
-        self._write_manifest({**self.manifest, "outputs": done})
+        self._write_manifest({**self.manifest, "outputs": {n: sink.done[n] for n in names}})
 
     # -- what the store wrote -----------------------------------------------------------------------
     @classmethod
@@ -587,6 +652,21 @@ class RunStore:
                 with contextlib.suppress(OSError):
                     sub.rmdir()  # only empty folders
                 sub = sub.parent
+
+
+class OutputSink:
+    """Writes announced outputs of a run (see :meth:`RunStore.outputs`)."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root, self.names, self.done = root, set(names), {}
+        self._lock = threading.Lock()
+
+    def write(self, name: str, data: bytes) -> None:
+        if name not in self.names:
+            raise ValueError(f"output {name!r} was not announced")
+        sha = write_atomic(self.root / name, data)
+        with self._lock:
+            self.done[name] = sha
 
 
 def chain_folder(run_dir: Path, arm: str, batch: int) -> Path:

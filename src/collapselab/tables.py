@@ -16,29 +16,30 @@ import numpy as np
 COLUMNS = ("arm", "seed", "generation", "metric", "value")
 
 
-def tidy_frame(arms: Sequence[str], metrics: Sequence[str], values: np.ndarray):
+def tidy_frame(arms: Sequence[str], metrics: Sequence[str], values: np.ndarray, first_arm: int = 0):
     """A polars DataFrame of ``values [arms, seeds, generations + 1, metrics]`` in arm, seed, generation,
-    metric order (the order of the nested loops, without one)."""
+    metric order (the order of the nested loops, without one). ``values`` may hold a block of the arms,
+    starting at ``first_arm``; the frames of consecutive blocks concatenate to the whole table."""
     import polars as pl
 
     a, s, g, m = values.shape
     arm_enum, metric_enum = pl.Enum(list(arms)), pl.Enum(list(metrics))
     frame = pl.DataFrame({
-        "arm": pl.Series(np.repeat(np.arange(a, dtype=np.uint32), s * g * m)),
+        "arm": pl.Series(np.repeat(np.arange(first_arm, first_arm + a, dtype=np.uint32), s * g * m)),
         "seed": np.tile(np.repeat(np.arange(s, dtype=np.int32), g * m), a),
         "generation": np.tile(np.repeat(np.arange(g, dtype=np.int32), m), a * s),
         "metric": pl.Series(np.tile(np.arange(m, dtype=np.uint32), a * s * g)),
         "value": np.ascontiguousarray(values, dtype=np.float64).reshape(-1),
     })
     return frame.with_columns(
-        pl.col("arm").replace_strict(list(range(a)), list(arms), return_dtype=arm_enum),
+        pl.col("arm").replace_strict(list(range(len(arms))), list(arms), return_dtype=arm_enum),
         pl.col("metric").replace_strict(list(range(m)), list(metrics), return_dtype=metric_enum))
 
 
-def csv_bytes(frame) -> bytes:
+def csv_bytes(frame, header: bool = True) -> bytes:
     """``metrics.csv``: header + one row per value; floats in shortest round-trip form, ``inf``/``NaN``."""
     buf = io.BytesIO()
-    frame.write_csv(buf)
+    frame.write_csv(buf, include_header=header)
     return buf.getvalue()
 
 

@@ -8,23 +8,33 @@ import numpy as np
 
 from collapselab.experiments.loader import dump_experiment
 from collapselab.experiments.schema import Experiment
-from collapselab.report.aggregate import summarize, theory_curves
-from collapselab.report.figures import forest_plot, heatmaps, metric_figures
-from collapselab.report.html import render
+from collapselab.report.aggregate import ArmStats, TheoryCurve, arm_stats, report_weights, summarize, theory_curves
+from collapselab.report.figures import figure_jobs, figure_names
+from collapselab.report.figures import render as render_figures
+from collapselab.report.html import render as render_html
 from collapselab.report.table import cells, rich_table
 from collapselab.store import dumps_json
 
 
-def build_report(exp: Experiment, values: np.ndarray) -> tuple[dict[str, Any], dict[str, bytes]]:
+def report_names(exp: Experiment) -> list[str]:
+    """The files :func:`build_report` writes for ``exp`` (relative to the run directory)."""
+    return ["summary.json", *(f"figures/{name}" for name in figure_names(exp)), "report.html"]
+
+
+def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
+                 theory: dict[str, dict[str, TheoryCurve]] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``; paths
-    relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]``."""
-    theory = theory_curves(exp)
-    summary, bands = summarize(exp, values, theory)
-    figures = forest_plot(exp, summary) + metric_figures(exp, bands, theory) + heatmaps(exp, bands, theory)
+    relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]`` (or the arms'
+    precomputed ``stats`` with the ``theory`` they were computed with)."""
+    theory = theory_curves(exp) if theory is None else theory
+    summary, bands = summarize(exp, values, theory, stats)
+    jobs = figure_jobs(exp, summary, bands, theory)
+    figures = render_figures(jobs)
     files = {"summary.json": dumps_json(summary).encode()}
     files.update({f"figures/{name}": data for name, data in figures})
-    files["report.html"] = render(exp, summary, [name for name, _ in figures], dump_experiment(exp)).encode()
+    files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp)).encode()
     return summary, files
 
 
-__all__ = ["build_report", "cells", "rich_table", "summarize", "theory_curves"]
+__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "report_names", "report_weights", "rich_table",
+           "summarize", "theory_curves"]

@@ -80,15 +80,46 @@ def _fidelity(t: dict, ref: dict, is_reference: bool) -> dict[str, Any]:
     return {"value": num(value), "low": num(lo), "high": num(hi), "defined": True, "note": note}
 
 
-def summarize(exp: Experiment, values: np.ndarray, theory: dict[str, dict[str, TheoryCurve]] | None = None
-              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``summary.json`` content and the band arrays ``mean/low/high [arms, G+1, metrics]``."""
+def report_weights(exp: Experiment) -> np.ndarray:
+    """The bootstrap resampling weights ``[B, seeds]`` every arm and metric of ``exp`` shares (paired)."""
+    return bootstrap_weights(exp.seeds, SeedTree(exp.seed).rng("report"))
+
+
+@dataclass
+class ArmStats:
+    """What the summary needs of one arm: bands ``mean/low/high [G+1, metrics]``, failure timing, theory."""
+
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    timing: dict[str, Any] | None
+    checks: dict[str, dict[str, Any]]
+
+
+def arm_stats(exp: Experiment, a: int, values: np.ndarray, weights: np.ndarray,
+              theory: dict[str, dict[str, TheoryCurve]]) -> ArmStats:
+    """Statistics of arm ``a`` from its values ``[seeds, G+1, metrics]`` (independent of the other arms, so
+    they can be computed as soon as the arm's chains are done)."""
+    mean, low, high = mean_and_ci(values, weights)
+    timing = None
+    if exp.failure is not None:
+        timing = arm_timing(values[:, :, exp.metrics.index(exp.failure.metric)], exp.failure, weights)
+    name = exp.arms[a].name
+    checks = {m: _theory_check(c, values[:, :, exp.metrics.index(m)]) for m, c in theory.get(name, {}).items()}
+    return ArmStats(mean, low, high, timing, {m: c for m, c in checks.items() if c is not None})
+
+
+def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict[str, TheoryCurve]] | None = None,
+              stats: list[ArmStats] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``summary.json`` content and the band arrays ``mean/low/high [arms, G+1, metrics]``.
+
+    ``stats`` (one :class:`ArmStats` per arm) may be given instead of computing them from ``values``.
+    """
     theory = theory or {}
-    weights = bootstrap_weights(exp.seeds, SeedTree(exp.seed).rng("report"))
-    mean, low, high = (np.empty(values.shape[:1] + values.shape[2:]) for _ in range(3))
-    for a in range(values.shape[0]):
-        mean[a], low[a], high[a] = mean_and_ci(values[a], weights)
-    bands = {"mean": mean, "low": low, "high": high}
+    if stats is None:
+        weights = report_weights(exp)
+        stats = [arm_stats(exp, a, values[a], weights, theory) for a in range(len(exp.arms))]
+    bands = {key: np.stack([getattr(st, key) for st in stats]) for key in ("mean", "low", "high")}
     summary: dict[str, Any] = {
         "experiment": exp.name, "seeds": exp.seeds, "generations": exp.generations,
         "reference_arm": exp.reference,
@@ -96,26 +127,19 @@ def summarize(exp: Experiment, values: np.ndarray, theory: dict[str, dict[str, T
         "metrics": {m: METRICS[m].description for m in exp.metrics},
         "arms": {},
     }
-    timings = {}
-    if exp.failure is not None:
-        k = exp.metrics.index(exp.failure.metric)
-        for a, arm in enumerate(exp.arms):
-            timings[arm.name] = arm_timing(values[a, :, :, k], exp.failure, weights)
-    for a, arm in enumerate(exp.arms):
+    ref = stats[[arm.name for arm in exp.arms].index(exp.reference)].timing
+    for arm, st in zip(exp.arms, stats, strict=True):
         entry: dict[str, Any] = {"settings": arm.model_dump(mode="json", exclude={"name"}), "final": {}}
         for k, m in enumerate(exp.metrics):
-            entry["final"][m] = {"mean": num(mean[a, -1, k]), "low": num(low[a, -1, k]), "high": num(high[a, -1, k])}
-        if arm.name in timings:
-            t = timings[arm.name]
+            entry["final"][m] = {"mean": num(st.mean[-1, k]), "low": num(st.low[-1, k]), "high": num(st.high[-1, k])}
+        if st.timing is not None:
+            t = st.timing
             entry["time_to_failure"] = {"value": num(t["ttf"]), "low": num(t["low"]), "high": num(t["high"]),
                                         "censored": not np.isfinite(t["ttf"]),
                                         "per_seed": [num(v) for v in t["per_seed"]]}
-            entry["fidelity_ratio"] = _fidelity(t, timings[exp.reference], arm.name == exp.reference)
-        checks = {m: _theory_check(c, values[a, :, :, exp.metrics.index(m)])
-                  for m, c in theory.get(arm.name, {}).items()}
-        checks = {m: c for m, c in checks.items() if c is not None}
-        if checks:
-            entry["theory"] = checks
+            entry["fidelity_ratio"] = _fidelity(t, ref, arm.name == exp.reference)
+        if st.checks:
+            entry["theory"] = st.checks
         summary["arms"][arm.name] = entry
     if theory:
         summary["theory_curves"] = {arm: {m: [num(v) for v in c.values] for m, c in ms.items()}

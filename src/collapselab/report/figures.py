@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,25 +22,44 @@ from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
 
 Figure = tuple[str, bytes]  # file name, PNG bytes
+Job = tuple[str, Callable[..., bytes], tuple]  # file name, a function of this module, its arguments
 MAX_OVERLAID = 8
 LEGEND_PT = 9
 DPI = 110
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float], **kw):
+    """A matplotlib Figure on an Agg canvas (no pyplot: no global state, safe off the main thread)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = MplFigure(figsize=figsize, dpi=DPI, **kw)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
 
-
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = False) -> bytes:
+    """PNG bytes of ``fig``: drawn once and encoded by Pillow at a low compression level (the default
+    ``savefig(bbox_inches="tight")`` draws twice and costs 2-3x as much); ``tight`` for figures whose
+    layout is not computed by hand."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    _plt().close(fig)
+    if tight:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+        return buf.getvalue()
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(buf, format="png", compress_level=1)
     return buf.getvalue()
+
+
+def _text_width(fig, texts: list[str], size: float) -> float:
+    """Width in pixels of the widest of ``texts`` at ``size`` points."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer, prop = fig.canvas.get_renderer(), FontProperties(size=size)
+    return max(renderer.get_text_width_height_descent(t, prop, ismath=False)[0] for t in texts)
 
 
 def _wrap(name: str, width: int = 30) -> str:
@@ -51,7 +72,7 @@ def _wrap(name: str, width: int = 30) -> str:
 def _integer_generations(ax, generations: int) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ax.set_xlim(-0.05 * max(generations, 1), generations + 0.05 * max(generations, 1))
 
 
@@ -96,70 +117,135 @@ def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, has_thresho
     return handles
 
 
-def metric_figures(exp: Experiment, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]]) -> list[Figure]:
-    """``<metric>.png`` for every metric."""
-    plt = _plt()
+_CACHE = threading.local()
+
+
+def _reused_axes():
+    """One figure and axes per thread, emptied and reused for every overlaid metric figure: matplotlib
+    builds tick objects afresh for a new axes, which is about 40% of a figure's cost here."""
+    if getattr(_CACHE, "axes", None) is None:
+        fig = _figure((8.6, 4.3))
+        _CACHE.axes = (fig, fig.add_axes((0.085, 0.12, 0.7, 0.78)))
+    fig, ax = _CACHE.axes
+    for artist in [*ax.lines, *ax.collections, *ax.texts, *ax.patches]:
+        artist.remove()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ax.relim()
+    return fig, ax
+
+
+def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, threshold: bool):
+    """All arms in one panel, the legend outside on the right (layout computed from the label widths)."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    m = METRICS[exp.metrics[k]]
+    fig, ax = _reused_axes()
+    labels = [a.name for a in exp.arms] + [h.get_label() for h in keys] + ["arm"]
+    legend_w = _text_width(fig, labels, LEGEND_PT) + 3.4 * LEGEND_PT * DPI / 72  # handles and paddings
+    right = max(0.45, 1.0 - (legend_w + 14) / (fig.get_figwidth() * DPI))
+    ax.set_position((0.085, 0.12, right - 0.1, 0.78))
     g = np.arange(exp.generations + 1)
-    out = []
+    colors = colormaps["tab10"]
+    for a, arm in enumerate(exp.arms):
+        _draw_arm(ax, g, bands, a, k, colors(a % 10), arm.name, curves[a])
+    if threshold:
+        ax.axhline(exp.failure.threshold, color="#c0392b", ls="-.", lw=1.2)
+    ax.grid(alpha=0.3)
+    _integer_generations(ax, exp.generations)
+    ax.tick_params(labelsize=LEGEND_PT)
+    ax.set_xlabel("generation", fontsize=10)
+    ax.set_ylabel(m.axis, fontsize=10)
+    ax.set_title(m.title, fontsize=11, y=1.015)  # an explicit y skips matplotlib's costly title placement
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    arm_handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=arm_handles + keys, fontsize=LEGEND_PT, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), title="arm", title_fontsize=LEGEND_PT)
+    return fig
+
+
+def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, threshold: bool):
+    """One panel per arm (shared axes), for more arms than one panel can show readably."""
+    from matplotlib import colormaps
+
+    m = METRICS[exp.metrics[k]]
     n = len(exp.arms)
-    colors = plt.get_cmap("tab10")
-    for k, name in enumerate(exp.metrics):
-        m = METRICS[name]
-        curves = [theory.get(arm.name, {}).get(name) for arm in exp.arms]
-        has_theory = any(c is not None and not c.bound for c in curves)
-        has_bound = any(c is not None and c.bound for c in curves)
-        threshold = exp.failure is not None and exp.failure.metric == name
-        if n <= MAX_OVERLAID:
-            fig, ax = plt.subplots(figsize=(8.0, 4.2))
-            axes = [ax] * n
-        else:
-            cols = min(4, math.ceil(math.sqrt(n)))
-            rows = math.ceil(n / cols)
-            fig, grid = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.4 * rows + 1.0), sharex=True, sharey=True,
-                                     squeeze=False, layout="constrained")
-            axes = list(grid.ravel())
-            for ax in axes[n:]:
-                ax.set_visible(False)
-            for ax in axes[max(0, n - cols):n]:  # the last panel of each column shows its generations
-                ax.xaxis.set_tick_params(labelbottom=True)
-        for a, arm in enumerate(exp.arms):
-            color = colors(a % 10) if n <= MAX_OVERLAID else colors(0)
-            _draw_arm(axes[a], g, bands, a, k, color, arm.name if n <= MAX_OVERLAID else None, curves[a])
-            if n > MAX_OVERLAID:
-                axes[a].set_title(_wrap(arm.name), fontsize=LEGEND_PT)
-        for ax in axes[:n] if n > MAX_OVERLAID else axes[:1]:
-            if threshold:
-                ax.axhline(exp.failure.threshold, color="#c0392b", ls="-.", lw=1.2)
-            ax.grid(alpha=0.3)
-            _integer_generations(ax, exp.generations)
-            ax.tick_params(labelsize=LEGEND_PT)
-        keys = _key_handles(exp, has_theory, has_bound, threshold)
-        if n <= MAX_OVERLAID:
-            ax = axes[0]
-            ax.set_xlabel("generation", fontsize=10)
-            ax.set_ylabel(m.axis, fontsize=10)
-            ax.set_title(m.title, fontsize=11)
-            arm_handles, _ = ax.get_legend_handles_labels()
-            ax.legend(handles=arm_handles + keys, fontsize=LEGEND_PT, frameon=False, loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), title="arm", title_fontsize=LEGEND_PT)
-        else:
-            key = "; ".join(h.get_label() if i == 0 else f"{_STYLE_WORDS[h.get_linestyle()]}: {h.get_label()}"
-                            for i, h in enumerate(keys))
-            fig.suptitle(f"{m.title}\nline: seed mean; band: {key}", fontsize=11)
-            fig.supxlabel("generation", fontsize=10)
-            fig.supylabel(m.axis, fontsize=10)
-        out.append((f"{name}.png", _png(fig)))
-    return out
+    cols = min(4, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    fig = _figure((2.9 * cols, 2.4 * rows + 1.0), layout="constrained")
+    axes = list(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[max(0, n - cols):n]:  # the last panel of each column shows its generations
+        ax.xaxis.set_tick_params(labelbottom=True)
+    g = np.arange(exp.generations + 1)
+    color = colormaps["tab10"](0)
+    for a, arm in enumerate(exp.arms):
+        ax = axes[a]
+        _draw_arm(ax, g, bands, a, k, color, None, curves[a])
+        ax.set_title(_wrap(arm.name), fontsize=LEGEND_PT)
+        if threshold:
+            ax.axhline(exp.failure.threshold, color="#c0392b", ls="-.", lw=1.2)
+        ax.grid(alpha=0.3)
+        _integer_generations(ax, exp.generations)
+        ax.tick_params(labelsize=LEGEND_PT)
+    key = "; ".join(h.get_label() if i == 0 else f"{_STYLE_WORDS[h.get_linestyle()]}: {h.get_label()}"
+                    for i, h in enumerate(keys))
+    fig.suptitle(f"{m.title}\nline: seed mean; band: {key}", fontsize=11)
+    fig.supxlabel("generation", fontsize=10)
+    fig.supylabel(m.axis, fontsize=10)
+    return fig
 
 
-def forest_plot(exp: Experiment, summary: dict[str, Any]) -> list[Figure]:
-    """``time_to_failure.png``: each arm's time to failure with its 95% CI (empty without a failure rule)."""
-    if exp.failure is None:
-        return []
-    plt = _plt()
+def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]]) -> bytes:
+    """The figure of metric ``k``: all arms in one panel, or small multiples beyond ``MAX_OVERLAID`` arms."""
+    name = exp.metrics[k]
+    curves = [theory.get(arm.name, {}).get(name) for arm in exp.arms]
+    has_theory = any(c is not None and not c.bound for c in curves)
+    has_bound = any(c is not None and c.bound for c in curves)
+    threshold = exp.failure is not None and exp.failure.metric == name
+    keys = _key_handles(exp, has_theory, has_bound, threshold)
+    draw = _overlaid if len(exp.arms) <= MAX_OVERLAID else _small_multiples
+    return _png(draw(exp, k, bands, curves, keys, threshold))
+
+
+def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.ndarray],
+                theory: dict[str, dict[str, Any]]) -> list[Job]:
+    """Every figure of the report as ``(file name, function, arguments)`` (independent; any order)."""
+    jobs: list[Job] = []
+    if exp.failure is not None:
+        jobs.append(("time_to_failure.png", forest_png, (exp, summary)))
+    jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
+    if _is_grid(exp):
+        jobs += [(f"heatmap_{m}.png", heatmap_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
+    return jobs
+
+
+def figure_names(exp: Experiment) -> list[str]:
+    """The file names :func:`figure_jobs` produces for ``exp``, in the same order."""
+    names = ["time_to_failure.png"] if exp.failure is not None else []
+    names += [f"{m}.png" for m in exp.metrics]
+    if _is_grid(exp):
+        names += [f"heatmap_{m}.png" for m in exp.metrics]
+    return names
+
+
+def render(jobs: list[Job]) -> list[Figure]:
+    """Run figure jobs here, in order."""
+    return [(name, fn(*args)) for name, fn, args in jobs]
+
+
+def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
+    """``time_to_failure.png``: each arm's time to failure with its 95% CI (the experiment has a failure rule)."""
     G = exp.generations
     arms = [a.name for a in exp.arms]
-    fig, ax = plt.subplots(figsize=(8.0, 0.9 + 0.38 * len(arms)))
+    height = 1.1 + 0.38 * len(arms)
+    fig = _figure((8.6, height))
+    width_px = fig.get_figwidth() * DPI
+    left = (_text_width(fig, arms, LEGEND_PT) + 16) / width_px
+    label_w = (_text_width(fig, [f">{G}  (reference)", f"{G:.1f}  ratio 10.00"], LEGEND_PT) + 12) / width_px
+    ax = fig.add_axes((left, 0.55 / height, 1 - left - label_w - 0.01, 1 - 0.95 / height))
     right = G * 1.06
     for i, name in enumerate(arms):
         t = summary["arms"][name]["time_to_failure"]
@@ -181,58 +267,57 @@ def forest_plot(exp: Experiment, summary: dict[str, Any]) -> list[Figure]:
             label += "  (reference)"
         elif ratio["defined"] and np.isfinite(float(ratio["value"])):
             label += f"  ratio {float(ratio['value']):.2f}"
-        ax.text(right * 1.01, y, label, va="center", fontsize=LEGEND_PT)
+        ax.text(right * 1.01, y, label, va="center", fontsize=LEGEND_PT, clip_on=False)
     ax.axvline(G, color="0.5", ls=":", lw=1)
     ax.set_yticks(range(len(arms)), list(reversed(arms)), fontsize=LEGEND_PT)
     ax.set_xlim(0, right)
     ax.set_ylim(-0.7, len(arms) - 0.3)
     ax.set_xlabel("time to failure (generation, interpolated)", fontsize=10)
-    ax.set_title(f"Time to failure ({_threshold_label(exp)}), point and 95% CI over {_seeds(exp)}; "
-                 f"arrows: not failed by generation {G}", fontsize=10)
+    ax.set_title(f"Time to failure ({_threshold_label(exp)}): point and 95% CI over {_seeds(exp)}; "
+                 f"arrow: not failed by generation {G}", fontsize=10, loc="left", y=1.02)
     ax.grid(axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=LEGEND_PT)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
-    return [("time_to_failure.png", _png(fig))]
+    return _png(fig)
 
 
-def heatmaps(exp: Experiment, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]]) -> list[Figure]:
-    """For a 2-D ``grid``: last-generation heat maps of each metric, simulation beside theory."""
+def _is_grid(exp: Experiment) -> bool:
     axes = exp.axes or {}
-    if len(axes) != 2 or len(exp.arms) != np.prod([len(v) for v in axes.values()]):
-        return []
-    plt = _plt()
-    (kx, vx), (ky, vy) = axes.items()
-    out = []
+    return len(axes) == 2 and len(exp.arms) == int(np.prod([len(v) for v in axes.values()]))
+
+
+def heatmap_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]]) -> bytes:
+    """For a 2-D ``grid``: the last-generation heat map of metric ``k``, simulation beside theory."""
+    (kx, vx), (ky, vy) = exp.axes.items()
     G = exp.generations
-    for k, metric in enumerate(exp.metrics):
-        sim = bands["mean"][:, -1, k].reshape(len(vx), len(vy))
-        th = np.array([c.values[-1] if (c := theory.get(a.name, {}).get(metric)) is not None else np.nan
-                       for a in exp.arms]).reshape(len(vx), len(vy))
-        panels = [("simulation", sim)] + ([("theory", th)] if np.isfinite(th).any() else [])
-        width = 12.0 if len(panels) == 2 else 8.0
-        cell = max(0.55, min(1.1, 9.0 / max(len(vy), 1)))
-        fig, axs = plt.subplots(1, len(panels), figsize=(width, max(3.2, cell * len(vx) + 1.4)), squeeze=False,
-                                layout="constrained")
-        finite = np.concatenate([p[1][np.isfinite(p[1])] for p in panels])
-        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        im = None
-        for ax, (label, grid) in zip(axs[0], panels, strict=True):
-            im = ax.imshow(grid, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
-            ax.set_xticks(range(len(vy)), [f"{v:g}" for v in vy], fontsize=LEGEND_PT)
-            ax.set_yticks(range(len(vx)), [f"{v:g}" for v in vx], fontsize=LEGEND_PT)
-            ax.set_xlabel(ky, fontsize=10)
-            ax.set_ylabel(kx, fontsize=10)
-            ax.set_title(f"{label} (generation {G})", fontsize=10)
-            mid = (vmin + vmax) / 2
-            for (i, j), v in np.ndenumerate(grid):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=LEGEND_PT,
-                            color="black" if v > mid else "white")
-        bar = fig.colorbar(im, ax=axs[0].tolist(), shrink=0.9)
-        bar.set_label(f"{METRICS[metric].axis} (seed mean)", fontsize=10)
-        bar.ax.tick_params(labelsize=LEGEND_PT)
-        fig.suptitle(METRICS[metric].title, fontsize=11)
-        out.append((f"heatmap_{metric}.png", _png(fig)))
-    return out
+    metric = exp.metrics[k]
+    sim = bands["mean"][:, -1, k].reshape(len(vx), len(vy))
+    th = np.array([c.values[-1] if (c := theory.get(a.name, {}).get(metric)) is not None else np.nan
+                   for a in exp.arms]).reshape(len(vx), len(vy))
+    panels = [("simulation", sim)] + ([("theory", th)] if np.isfinite(th).any() else [])
+    width = 12.0 if len(panels) == 2 else 8.0
+    cell = max(0.55, min(1.1, 9.0 / max(len(vy), 1)))
+    fig = _figure((width, max(3.2, cell * len(vx) + 1.4)), layout="constrained")
+    axs = fig.subplots(1, len(panels), squeeze=False)
+    finite = np.concatenate([p[1][np.isfinite(p[1])] for p in panels])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    im = None
+    for ax, (label, grid) in zip(axs[0], panels, strict=True):
+        im = ax.imshow(grid, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
+        ax.set_xticks(range(len(vy)), [f"{v:g}" for v in vy], fontsize=LEGEND_PT)
+        ax.set_yticks(range(len(vx)), [f"{v:g}" for v in vx], fontsize=LEGEND_PT)
+        ax.set_xlabel(ky, fontsize=10)
+        ax.set_ylabel(kx, fontsize=10)
+        ax.set_title(f"{label} (generation {G})", fontsize=10)
+        mid = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=LEGEND_PT,
+                        color="black" if v > mid else "white")
+    bar = fig.colorbar(im, ax=axs[0].tolist(), shrink=0.9)
+    bar.set_label(f"{METRICS[metric].axis} (seed mean)", fontsize=10)
+    bar.ax.tick_params(labelsize=LEGEND_PT)
+    fig.suptitle(METRICS[metric].title, fontsize=11)
+    return _png(fig)
