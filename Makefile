@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_chains.py
+	$(BIN)/python benchmarks/bench_runs.py
 	$(BIN)/python benchmarks/bench_losses.py
 
 clean:

@@ -170,7 +170,7 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
     ("yaml-not-utf8", _file("e.yaml", b"name: caf\xe9\n"), ["run", "e.yaml"], "e.yaml is not UTF-8 text"),
     ("yaml-syntax", _file("e.yaml", b"name: [unclosed\n"), ["run", "e.yaml"], "experiment: not valid YAML line"),
     ("yaml-not-mapping", _file("e.yaml", b"- a\n- b\n"), ["run", "e.yaml"], "must hold a mapping of settings"),
-    ("yaml-is-a-directory", lambda t: (t / "d.yaml").mkdir(), ["run", "d.yaml"], "d.yaml is a directory"),
+    ("yaml-is-a-directory", lambda t: (t / "d.yaml").mkdir(), ["run", "d.yaml"], "d.yaml is a directory, not a file"),
     ("out-not-writable", _nothing, ["run", "quickstart", "--out", "/proc/collapselab-run"], "not writable"),
     ("out-is-a-file", _file("f", b"x"), ["run", "quickstart", "--out", "f"], "--out f: exists and is not a directory"),
     ("out-under-a-file", _file("f", b"x"), ["run", "quickstart", "--out", "f/run"], "is a file, not a directory"),

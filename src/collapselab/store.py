@@ -128,6 +128,20 @@ def read_verified(path: Path, sha256: str, size: int | None = None) -> bytes:
     return data
 
 
+def read_utf8(path: Path, prefix: str = "") -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file is a :class:`ConfigError` naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{prefix}{path} is a directory, not a file") from None
+    except OSError as e:
+        raise ConfigError(f"{prefix}cannot read {path} ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{prefix}{path} is not UTF-8 text (byte {e.start})") from None
+
+
 def dumps_json(obj: Any) -> str:
     """JSON text as the store writes it (non-finite floats become the strings "inf", "-inf", "nan")."""
     return json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n"
@@ -531,18 +545,8 @@ class RunStore:
     # -- the experiment -------------------------------------------------------------------------
     def read_experiment_text(self) -> tuple[str, bool]:
         """``experiment.yaml``'s text and whether it is the one recorded in the manifest."""
-        path = self.root / EXPERIMENT
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: missing (restore it, or start a new run)") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text") from None
-        return text, sha256_bytes(data) == self.manifest.get("experiment_sha256")
+        text = read_utf8(self.root / EXPERIMENT)
+        return text, sha256_bytes(text.encode("utf-8")) == self.manifest.get("experiment_sha256")
 
     @property
     def recorded_experiment(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import yaml
 from collapselab.errors import ConfigError
 from collapselab.experiments.catalog import catalog_names, catalog_text
 from collapselab.experiments.schema import Experiment, _set_path, resolve
+from collapselab.store import read_utf8
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -35,16 +36,7 @@ def safe_load(text: str) -> Any:
 
 def read_yaml_text(path: Path) -> str:
     """The text of an experiment file; unreadable or non-UTF-8 files are a :class:`ConfigError`."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise ConfigError(f"experiment: {path} is a directory, not a YAML file") from None
-    except OSError as e:
-        raise ConfigError(f"experiment: cannot read {path} ({e.strerror})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"experiment: {path} is not UTF-8 text (byte {e.start})") from None
+    return read_utf8(path, prefix="experiment: ")
 
 
 def load_raw(name_or_path: str) -> dict[str, Any]:

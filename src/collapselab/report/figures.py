@@ -240,12 +240,12 @@ def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
     """``time_to_failure.png``: each arm's time to failure with its 95% CI (the experiment has a failure rule)."""
     G = exp.generations
     arms = [a.name for a in exp.arms]
-    height = 1.1 + 0.38 * len(arms)
+    height = 1.3 + 0.38 * len(arms)
     fig = _figure((8.6, height))
     width_px = fig.get_figwidth() * DPI
     left = (_text_width(fig, arms, LEGEND_PT) + 16) / width_px
     label_w = (_text_width(fig, [f">{G}  (reference)", f"{G:.1f}  ratio 10.00"], LEGEND_PT) + 12) / width_px
-    ax = fig.add_axes((left, 0.55 / height, 1 - left - label_w - 0.01, 1 - 0.95 / height))
+    ax = fig.add_axes((left, 0.55 / height, 1 - left - label_w - 0.01, 1 - 1.15 / height))
     right = G * 1.06
     for i, name in enumerate(arms):
         t = summary["arms"][name]["time_to_failure"]
@@ -273,8 +273,8 @@ def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
     ax.set_xlim(0, right)
     ax.set_ylim(-0.7, len(arms) - 0.3)
     ax.set_xlabel("time to failure (generation, interpolated)", fontsize=10)
-    ax.set_title(f"Time to failure ({_threshold_label(exp)}): point and 95% CI over {_seeds(exp)}; "
-                 f"arrow: not failed by generation {G}", fontsize=10, loc="left", y=1.02)
+    ax.set_title(f"Time to failure ({_threshold_label(exp)})\npoint and 95% CI over {_seeds(exp)}; arrow: not "
+                 f"failed by generation {G}", fontsize=10, loc="left", y=1.02)
     ax.grid(axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=LEGEND_PT)
     from matplotlib.ticker import MaxNLocator
