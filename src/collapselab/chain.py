@@ -29,7 +29,6 @@ from collapselab.data import make_source
 from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
-from collapselab.fitting import fit_with_loss
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
@@ -159,7 +158,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
             raise ChainError(task.arm, task.label(), g, str(e)) from None
         init = model if (g > 0 and arm.regime.warm_start) else None
         try:
-            fit_with_loss(model, train, arm.loss, stream("fit"), init=init, steps=exp.loss_steps)
+            model.fit_loss(train, arm.loss, stream("fit"), init=init, steps=exp.loss_steps)
         except NUMERICAL as e:
             raise ChainError(task.arm, _bad_seed(task, e), g, f"the fit failed ({_describe(e)})") from None
         finite = model.finite_chains()

@@ -79,10 +79,11 @@ def init_child(parent: int) -> None:
     _die_with_parent(parent)
 
 
-def _init_worker(events, parent: int) -> None:
+def _init_worker(events, parent: int, threads: int) -> None:
     global _events
     _events = events
     init_child(parent)
+    os.environ["COLLAPSELAB_THREADS"] = str(threads)  # torch families' default (see families/gradient.py)
 
 
 def _report(arm: str, batch: int, g: int) -> None:
@@ -91,6 +92,12 @@ def _report(arm: str, batch: int, g: int) -> None:
 
 def _worker(task: ChainTask) -> np.ndarray:
     return run_chain(task, _report)
+
+
+def worker_threads(workers: int) -> int:
+    """Threads per worker process for torch work: the cores this process may use, shared by the workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
 
 
 class ProcessPool:
@@ -103,8 +110,8 @@ class ProcessPool:
             done: Callable[[ChainTask, np.ndarray], None] | None = None) -> Results:
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
-        pool = cf.ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=ctx,
-                                      initializer=_init_worker, initargs=(events, os.getpid()))
+        pool = cf.ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=ctx, initializer=_init_worker,
+                                      initargs=(events, os.getpid(), worker_threads(self.workers)))
         results: Results = {}
         try:
             futures = {pool.submit(_worker, t): t for t in tasks}

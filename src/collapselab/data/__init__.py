@@ -8,6 +8,7 @@ from pydantic import Field
 
 from collapselab.data.base import FiniteSource, RealPool, Source, SourceConfig, TruthSource
 from collapselab.data.digits import Digits, DigitsConfig
+from collapselab.data.images import MNIST, DigitImages, FashionMNIST, FashionMNISTConfig, ImageSource, MNISTConfig
 from collapselab.data.shakespeare import Shakespeare, ShakespeareConfig
 from collapselab.data.truth import (
     CategoricalTruth,
@@ -27,16 +28,26 @@ SOURCES: dict[str, type[Source]] = {
     "categorical": CategoricalTruth,
     "digits": Digits,
     "shakespeare": Shakespeare,
+    "mnist": MNIST,
+    "fashion_mnist": FashionMNIST,
 }
 
 DataSettings = Annotated[GaussianTruthConfig | GMMTruthConfig | LinearTruthConfig | CategoricalTruthConfig
-                         | DigitsConfig | ShakespeareConfig, Field(discriminator="source")]
+                         | DigitsConfig | ShakespeareConfig | MNISTConfig | FashionMNISTConfig,
+                         Field(discriminator="source")]
+
+
+def source_class(config: SourceConfig) -> type[Source]:
+    """The source class serving ``config`` (``digits`` in ``form: images`` is served as images)."""
+    if getattr(config, "form", None) == "images":
+        return DigitImages
+    return SOURCES[config.source]
 
 
 def make_source(config: SourceConfig, heldout: int) -> Source:
     """The data source for ``config`` with ``heldout`` held-out samples."""
-    return SOURCES[config.source](config, heldout)
+    return source_class(config)(config, heldout)
 
 
-__all__ = ["SOURCES", "DataSettings", "FiniteSource", "RealPool", "Source", "SourceConfig", "TruthSource",
-           "make_source"]
+__all__ = ["SOURCES", "DataSettings", "FiniteSource", "ImageSource", "RealPool", "Source", "SourceConfig",
+           "TruthSource", "make_source", "source_class"]

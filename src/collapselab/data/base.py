@@ -21,7 +21,7 @@ from collapselab.families.base import Family
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
-Kind = Literal["points", "regression", "tokens"]
+Kind = Literal["points", "regression", "tokens", "images"]
 
 
 class SourceConfig(BaseModel):
@@ -73,6 +73,10 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def take(self, tree: SeedTree, batch: int, n_chains: int, offset: int, count: int) -> SampleSet:
         """Real samples ``[offset, offset + count)`` of each chain's stream."""
+
+    def check_heldout(self) -> str | None:
+        """Why the held-out size cannot be served (one line naming ``heldout``), or ``None``."""
+        return None
 
     @abc.abstractmethod
     def heldout(self, tree: SeedTree) -> SampleSet:

@@ -18,10 +18,13 @@ from collapselab.seeding import SeedTree
 
 
 class DigitsConfig(SourceConfig):
-    """``dims`` principal components of the digits (64 = all pixels, unprojected but scaled)."""
+    """``dims`` principal components of the digits (64 = all pixels, unprojected but scaled); ``form: images``
+    gives the 8x8 images with labels instead (:class:`collapselab.data.images.DigitImages`)."""
 
     source: Literal["digits"] = "digits"
     dims: int = Field(2, ge=1, le=64)
+    form: Literal["points", "images"] = "points"
+    balanced: bool = Field(True, description="images: class-balanced order of each chain's real pool")
 
 
 class Digits(FiniteSource):

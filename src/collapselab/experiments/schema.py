@@ -15,14 +15,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collapselab.curators import CuratorSettings, KnowledgeBall, LuceChoice, NoCurator, TopK
-from collapselab.data import SOURCES, DataSettings
+from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
 from collapselab.metrics import FailureRule, check_metric
 from collapselab.regimes import RegimeSettings, Replace
 from collapselab.rewards import SymbolValues
 
-FAMILY_KIND = {"gaussian": "points", "gmm": "points", "linear": "regression", "categorical": "tokens"}
 ARM_KEYS = ("family", "regime", "curator", "loss", "n_synthetic")
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 
@@ -87,7 +86,8 @@ class Experiment(BaseModel):
 
     @property
     def chains_per_batch(self) -> int:
-        return self.batch_size or min(self.seeds, 1024)
+        """Seeds per chain batch: ``batch_size``, else as many as the arms' families hold in one model."""
+        return self.batch_size or min(self.seeds, *(FAMILIES[a.family.name].max_chains for a in self.arms))
 
     @property
     def n_batches(self) -> int:
@@ -112,13 +112,13 @@ class Experiment(BaseModel):
             raise ValueError(f"arms: duplicate arm names {dup}")
         if self.reference_arm is not None and self.reference_arm not in names:
             raise ValueError(f"reference_arm: {self.reference_arm!r} is not an arm; arms: {names}")
-        source_cls = SOURCES[self.data.source]
+        source_cls = source_class(self.data)
         kind = source_cls.kind
         for arm in self.arms:
             where = f"arms ({arm.name})"
             fam = arm.family.name
-            if FAMILY_KIND[fam] != kind:
-                raise ValueError(f"{where}: family {fam!r} models {FAMILY_KIND[fam]}, but data source "
+            if FAMILIES[fam].kind != kind:
+                raise ValueError(f"{where}: family {fam!r} models {FAMILIES[fam].kind}, but data source "
                                  f"{self.data.source!r} gives {kind}")
             for m in self.metrics:
                 why = check_metric(m, kind, source_cls.has_truth, FAMILIES[fam], self.data.source)
@@ -160,6 +160,9 @@ class Experiment(BaseModel):
             available = make_source(self.data, self.heldout).pool_size
         except (OSError, ValueError) as e:
             raise ValueError(f"data: {e}") from None
+        why = make_source(self.data, self.heldout).check_heldout()
+        if why:
+            raise ValueError(why)
         if available < 1:
             total = available + self.heldout
             raise ValueError(f"heldout: {self.heldout} held-out samples leave none of the {total} samples of "

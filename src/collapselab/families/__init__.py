@@ -11,15 +11,17 @@ from collapselab.families.categorical import Categorical, CategoricalConfig
 from collapselab.families.gaussian import Gaussian, GaussianConfig
 from collapselab.families.gmm import GMM, GMMConfig
 from collapselab.families.linear import Linear, LinearConfig
+from collapselab.families.vae import VAE, VAEConfig
 
 FAMILIES: dict[str, type[Family]] = {
     "gaussian": Gaussian,
     "gmm": GMM,
     "linear": Linear,
     "categorical": Categorical,
+    "vae": VAE,
 }
 
-FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig,
+FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig | VAEConfig,
                            Field(discriminator="name")]
 
 
@@ -29,4 +31,5 @@ def make_family(config: FamilyConfig, n_chains: int, spec: dict) -> Family:
 
 
 __all__ = ["FAMILIES", "GMM", "Categorical", "CategoricalConfig", "Family", "FamilyConfig", "FamilySettings",
-           "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "make_family"]
+           "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "VAE", "VAEConfig",
+           "make_family"]

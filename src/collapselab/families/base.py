@@ -3,6 +3,8 @@
 A family object holds the parameters of ``C`` chains at once (a leading chain axis on every array),
 so cheap families run many seeds as one array program; a torch family is simply one with ``C = 1``.
 
+- ``fit_loss(data, loss, rng, init=None)`` fits under a u-loss: closed-form families by weighted refits
+  (``fitting.py``), gradient-trained ones (``vae``) inside each training step; the engine calls only this.
 - ``fit(data, weights=None, init=None, rng=...)`` refits **in place** and returns ``self``. ``weights``
   (``[C, n]`` or per token ``[C, n, ...]``) are per-sample loss weights ``w(u)``, multiplied with the
   data's own curation weights. ``init`` is a model to warm start from (the regime decides); context
@@ -26,6 +28,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
 
@@ -42,6 +45,10 @@ class Family(abc.ABC):
     name: ClassVar[str]
     #: names of the arrays a sample of this family holds (checked against data sources).
     sample_keys: ClassVar[tuple[str, ...]]
+    #: the kind of data it models (must match the data source's): points, regression, tokens, images.
+    kind: ClassVar[str]
+    #: the most chains one model object holds (torch families: one model per seed, so a few).
+    max_chains: ClassVar[int] = 1024
 
     def __init__(self, config: FamilyConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
         self.config = config
@@ -53,6 +60,18 @@ class Family(abc.ABC):
     def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
             rng: np.random.Generator | None = None) -> Self:
         """Fit (in place) to ``data`` with optional per-sample weights; returns ``self``."""
+
+    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
+                 steps: int = 3) -> Self:
+        """Fit (in place) under the u-loss ``loss``; returns ``self``.
+
+        Closed-form families (this default) refit with weights ``w(u)`` to the loss's fixed point
+        (:func:`collapselab.fitting.fit_with_loss`, ``steps`` refits); gradient-trained families override it and
+        apply the loss inside every training step.
+        """
+        from collapselab.fitting import fit_with_loss
+
+        return fit_with_loss(self, data, loss, rng, init=init, steps=steps)
 
     @abc.abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:

@@ -44,6 +44,7 @@ class Categorical(Family):
 
     name = "categorical"
     sample_keys = ("x",)
+    kind = "tokens"
     config: CategoricalConfig
 
     def __init__(self, config: CategoricalConfig, n_chains: int, spec: Mapping[str, Any]) -> None:

@@ -46,6 +46,7 @@ class Gaussian(Family):
 
     name = "gaussian"
     sample_keys = ("x",)
+    kind = "points"
     config: GaussianConfig
 
     def __init__(self, config: GaussianConfig, n_chains: int, spec: Mapping[str, Any]) -> None:

@@ -136,6 +136,7 @@ class GMM(Family):
 
     name = "gmm"
     sample_keys = ("x",)
+    kind = "points"
     config: GMMConfig
 
     def __init__(self, config: GMMConfig, n_chains: int, spec: Mapping[str, Any]) -> None:

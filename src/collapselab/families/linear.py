@@ -47,6 +47,7 @@ class Linear(Family):
 
     name = "linear"
     sample_keys = ("x", "y")
+    kind = "regression"
     config: LinearConfig
 
     def __init__(self, config: LinearConfig, n_chains: int, spec: Mapping[str, Any]) -> None:

@@ -3,7 +3,8 @@
 - :mod:`collapselab.losses.ulosses`: the definitions ``l(u)`` and ``w(u)`` (numpy and torch), used by the engine.
 - :mod:`collapselab.losses.functional` / :mod:`~collapselab.losses.modules`: PyTorch losses with
   ``F.cross_entropy`` semantics; :mod:`~collapselab.losses.fused`: memory-lean linear + loss;
-  :mod:`~collapselab.losses.hf`: a Hugging Face ``Trainer`` loss. These import torch on first use.
+  :mod:`~collapselab.losses.hf`: a Hugging Face ``Trainer`` loss; :mod:`~collapselab.losses.binary`: the
+  same u-losses for Bernoulli outputs (pixels). These import torch on first use.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _TORCH_EXPORTS = {
     "vce_loss": "functional", "CrossEntropy": "modules", "TruncatedCrossEntropy": "modules",
     "FocalLoss": "modules", "LinearWeightedLoss": "modules", "Poly1Loss": "modules", "GCELoss": "modules",
     "SCELoss": "modules", "NCERCELoss": "modules", "AGCELoss": "modules", "AELLoss": "modules",
-    "VCELoss": "modules", "get_loss": "modules", "linear_cross_entropy": "fused",
+    "VCELoss": "modules", "get_loss": "modules", "linear_cross_entropy": "fused", "binary_uloss": "binary",
 }
 
 

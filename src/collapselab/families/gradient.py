@@ -1,0 +1,140 @@
+"""The foundation every gradient-trained family shares (``vae`` now, ``causal_lm`` next).
+
+Such a family holds one torch model per chain (a few chains per object, ``max_chains``), trains it by
+gradient descent with the arm's u-loss applied **inside each training step** (through
+:mod:`collapselab.losses`), and overrides :meth:`Family.fit_loss` for that: the engine calls the same
+method for every family and never branches.
+
+- **Device**: ``device: auto`` is CUDA when available, else CPU.
+- **Threads** (CPU): ``threads`` when set; else ``$COLLAPSELAB_THREADS`` (the process-pool runner sets it to
+  the cores divided by the workers, so two workers on two cores use one thread each: a second busy process
+  cuts a two-thread process's throughput 3-6x on these machines, a one-thread one's by ~7%); else every core.
+- **Randomness**: every draw comes from the run's seed tree: a numpy stream is turned into torch generators
+  (:func:`torch_generator`), parameter initialisation runs under :func:`seeded` (a forked torch RNG), so the
+  same experiment and seed give the same metrics on CPU with the same thread count, also after a resume.
+- **State**: parameters stacked over the chains as float32 arrays (safetensors through the run store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from collapselab.families.base import Family, FamilyConfig
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class GradientConfig(FamilyConfig):
+    """Settings every gradient-trained family has."""
+
+    device: Device = "auto"
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads (default: see module docstring)")
+    lr: float = Field(1e-3, gt=0, le=10)
+    batch: int = Field(128, ge=1, le=1_000_000)
+    max_epochs: int = Field(100, ge=1, le=100_000)
+    patience: int = Field(5, ge=1, le=10_000, description="epochs without a better validation loss before stopping")
+    validation: float = Field(0.1, ge=0.0, lt=1.0,
+                              description="fraction of each training set held out for early stopping (0: none)")
+
+
+def torch_device(setting: Device) -> Any:
+    """The torch device for ``setting`` (``cuda`` without a GPU is an error naming the field)."""
+    import torch
+
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("family.device: 'cuda' but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device("cuda" if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count by the policy of the module docstring."""
+    import torch
+
+    n = threads or int(os.environ.get("COLLAPSELAB_THREADS", "0")) or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def torch_generator(rng: np.random.Generator, device: Any = "cpu") -> Any:
+    """A torch generator seeded from the numpy stream ``rng`` (one draw)."""
+    import torch
+
+    g = torch.Generator(device=device)
+    g.manual_seed(int(rng.integers(0, 2**63 - 1)))
+    return g
+
+
+@contextlib.contextmanager
+def seeded(rng: np.random.Generator) -> Iterator[None]:
+    """Run a block (e.g. building a network) under torch's global CPU RNG seeded from ``rng``, restored after."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(0, 2**63 - 1)))
+        yield
+
+
+class GradientFamily(Family):
+    """Base of the torch families: per-chain networks, stacked state, device and thread handling."""
+
+    max_chains: ClassVar[int] = 4
+    config: GradientConfig
+
+    def __init__(self, config: GradientConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
+        super().__init__(config, n_chains, spec)
+        self.nets: list[Any] = []
+
+    # -- networks ----------------------------------------------------------------------------------
+    def build(self) -> Any:
+        """A freshly initialised network for one chain (under the caller's seeded RNG)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> Any:
+        return torch_device(self.config.device)
+
+    def fresh(self, rng: np.random.Generator) -> list[Any]:
+        """One freshly initialised network per chain, each from its own seeded stream."""
+        nets = []
+        for _ in range(self.n_chains):
+            with seeded(rng):
+                nets.append(self.build().to(self.device))
+        return nets
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        if not self.nets:
+            return {}
+        keys = self.nets[0].state_dict().keys()
+        return {f"net.{k}": np.stack([n.state_dict()[k].detach().float().cpu().numpy() for n in self.nets])
+                for k in keys}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]):
+        import torch
+
+        if not state:
+            self.nets = []
+            return self
+        n = len(next(iter(state.values())))
+        self.n_chains = n
+        nets = []
+        with torch.random.fork_rng(devices=[]):  # building draws from the global RNG; the state overwrites it
+            for c in range(n):
+                net = self.build()
+                net.load_state_dict({k[len("net."):]: torch.from_numpy(np.array(v[c])) for k, v in state.items()})
+                nets.append(net.to(self.device))
+        self.nets = nets
+        return self
+
+    def finite_chains(self) -> np.ndarray:
+        import torch
+
+        return np.array([all(bool(torch.isfinite(p).all()) for p in n.parameters()) for n in self.nets]
+                        or [True] * self.n_chains)

@@ -1,0 +1,316 @@
+"""Family ``vae``: a (conditional) variational autoencoder with a Bernoulli decoder, trained by Adam.
+
+Training (:meth:`VAE.fit_loss`): the negative ELBO ``recon + KL`` per image, where ``recon`` is the arm's
+u-loss of the decoder's Bernoulli likelihood of the image's pixels, recomputed from the current model at
+every step through :func:`collapselab.losses.binary.binary_uloss`:
+
+- ``granularity: pixel`` (default): ``u`` = the probability of each observed pixel given the sampled code;
+  each pixel's term is ``l(u)`` (TCE drops the pixels the model is already sure of).
+- ``granularity: image``: ``u`` = the image's confidence, the density-quantile of its -ELBO among the
+  model's own samples (``P(-ELBO(X) > -ELBO(x))``, X drawn from the model; the reference samples are
+  redrawn at the start of every epoch, the image's -ELBO is that of the current step); the image's whole
+  reconstruction term is weighted by ``w(u)``.
+
+The KL term is never re-weighted by the loss (only by a curator's per-image weight): the u-losses act on the
+likelihood, and a re-weighted KL would no longer bound anything. Early stopping watches the plain negative
+ELBO on a validation split of the training set (``validation``, default 10%), never the training loss,
+and restores the best epoch's weights. ``warm start`` (the ``fortifai`` regime) continues from the previous
+generation's weights with a new optimizer; otherwise each generation starts from a fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+from pydantic import Field
+
+from collapselab.families.base import Family
+from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, torch_generator
+from collapselab.losses.ulosses import ULoss
+from collapselab.samples import SampleSet
+
+#: images per forward pass in inference (log-likelihoods, sampling, confidences).
+INFER_BATCH = 500
+
+
+class VAEConfig(GradientConfig):
+    """Settings of the ``vae`` family (see the module docstring)."""
+
+    name: Literal["vae"] = "vae"
+    arch: Literal["mlp", "conv"] = "mlp"
+    latent: int = Field(20, ge=1, le=4096)
+    hidden: int = Field(400, ge=1, le=65536, description="mlp: hidden units")
+    conditional: bool = Field(False, description="a CVAE: encoder and decoder see the one-hot label")
+    granularity: Literal["pixel", "image"] = "pixel"
+    samples: Literal["bernoulli", "mean"] = Field(
+        "bernoulli", description="what sample() returns: Bernoulli draws of the pixels or the decoder's means")
+    iw_samples: int = Field(1, ge=1, le=10_000, description="log_prob: importance samples (1 = the ELBO)")
+    confidence_samples: int = Field(1000, ge=10, le=1_000_000,
+                                    description="model samples behind an image's density-quantile confidence")
+
+
+class VAE(GradientFamily):
+    """One VAE per chain; samples are ``{"x": [C, n, 1, H, W] in [0, 1], "y": [C, n]}`` (``y = -1``: unlabelled)."""
+
+    name = "vae"
+    kind = "images"
+    sample_keys = ("x", "y")
+    config: VAEConfig
+    max_chains: ClassVar[int] = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.spec["shape"])  # type: ignore[return-value]
+
+    @property
+    def classes(self) -> int:
+        return int(self.spec.get("classes", 10)) if self.config.conditional else 0
+
+    def build(self) -> Any:
+        from collapselab.families.vae_nets import VAENet
+
+        cfg = self.config
+        return VAENet(cfg.arch, self.shape, cfg.latent, cfg.hidden, self.classes)
+
+    # -- training ------------------------------------------------------------------------------------
+    def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
+            rng: np.random.Generator | None = None) -> Self:
+        """Maximum-likelihood (ELBO) training with optional fixed per-image weights; see :meth:`fit_loss`."""
+        from collapselab.losses.ulosses import CE
+
+        return self._train(data, CE(), rng or np.random.default_rng(0), init, weights)
+
+    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
+                 steps: int = 3) -> Self:
+        """Train under ``loss`` applied inside every step (``steps`` is for closed-form refits; unused)."""
+        return self._train(data, loss, rng, init, None)
+
+    def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
+               weights: np.ndarray | None) -> Self:
+        import torch
+
+        apply_threads(self.config.threads)
+        if init is not None and init.is_fitted:
+            self.load_state_dict(init.state_dict())
+        else:
+            self.nets = self.fresh(rng)
+        w = data.weight if weights is None else data.weight * np.asarray(weights, dtype=np.float64)
+        for c, net in enumerate(self.nets):
+            x, y = self._tensors(data, c % data.n_chains)
+            sw = torch.as_tensor(w[c % data.n_chains], dtype=torch.float32, device=self.device)
+            self.nets[c] = _Trainer(self, net, loss, torch_generator(rng, self.device)).run(x, y, sw)
+        return self
+
+    def _tensors(self, data: SampleSet, c: int) -> tuple[Any, Any]:
+        import torch
+
+        x = torch.as_tensor(np.ascontiguousarray(data["x"][c], dtype=np.float32), device=self.device)
+        y = torch.as_tensor(np.asarray(data["y"][c], dtype=np.int64), device=self.device) if self.classes else None
+        return x, y
+
+    # -- the protocol --------------------------------------------------------------------------------
+    def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
+        """``n`` images per chain (labels class-balanced for a CVAE: ``n // classes`` or one more of each)."""
+        if self.classes:
+            labels = np.arange(n, dtype=np.int64) % self.classes
+            y = np.stack([rng.permutation(labels) for _ in range(self.n_chains)])
+        else:
+            y = np.full((self.n_chains, n), -1, dtype=np.int64)
+        return self.resample(SampleSet({"x": np.zeros((self.n_chains, n, 1, 1, 1), np.float32), "y": y}), rng)
+
+    def resample(self, like: SampleSet, rng: np.random.Generator) -> SampleSet:
+        """Fresh images with the labels of ``like`` (its conditioning); unconditional: ``sample(like.n)``."""
+        import torch
+
+        if not self.classes and not (like["y"] < 0).all():
+            return self.sample(like.n, rng)
+        apply_threads(self.config.threads)
+        out = np.empty((self.n_chains, like.n, *self.shape), dtype=np.float32)
+        ys = like["y"]
+        for c, net in enumerate(self.nets):
+            g = torch_generator(rng, self.device)
+            y_all = torch.as_tensor(ys[c % like.n_chains], device=self.device)
+            with torch.inference_mode():
+                for i in range(0, like.n, INFER_BATCH):
+                    y = y_all[i:i + INFER_BATCH]
+                    z = torch.randn(len(y), self.config.latent, generator=g, device=self.device)
+                    p = torch.sigmoid(net.decode(z, y if self.classes else None))
+                    if self.config.samples == "bernoulli":
+                        p = torch.bernoulli(p, generator=g)
+                    out[c, i:i + len(y)] = p.cpu().numpy()
+        return SampleSet({"x": out, "y": np.broadcast_to(ys, (self.n_chains, like.n)).copy()})
+
+    def nelbo_parts(self, data: SampleSet, iw: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``(reconstruction, KL)`` per image ``[C, n]`` in nats (one code per image from a fixed stream, so
+        repeated calls agree); with ``iw > 1`` the first part is the importance-weighted bound minus the KL."""
+        import torch
+
+        apply_threads(self.config.threads)
+        rec = np.empty((self.n_chains, data.n))
+        kl = np.empty((self.n_chains, data.n))
+        for c, net in enumerate(self.nets):
+            x, y = self._tensors(data, c % data.n_chains)
+            g = torch.Generator(device=self.device).manual_seed(0)
+            with torch.inference_mode():
+                for i in range(0, data.n, INFER_BATCH):
+                    r, k = _nelbo(net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g, iw)
+                    rec[c, i:i + len(r)], kl[c, i:i + len(k)] = r.cpu().numpy(), k.cpu().numpy()
+        return rec, kl
+
+    def log_prob(self, data: SampleSet) -> np.ndarray:
+        """``-ELBO`` per image ``[C, n]`` (the importance-weighted bound with ``iw_samples > 1``)."""
+        rec, kl = self.nelbo_parts(data, self.config.iw_samples)
+        return -(rec + kl)
+
+    def confidence(self, data: SampleSet) -> np.ndarray:
+        """Per pixel ``[C, n, 1, H, W]``: the decoder's probability of each observed pixel at the posterior mean."""
+        import torch
+
+        from collapselab.losses.binary import log_u_binary
+
+        out = np.empty((self.n_chains, data.n, *self.shape))
+        for c, net in enumerate(self.nets):
+            x, y = self._tensors(data, c % data.n_chains)
+            with torch.inference_mode():
+                for i in range(0, data.n, INFER_BATCH):
+                    yb = None if y is None else y[i:i + INFER_BATCH]
+                    mu, _ = net.encode(x[i:i + INFER_BATCH], yb)
+                    out[c, i:i + len(mu)] = log_u_binary(net.decode(mu, yb), x[i:i + INFER_BATCH]).exp().cpu().numpy()
+        return out
+
+    def image_confidence(self, data: SampleSet) -> np.ndarray:
+        """Per image ``[C, n]``: the density-quantile of its -ELBO among ``confidence_samples`` model samples."""
+        ref = self.sample(self.config.confidence_samples, np.random.default_rng(0))
+        ref_nelbo = np.sort(-self.log_prob(ref), axis=1)
+        nelbo = -self.log_prob(data)
+        return np.stack([1.0 - np.searchsorted(r, v, side="right") / len(r) for r, v in zip(ref_nelbo, nelbo,
+                                                                                               strict=True)])
+
+
+def _nelbo(net: Any, x: Any, y: Any, g: Any, iw: int = 1) -> tuple[Any, Any]:
+    """``(reconstruction, KL)`` per image; with ``iw > 1``: ``(-IWAE bound - KL, KL)``."""
+    import torch
+    import torch.nn.functional as F
+
+    from collapselab.families.vae_nets import kl_standard_normal
+
+    mu, logvar = net.encode(x, y)
+    kl = kl_standard_normal(mu, logvar)
+    std = (0.5 * logvar).exp()
+    if iw == 1:
+        z = mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
+        rec = F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
+        return rec, kl
+    terms = []
+    for _ in range(iw):
+        eps = torch.randn(mu.shape, generator=g, device=mu.device)
+        z = mu + std * eps
+        log_px = -F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+        log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+        terms.append(log_px + log_pz - log_qz)
+    bound = torch.logsumexp(torch.stack(terms), dim=0) - math.log(iw)
+    return -bound - kl, kl
+
+
+class _Trainer:
+    """Adam on the u-loss ELBO with early stopping on a validation split (one chain's network)."""
+
+    def __init__(self, family: VAE, net: Any, loss: ULoss, g: Any) -> None:
+        self.family, self.net, self.loss, self.g = family, net, loss, g
+        self.cfg = family.config
+
+    def run(self, x: Any, y: Any, sw: Any) -> Any:
+        import torch
+
+        cfg, g = self.cfg, self.g
+        n = len(x)
+        keep = sw > 0  # images a curator dropped (weight 0) are not trained on
+        order = torch.randperm(n, generator=g, device=x.device)
+        order = order[keep[order]]
+        n_val = int(len(order) * cfg.validation) if len(order) * cfg.validation >= 1 else 0
+        val, train = order[:n_val], order[n_val:]
+        if len(train) == 0:
+            from collapselab.errors import NumericalError
+
+            raise NumericalError("the training set is empty after curation and the validation split")
+        xt, yt, wt = x[train], None if y is None else y[train], sw[train]
+        unit = bool((wt == 1).all())
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        best, best_state, bad = math.inf, None, 0
+        for _ in range(cfg.max_epochs):
+            ref = self._reference() if (self.cfg.granularity == "image" and not self.loss.is_ce) else None
+            self.net.train()
+            perm = torch.randperm(len(xt), generator=g, device=x.device)
+            for i in range(0, len(xt), cfg.batch):
+                b = perm[i:i + cfg.batch]
+                loss = self._step_loss(xt[b], None if yt is None else yt[b], None if unit else wt[b], ref)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if n_val == 0:
+                continue
+            score = self._validate(x[val], None if y is None else y[val])
+            if score < best - 1e-6:
+                best, bad = score, 0
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        return self.net
+
+    def _step_loss(self, xb: Any, yb: Any, wb: Any, ref: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        from collapselab.families.vae_nets import kl_standard_normal
+        from collapselab.losses.binary import binary_uloss
+
+        net, loss = self.net, self.loss
+        mu, logvar = net.encode(xb, yb)
+        z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=self.g, device=mu.device)
+        logits = net.decode(z, yb)
+        kl = kl_standard_normal(mu, logvar)
+        if loss.is_ce or self.cfg.granularity == "image":
+            rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
+            if ref is not None:  # image granularity: w(u) of the image's density-quantile confidence
+                u = 1.0 - torch.searchsorted(ref, (rec + kl).detach(), right=True).to(rec.dtype) / len(ref)
+                rec = rec * loss.weight_u(u)
+        else:
+            rec = binary_uloss(logits, xb, loss, reduction="none").flatten(1).sum(1)
+        per = rec + kl
+        if wb is not None:
+            per = per * wb
+        return per.sum() / len(xb)
+
+    def _reference(self) -> Any:
+        """Sorted -ELBO of the model's own samples (the image-confidence reference of this epoch)."""
+        import torch
+
+        fam, net = self.family, self.net
+        net.eval()
+        n = self.cfg.confidence_samples
+        with torch.inference_mode():
+            y = (torch.arange(n, device=fam.device) % fam.classes) if fam.classes else None
+            z = torch.randn(n, self.cfg.latent, generator=self.g, device=fam.device)
+            x = torch.bernoulli(torch.sigmoid(net.decode(z, y)), generator=self.g)
+            rec, kl = _nelbo(net, x, y, self.g)
+        return torch.sort(rec + kl).values
+
+    def _validate(self, x: Any, y: Any) -> float:
+        import torch
+
+        self.net.eval()
+        g = torch.Generator(device=x.device).manual_seed(0)  # the same codes every epoch: a fair comparison
+        total = 0.0
+        with torch.inference_mode():
+            for i in range(0, len(x), INFER_BATCH):
+                r, k = _nelbo(self.net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g)
+                total += float((r + k).sum())
+        return total / len(x)

@@ -1,0 +1,149 @@
+"""Image data sources and the VAE family: shapes, splits, balance, determinism, state, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from collapselab.data import images as I
+from collapselab.data import make_source
+from collapselab.families.vae import VAE, VAEConfig
+from collapselab.losses.ulosses import CE, TCE
+from collapselab.samples import SampleSet
+from collapselab.seeding import SeedTree
+
+from .conftest import make_experiment
+
+DIGITS = {"source": "digits", "form": "images"}
+SMALL_VAE = {"name": "vae", "hidden": 32, "latent": 4, "max_epochs": 3, "batch": 64}
+
+
+def _digits(n=300, seed=0):
+    src = make_source(make_experiment(family=SMALL_VAE, data=DIGITS, n=n, heldout=100,
+                                      metrics=["test_nelbo"]).data, 100)
+    return src, src.take(SeedTree(seed), 0, 1, 0, n)
+
+
+def test_mnist_has_the_official_70k_split_and_pixel_scale():
+    s = I.load_mnist()
+    assert {k: len(v[1]) for k, v in s.items()} == {"train": 50_000, "validation": 10_000, "test": 10_000}
+    x, y = s["train"]
+    assert x.shape == (50_000, 1, 28, 28) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == pytest.approx(255 / 256) and set(np.unique(y)) == set(range(10))
+
+
+def test_mnist_pickle_loader_refuses_anything_but_arrays():
+    evil = pickle.dumps(print)  # a global that is not a numpy array constructor
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        I._ArraysOnly(__import__("io").BytesIO(evil)).load()
+
+
+def test_balanced_pool_gives_exactly_50_per_digit_in_the_first_500():
+    src = make_source(make_experiment(family=SMALL_VAE, data={"source": "mnist"}, n=500, heldout=1000,
+                                      metrics=["test_nelbo"]).data, 1000)
+    real = src.take(SeedTree(0), 0, 2, 0, 500)
+    for c in range(2):
+        assert np.bincount(real["y"][c], minlength=10).tolist() == [50] * 10
+    assert not np.array_equal(real["x"][0], real["x"][1])  # chains draw different real images
+    held = src.heldout(SeedTree(0))
+    assert held["x"].shape == (1, 1000, 1, 28, 28)
+
+
+def test_stratified_order_prefixes_are_balanced_with_unequal_classes():
+    y = np.repeat(np.arange(3), [5, 50, 20])
+    order = I.stratified_order(y, np.random.default_rng(1))
+    assert sorted(order.tolist()) == list(range(75))
+    first = y[order[:15]]
+    assert np.bincount(first, minlength=3).tolist() == [5, 5, 5]
+
+
+def test_missing_fashion_mnist_is_one_line_naming_the_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(I, "FASHION_DIR", tmp_path)
+    I.load_fashion_mnist.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"^data: Fashion-MNIST is not installed.*dataset-fashion-mnist"):
+            make_experiment(family=SMALL_VAE, data={"source": "fashion_mnist"}, n=10, metrics=["test_nelbo"])
+    finally:
+        I.load_fashion_mnist.cache_clear()
+
+
+def test_heldout_beyond_the_test_split_names_heldout():
+    with pytest.raises(ValueError, match=r"^heldout: 'digits' has 400 test images; allowed: 1 to 400"):
+        make_experiment(family=SMALL_VAE, data=DIGITS, n=10, heldout=401, metrics=["test_nelbo"])
+
+
+@pytest.mark.parametrize(("family", "message"), [
+    ({"arch": "resnet"}, "family.vae.arch"),
+    ({"latent": 0}, "family.vae.latent"),
+    ({"granularity": "token"}, "family.vae.granularity"),
+])
+def test_bad_vae_settings_name_the_field(family, message):
+    with pytest.raises(ValueError, match=message.replace(".vae", "")):
+        make_experiment(family={**SMALL_VAE, **family}, data=DIGITS, n=10, metrics=["test_nelbo"])
+
+
+def test_vae_shapes_labels_and_state_roundtrip():
+    src, real = _digits()
+    cfg = VAEConfig(**{**SMALL_VAE, "conditional": True})
+    model = VAE(cfg, 1, src.spec).fit_loss(real, TCE(gamma=0.9), np.random.default_rng(0))
+    s = model.sample(25, np.random.default_rng(1))
+    assert s["x"].shape == (1, 25, 1, 8, 8) and set(np.unique(s["x"])) <= {0.0, 1.0}
+    assert np.bincount(s["y"][0]).tolist() == [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]
+    lp = model.log_prob(real.head(20))
+    rec, kl = model.nelbo_parts(real.head(20))
+    np.testing.assert_allclose(lp, -(rec + kl))
+    assert (kl > 0).all() and (rec > 0).all()
+    u = model.confidence(real.head(5))
+    assert u.shape == (1, 5, 1, 8, 8) and ((u > 0) & (u <= 1)).all()
+    ui = model.image_confidence(real.head(50))
+    assert ui.shape == (1, 50) and ((ui >= 0) & (ui <= 1)).all()
+    copy = VAE(cfg, 1, src.spec).load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(copy.log_prob(real.head(20)), lp)
+
+
+def test_vae_training_is_seeded_and_learns():
+    src, real = _digits(n=400)
+    cfg = VAEConfig(**{**SMALL_VAE, "max_epochs": 15})
+    a = VAE(cfg, 1, src.spec).fit_loss(real, CE(), np.random.default_rng(5))
+    b = VAE(cfg, 1, src.spec).fit_loss(real, CE(), np.random.default_rng(5))
+    c = VAE(cfg, 1, src.spec).fit_loss(real, CE(), np.random.default_rng(6))
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+    assert not np.array_equal(a.log_prob(real), c.log_prob(real))
+    held = src.heldout(SeedTree(0))
+    untrained = VAE(cfg, 1, src.spec)
+    untrained.nets = untrained.fresh(np.random.default_rng(5))
+    # 64 pixels: an untrained decoder costs ~64 log 2 = 44 nats; training must do clearly better
+    assert -untrained.log_prob(held).mean() > 40
+    assert -a.log_prob(held).mean() < 0.85 * -untrained.log_prob(held).mean()
+
+
+def test_curation_weight_zero_images_are_not_trained_on():
+    """Whatever a dropped (weight 0) image holds, the trained model is the same."""
+    src, real = _digits(n=200)
+    cfg = VAEConfig(**SMALL_VAE)
+    w = np.ones((1, 200))
+    w[0, 100:] = 0
+    x1, x2 = real["x"].copy(), real["x"].copy()
+    x1[0, 100:], x2[0, 100:] = 0.0, 1.0
+    a = VAE(cfg, 1, src.spec).fit_loss(SampleSet({"x": x1, "y": real["y"]}, w), CE(), np.random.default_rng(2))
+    b = VAE(cfg, 1, src.spec).fit_loss(SampleSet({"x": x2, "y": real["y"]}, w), CE(), np.random.default_rng(2))
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+    from collapselab.errors import NumericalError
+
+    with pytest.raises(NumericalError, match="empty"):
+        VAE(cfg, 1, src.spec).fit_loss(real.with_weight(np.zeros((1, 200))), CE(), np.random.default_rng(2))
+
+
+def test_sampleset_of_images_concatenates_with_real():
+    src, real = _digits(n=50)
+    model = VAE(VAEConfig(**SMALL_VAE), 1, src.spec).fit_loss(real, CE(), np.random.default_rng(0))
+    syn = model.sample(10, np.random.default_rng(0))
+    assert (syn["y"] == -1).all()  # unconditional: unlabelled
+    from collapselab.samples import concat
+
+    both = concat([real, syn])
+    assert isinstance(both, SampleSet) and both.n == 60
