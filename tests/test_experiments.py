@@ -17,7 +17,8 @@ from collapselab.experiments import (
 from .conftest import make_experiment
 
 CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-linear", "dohmatob-linear",
-           "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm"]
+           "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm",
+           "quickstart-images"]
 
 
 def test_catalog_is_complete_and_round_trips():

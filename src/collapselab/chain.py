@@ -38,6 +38,7 @@ from collapselab.store import ChainStore, Writer, chain_folder
 Progress = Callable[[str, int, int], None]  # arm, batch, generation just finished
 #: exceptions of numerical origin inside a fit or a metric: they take the chain-error path.
 NUMERICAL = (np.linalg.LinAlgError, ArithmeticError, NumericalError)
+CURATOR = "__curator__."  # prefix of a curator's kept arrays in the checkpoint's state file
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         if scan.resume is not None:
             model_state, regime_state = store.load(scan.resume)
             model.load_state_dict(model_state)
+            regime_state = regime_state or {}
+            ctx.state.update({k[len(CURATOR):]: v for k, v in regime_state.items() if k.startswith(CURATOR)})
+            regime_state = {k: v for k, v in regime_state.items() if not k.startswith(CURATOR)}
             state = _state_unflat(regime_state) if regime_state else {}
             values = list(scan.values)
             start = scan.resume + 1
@@ -174,7 +178,8 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
         if store is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
             store.save(g, first, model.state_dict(), np.stack(values[first:]),
-                       _state_flat(state) or None, checkpoint_info(task))
+                       {**_state_flat(state), **{CURATOR + k: v for k, v in ctx.state.items()}} or None,
+                       checkpoint_info(task))
             first = g + 1
         if progress:
             progress(task.arm, task.batch, g)

@@ -13,12 +13,13 @@ giving rejected samples weight 0.
 | knowledge_ball(delta, radius) | (x, y) with abs(y - x.theta_c) <= radius*norm(x) + sigma_c (Yi et al.) |
 | top_k(reward, fraction) | draws n/fraction, keeps the n best by reward |
 | luce_choice(K, reward) | one of K candidates with probability proportional to exp(reward) (Ferbach et al.) |
+| discriminator(keep) | images: the best-scored ``keep`` share of each class by a real-vs-synthetic MLP (Yi et al.) |
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import numpy as np
@@ -37,9 +38,15 @@ class CurationError(RuntimeError):
 
 @dataclass
 class CuratorContext:
-    """What a curator may know besides the model: the data source (and so the truth, if known)."""
+    """What a curator may know besides the model: the data source (and so the truth, if known).
+
+    ``state``: arrays a curator keeps across generations (saved in the chain's checkpoints, restored on
+    resume); ``cache``: objects rebuilt from them in this process.
+    """
 
     source: Source
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
 
 
 def draw(model: Family, request: Request, rng: np.random.Generator, factor: float = 1.0) -> SampleSet:
@@ -190,6 +197,90 @@ class KnowledgeBall(CuratorConfig):
                             f"{self.max_rounds} rounds (acceptance too low)")
 
 
-CURATORS: tuple[type[CuratorConfig], ...] = (NoCurator, LikelihoodTruncation, TopK, LuceChoice, KnowledgeBall)
-CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall,
+class Discriminator(CuratorConfig):
+    """Yi et al.'s image verifier: keep the ``keep`` share of each class that a real-vs-synthetic MLP
+    (:mod:`collapselab.discriminator`) scores as most real, drawing until every class's quota is filled.
+
+    The discriminator trains on ``real`` real training images (default: the whole training split) against
+    ``synthetic`` samples of the current model (default: as many), for ``epochs`` epochs, at every generation
+    (``train: every_generation``) or once, against generation 0's model (``train: once``; kept in the
+    checkpoints). Quotas: the request's labels (a class-balanced draw for a conditional model; one pool for
+    an unconditional one). ``keep: 1.0`` keeps every sample and trains nothing: the unfiltered arm.
+    """
+
+    name: Literal["discriminator"] = "discriminator"
+    keep: float = Field(0.1, gt=0, le=1)
+    train: Literal["every_generation", "once"] = "every_generation"
+    real: int | None = Field(None, ge=1)
+    synthetic: int | None = Field(None, ge=1)
+    epochs: int = Field(2, ge=1, le=10_000)
+    lr: float = Field(2e-4, gt=0, le=1)
+    batch: int = Field(128, ge=1)
+    max_rounds: int = Field(100, ge=1)
+
+    def _nets(self, model: Family, rng: np.random.Generator, ctx: CuratorContext) -> list:
+        from collapselab import discriminator as D
+
+        pixels = int(np.prod(ctx.source.spec["shape"]))
+        if self.train == "once" and "nets" in ctx.cache:
+            return ctx.cache["nets"]
+        if self.train == "once" and ctx.state:
+            nets = [D.from_state({k.split(".", 1)[1]: v for k, v in ctx.state.items() if k.startswith(f"c{c}.")},
+                                 pixels) for c in range(model.n_chains)]
+        else:
+            train = ctx.source.load()["x"]
+            n_real = min(self.real or len(train), len(train))
+            real = train[np.sort(rng.permutation(len(train))[:n_real])]
+            fake = model.sample(self.synthetic or n_real, rng)["x"]
+            nets = [D.train(real, fake[c], rng, self.epochs, self.lr, self.batch) for c in range(model.n_chains)]
+            if self.train == "once":
+                ctx.state.update({f"c{c}.{k}": v for c, net in enumerate(nets) for k, v in D.state(net).items()})
+        if self.train == "once":
+            ctx.cache["nets"] = nets
+        return nets
+
+    def curate(self, model, request, rng, ctx):
+        from collapselab import discriminator as D
+
+        if self.keep == 1.0:
+            return draw(model, request, rng)
+        nets = self._nets(model, rng, ctx)
+        want = request["y"] if not isinstance(request, int) else None
+        kept: list[list[SampleSet]] = [[] for _ in range(model.n_chains)]
+        need = None
+        for _ in range(self.max_rounds):
+            cand = draw(model, request, rng, 1.0 / self.keep)
+            if need is None:  # quotas per chain and class: the request's labels, else balanced over the classes
+                need = [_quotas(want[c % len(want)]) if want is not None else
+                        _balanced(np.unique(cand["y"][c]), request_size(request)) for c in range(model.n_chains)]
+            for c in range(model.n_chains):
+                s, y = D.score(nets[c], cand["x"][c]), cand["y"][c]
+                sel = []
+                for label, quota in need[c].items():
+                    idx = np.flatnonzero(y == label)
+                    top = idx[np.argsort(-s[idx], kind="stable")[:min(quota, math.ceil(len(idx) * self.keep))]]
+                    need[c][label] = quota - len(top)
+                    sel.append(top)
+                kept[c].append(cand.chains([c]).take(np.sort(np.concatenate(sel))))
+            if all(q == 0 for d in need for q in d.values()):
+                break
+        else:
+            raise CurationError(f"discriminator: class quotas still unfilled after {self.max_rounds} rounds of "
+                                f"{1 / self.keep:.3g}x oversampling")
+        per_chain = [concat(k) for k in kept]  # every chain holds exactly the requested count
+        return SampleSet({k: np.concatenate([p[k] for p in per_chain]) for k in per_chain[0].arrays})
+
+
+def _quotas(labels: np.ndarray) -> dict[int, int]:
+    return {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}
+
+
+def _balanced(classes: np.ndarray, count: int) -> dict[int, int]:
+    """``count`` spread over ``classes`` as evenly as possible (the first ones get the remainder)."""
+    return _quotas(classes[np.arange(count) % len(classes)])
+
+
+CURATORS: tuple[type[CuratorConfig], ...] = (NoCurator, LikelihoodTruncation, TopK, LuceChoice, KnowledgeBall,
+                                             Discriminator)
+CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall | Discriminator,
                             Field(discriminator="name")]

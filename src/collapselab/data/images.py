@@ -193,9 +193,18 @@ class ImageSource(FiniteSource):
         return self.splits()["validation"]
 
     def content_hash(self) -> str:
-        """sha256 of the training images and labels (keys caches of models trained on them)."""
-        x, y = self.splits()["train"]
-        return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
+        """sha256 of every split's images and labels (keys caches of models trained on them)."""
+        return _content_hash(self.splits)
+
+
+@cache
+def _content_hash(splits: Any) -> str:
+    h = hashlib.sha256()
+    for name, (x, y) in sorted(splits().items()):
+        h.update(name.encode())
+        h.update(x.tobytes())
+        h.update(y.tobytes())
+    return h.hexdigest()[:16]
 
 
 class MNIST(ImageSource):

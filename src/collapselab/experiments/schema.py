@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collapselab.curators import CuratorSettings, KnowledgeBall, LuceChoice, NoCurator, TopK
+from collapselab.curators import CuratorSettings, Discriminator, KnowledgeBall, LuceChoice, NoCurator, TopK
 from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
@@ -127,9 +127,15 @@ class Experiment(BaseModel):
             if "mean_reward" in self.metrics and not isinstance(arm.curator, (TopK, LuceChoice)):
                 raise ValueError(f"metrics: mean_reward needs a curator with a reward; arm {arm.name!r} has "
                                  f"{arm.curator.name!r}")
+            if "label_accuracy" in self.metrics and not getattr(arm.family, "conditional", False):
+                raise ValueError(f"metrics: label_accuracy needs a conditional model (family.conditional: true); "
+                                 f"arm {arm.name!r} is unconditional")
             if "param_error_center" in self.metrics and not isinstance(arm.curator, KnowledgeBall):
                 raise ValueError(f"metrics: param_error_center needs a knowledge_ball curator; arm {arm.name!r} "
                                  f"has {arm.curator.name!r}")
+            if isinstance(arm.curator, Discriminator) and kind != "images":
+                raise ValueError(f"{where}: curator discriminator needs image data; source {self.data.source!r} "
+                                 f"gives {kind}")
             if isinstance(arm.curator, KnowledgeBall) and (fam != "linear" or not source_cls.has_truth):
                 raise ValueError(f"{where}: curator knowledge_ball needs the linear family and the linear source")
             if isinstance(arm.curator, (TopK, LuceChoice)):

@@ -27,7 +27,10 @@ class MetricContext:
     rng: np.random.Generator
     curator: CuratorConfig
     truth: Family | None
+    #: per generation (reset by the chain every generation)
     cache: dict = field(default_factory=dict)
+    #: for the chain batch's life (e.g. features of the held-out real data)
+    static: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, source: Source, heldout: SampleSet, rng: np.random.Generator, curator: CuratorConfig,
