@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.families.gradient import seeded, torch_generator
+from collapselab.families.gradient import infer, seeded, torch_generator
 
 WIDTHS = (512, 256, 128, 64)
 
@@ -57,11 +57,7 @@ def train(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, epochs: 
 
 def score(net: Any, x: np.ndarray) -> np.ndarray:
     """The logit of "real" for images ``[N, 1, H, W]`` (higher: more real-looking)."""
-    import torch
-
-    with torch.inference_mode():
-        return np.concatenate([net(torch.as_tensor(x[i:i + 2000] > 0.5).float())[:, 0].numpy()
-                               for i in range(0, len(x), 2000)]).astype(np.float64) if len(x) else np.empty(0)
+    return infer(lambda t: net((t > 0.5).float())[:, 0], x, 2000)
 
 
 def state(net: Any) -> dict[str, np.ndarray]:

@@ -162,11 +162,12 @@ class Experiment(BaseModel):
 
         if not issubclass(source_cls, FiniteSource):
             return
+        source = make_source(self.data, self.heldout)
         try:
-            available = make_source(self.data, self.heldout).pool_size
+            available = source.pool_size
         except (OSError, ValueError) as e:
             raise ValueError(f"data: {e}") from None
-        why = make_source(self.data, self.heldout).check_heldout()
+        why = source.check_heldout()
         if why:
             raise ValueError(why)
         if available < 1:

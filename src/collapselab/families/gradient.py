@@ -71,6 +71,19 @@ def torch_generator(rng: np.random.Generator, device: Any = "cpu") -> Any:
     return g
 
 
+def infer(fn: Any, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """``fn`` (torch tensor -> tensor) over numpy images ``x`` in batches, without autograd; float64 numpy out.
+
+    Inference batches of a few hundred keep memory flat (large-batch CPU inference is slower here).
+    """
+    import torch
+
+    with torch.inference_mode():
+        out = [fn(torch.as_tensor(np.ascontiguousarray(x[i:i + batch], dtype=np.float32))).float().cpu().numpy()
+               for i in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.float64) if out else np.empty((0,))
+
+
 @contextlib.contextmanager
 def seeded(rng: np.random.Generator) -> Iterator[None]:
     """Run a block (e.g. building a network) under torch's global CPU RNG seeded from ``rng``, restored after."""
