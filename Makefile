@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_chains.py
 	$(BIN)/python benchmarks/bench_runs.py
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_vae.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -196,6 +196,18 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "g00000.safetensors is truncated or changed"),
     ("damaged-manifest", lambda t: (_finished_run(t), (t / "run" / "run.json").write_text("{")), ["report", "run"],
      "run.json: damaged or not a collapselab run manifest"),
+    ("vae-unknown-arch", _nothing, ["run", "quickstart-images", "--set", "family.arch=resnet"],
+     "family.arch: Input should be 'mlp' or 'conv'"),
+    ("vae-latent-0", _nothing, ["run", "quickstart-images", "--set", "family.latent=0"],
+     "family.latent: Input should be greater than or equal to 1 (got 0)"),
+    ("keep-0", _nothing, ["run", "quickstart-images", "--set", "arms.2.curator.keep=0"],
+     "arms.2.curator.keep: Input should be greater than 0 (got 0)"),
+    ("keep-above-1", _nothing, ["run", "quickstart-images", "--set", "arms.2.curator.keep=1.5"],
+     "arms.2.curator.keep: Input should be less than or equal to 1 (got 1.5)"),
+    ("discriminator-needs-images", _nothing, ["run", "quickstart", "--set", "curator={name: discriminator}"],
+     "curator discriminator needs image data; source 'digits'"),
+    ("unknown-scale", _nothing, ["run", "yi-vae", "--set", "scale=huge"],
+     "scale: 'huge' is not one of the experiment's scales (paper)"),
 ]
 
 
@@ -204,6 +216,23 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(setup, argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     setup(tmp_path)
+    _assert_one_line_exit_2(argv, message, capsys, tmp_path)
+
+
+def test_missing_fashion_mnist_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    from collapselab.data import images
+
+    monkeypatch.setattr(images, "FASHION_DIR", tmp_path / "no-such-package")
+    images.load_fashion_mnist.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    try:
+        _assert_one_line_exit_2(["run", "quickstart-images", "--set", "data={source: fashion_mnist}"],
+                                "data: Fashion-MNIST is not installed: install the Debian package", capsys, tmp_path)
+    finally:
+        images.load_fashion_mnist.cache_clear()
+
+
+def _assert_one_line_exit_2(argv, message, capsys, tmp_path):
     capsys.readouterr()
     before = tree(tmp_path)
     assert cli(*argv) == 2

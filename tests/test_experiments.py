@@ -18,7 +18,7 @@ from .conftest import make_experiment
 
 CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-linear", "dohmatob-linear",
            "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm",
-           "quickstart-images"]
+           "quickstart-images", "yi-vae", "shumailov-vae", "fortifai-vae"]
 
 
 def test_catalog_is_complete_and_round_trips():
@@ -27,6 +27,17 @@ def test_catalog_is_complete_and_round_trips():
         exp = load_experiment(name)
         assert parse_resolved(dump_experiment(exp)) == exp, name
         assert exp.description
+
+
+def test_a_scale_preset_is_one_set_away_and_explicit_sets_win():
+    paper = load_experiment("yi-vae", ["scale=paper"])
+    assert (paper.scale, paper.generations, paper.arms[1].n_synthetic) == ("paper", 40, 20_000)
+    assert paper.arms[1].curator.real == 50_000 and paper.arms[0].curator.keep == 1.0
+    assert load_experiment("yi-vae", ["generations=7", "scale=paper"]).generations == 7
+    default = load_experiment("yi-vae")
+    assert (default.scale, default.generations, default.arms[1].n_synthetic) == (None, 4, 3000)
+    with pytest.raises(ConfigError, match=r"^scale: 'huge' is not one of the experiment's scales \(paper\)$"):
+        load_experiment("yi-vae", ["scale=huge"])
 
 
 def test_arms_merge_or_replace_base_settings():

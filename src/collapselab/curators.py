@@ -206,6 +206,8 @@ class Discriminator(CuratorConfig):
     (``train: every_generation``) or once, against generation 0's model (``train: once``; kept in the
     checkpoints). Quotas: the request's labels (a class-balanced draw for a conditional model; one pool for
     an unconditional one). ``keep: 1.0`` keeps every sample and trains nothing: the unfiltered arm.
+    ``conditional: true`` (Yi et al.'s choice; needs a conditional family) feeds the one-hot label to the
+    discriminator with the pixels, so it also rejects samples that do not show their label.
     """
 
     name: Literal["discriminator"] = "discriminator"
@@ -217,22 +219,28 @@ class Discriminator(CuratorConfig):
     lr: float = Field(2e-4, gt=0, le=1)
     batch: int = Field(128, ge=1)
     max_rounds: int = Field(100, ge=1)
+    conditional: bool = False
+
+    def _classes(self, ctx: CuratorContext) -> int:
+        return int(ctx.source.spec.get("classes", 0)) if self.conditional else 0
 
     def _nets(self, model: Family, rng: np.random.Generator, ctx: CuratorContext) -> list:
         from collapselab import discriminator as D
 
-        pixels = int(np.prod(ctx.source.spec["shape"]))
+        pixels, classes = int(np.prod(ctx.source.spec["shape"])), self._classes(ctx)
         if self.train == "once" and "nets" in ctx.cache:
             return ctx.cache["nets"]
         if self.train == "once" and ctx.state:
             nets = [D.from_state({k.split(".", 1)[1]: v for k, v in ctx.state.items() if k.startswith(f"c{c}.")},
-                                 pixels) for c in range(model.n_chains)]
+                                 pixels, classes) for c in range(model.n_chains)]
         else:
-            train = ctx.source.load()["x"]
-            n_real = min(self.real or len(train), len(train))
-            real = train[np.sort(rng.permutation(len(train))[:n_real])]
-            fake = model.sample(self.synthetic or n_real, rng)["x"]
-            nets = [D.train(real, fake[c], rng, self.epochs, self.lr, self.batch) for c in range(model.n_chains)]
+            train = ctx.source.load()
+            n_real = min(self.real or len(train["x"]), len(train["x"]))
+            pick = np.sort(rng.permutation(len(train["x"]))[:n_real])
+            real, real_y = train["x"][pick], train["y"][pick]
+            fake = model.sample(self.synthetic or n_real, rng)
+            nets = [D.train(real, fake["x"][c], rng, self.epochs, self.lr, self.batch, real_y, fake["y"][c], classes)
+                    for c in range(model.n_chains)]
             if self.train == "once":
                 ctx.state.update({f"c{c}.{k}": v for c, net in enumerate(nets) for k, v in D.state(net).items()})
         if self.train == "once":
@@ -254,7 +262,8 @@ class Discriminator(CuratorConfig):
                 need = [_quotas(want[c % len(want)]) if want is not None else
                         _balanced(np.unique(cand["y"][c]), request_size(request)) for c in range(model.n_chains)]
             for c in range(model.n_chains):
-                s, y = D.score(nets[c], cand["x"][c]), cand["y"][c]
+                y = cand["y"][c]
+                s = D.score(nets[c], cand["x"][c], y, self._classes(ctx))
                 sel = []
                 for label, quota in need[c].items():
                     idx = np.flatnonzero(y == label)

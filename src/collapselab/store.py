@@ -398,8 +398,9 @@ class ChainStore:
             break
         return out
 
-    def load(self, g: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Model state and regime state of checkpoint ``g`` (verified again as they are read)."""
+    def load(self, g: int, regime: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Model state and regime state of checkpoint ``g`` (verified again as they are read); with
+        ``regime=False`` only the model (older regime states are pruned on purpose)."""
         path = self.folder / f"g{g:05d}.json"
         try:
             rec = json.loads(path.read_bytes())
@@ -408,8 +409,7 @@ class ChainStore:
         main = self._read(rec, f"g{g:05d}.safetensors")
         model = {k[6:]: v for k, v in main.items() if k.startswith("model.")}
         name = f"g{g:05d}.regime.safetensors"
-        regime = self._read(rec, name) if name in rec["files"] else {}
-        return model, regime
+        return model, (self._read(rec, name) if regime and name in rec["files"] else {})
 
     def prune(self, keep_until: int | None) -> None:
         """Remove every checkpoint after ``keep_until`` (all if ``None``), orphans and temp files."""

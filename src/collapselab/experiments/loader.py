@@ -62,18 +62,25 @@ def load_raw(name_or_path: str) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], sets: list[str] | None = None, seeds: int | None = None,
                     generations: int | None = None) -> dict[str, Any]:
-    """A copy of ``raw`` with ``key.path=value`` overrides (values parsed as YAML) and CLI shortcuts."""
+    """A copy of ``raw`` with ``key.path=value`` overrides (values parsed as YAML) and CLI shortcuts.
+
+    ``scale=NAME`` (in the file or as a ``--set``) first applies the experiment's ``scales.NAME`` preset, a
+    mapping of the same dotted overrides (e.g. a paper's full scale); explicit ``--set`` values win over it.
+    """
     out = copy.deepcopy(raw)
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set: {item!r} is not key=value (e.g. --set loss.gamma=0.9)")
+    pairs = [_parse_set(item) for item in sets or []]
+    scale = next((v for k, v in reversed(pairs) if k == "scale"), raw.get("scale"))
+    if scale is not None:
+        presets = raw.get("scales") if isinstance(raw.get("scales"), dict) else {}
+        if not isinstance(scale, str) or scale not in presets:
+            allowed = ", ".join(map(str, presets)) or "none: this experiment defines no scales"
+            raise ConfigError(f"scale: {scale!r} is not one of the experiment's scales ({allowed})")
+        if not isinstance(presets[scale], dict):
+            raise ConfigError(f"scales.{scale}: must map dotted settings to values")
+        pairs = [(str(k), v) for k, v in presets[scale].items()] + pairs
+    for key, value in pairs:
         try:
-            parsed = safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
-        try:
-            _set_path(out, key.strip(), parsed)
+            _set_path(out, key, value)
         except (KeyError, ValueError, IndexError) as e:
             raise ConfigError(f"--set: {e.args[0] if e.args else key}") from None
     if seeds is not None:
@@ -81,6 +88,16 @@ def apply_overrides(raw: dict[str, Any], sets: list[str] | None = None, seeds: i
     if generations is not None:
         out["generations"] = generations
     return out
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set: {item!r} is not key=value (e.g. --set loss.gamma=0.9)")
+    try:
+        return key.strip(), safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return key.strip(), value
 
 
 def load_experiment(name_or_path: str, sets: list[str] | None = None, seeds: int | None = None,

@@ -83,6 +83,9 @@ class Experiment(BaseModel):
     reference_arm: str | None = None
     theory: list[str] = Field(default_factory=list)
     checkpoint_every: int = Field(1, ge=1)
+    scale: str | None = Field(None, description="the preset of ``scales`` applied (``--set scale=NAME``)")
+    scales: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                              description="named presets of dotted overrides, e.g. a paper's scale")
 
     @property
     def chains_per_batch(self) -> int:
@@ -136,6 +139,10 @@ class Experiment(BaseModel):
             if isinstance(arm.curator, Discriminator) and kind != "images":
                 raise ValueError(f"{where}: curator discriminator needs image data; source {self.data.source!r} "
                                  f"gives {kind}")
+            if isinstance(arm.curator, Discriminator) and arm.curator.conditional and not getattr(
+                    arm.family, "conditional", False):
+                raise ValueError(f"{where}: a conditional discriminator needs a conditional family "
+                                 f"(family.conditional: true)")
             if isinstance(arm.curator, KnowledgeBall) and (fam != "linear" or not source_cls.has_truth):
                 raise ValueError(f"{where}: curator knowledge_ball needs the linear family and the linear source")
             if isinstance(arm.curator, (TopK, LuceChoice)):

@@ -81,6 +81,11 @@ class Family(abc.ABC):
         """Fresh samples with the conditioning of ``like`` (unconditional: ``sample(like.n)``)."""
         return self.sample(like.n, rng)
 
+    def gallery(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        """``n`` samples of chain 0 as greyscale images ``[n, H, W]`` in [0, 1] for the report's sample grid;
+        ``None`` (the default) for families whose samples are not images."""
+        return None
+
     @abc.abstractmethod
     def log_prob(self, data: SampleSet) -> np.ndarray:
         """Per-sample (or per-token) log-likelihood, ``[C, n]`` (or ``[C, n, ...]``)."""

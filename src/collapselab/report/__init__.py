@@ -11,6 +11,7 @@ from collapselab.experiments.schema import Experiment
 from collapselab.report.aggregate import ArmStats, TheoryCurve, arm_stats, report_weights, summarize, theory_curves
 from collapselab.report.figures import figure_jobs, figure_names
 from collapselab.report.figures import render as render_figures
+from collapselab.report.gallery import Gallery, collect_gallery, has_gallery
 from collapselab.report.html import render as render_html
 from collapselab.report.table import cells, rich_table
 from collapselab.store import dumps_json
@@ -22,13 +23,15 @@ def report_names(exp: Experiment) -> list[str]:
 
 
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
-                 theory: dict[str, dict[str, TheoryCurve]] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+                 theory: dict[str, dict[str, TheoryCurve]] | None = None,
+                 gallery: Gallery | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``; paths
     relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]`` (or the arms'
-    precomputed ``stats`` with the ``theory`` they were computed with)."""
+    precomputed ``stats`` with the ``theory`` they were computed with); ``gallery`` (from
+    :func:`collect_gallery`) adds the sample grid."""
     theory = theory_curves(exp) if theory is None else theory
     summary, bands = summarize(exp, values, theory, stats)
-    jobs = figure_jobs(exp, summary, bands, theory)
+    jobs = figure_jobs(exp, summary, bands, theory, gallery)
     figures = render_figures(jobs)
     files = {"summary.json": dumps_json(summary).encode()}
     files.update({f"figures/{name}": data for name, data in figures})
@@ -36,5 +39,5 @@ def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStat
     return summary, files
 
 
-__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "report_names", "report_weights", "rich_table",
-           "summarize", "theory_curves"]
+__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "collect_gallery", "has_gallery", "report_names",
+           "report_weights", "rich_table", "summarize", "theory_curves"]

@@ -6,6 +6,7 @@
 - A forest plot of time to failure per arm with its 95% CI (censored arms drawn as arrows past the last
   generation), when the experiment has a failure rule.
 - For a 2-D grid: last-generation heat maps, simulation beside theory, full width with a labelled colour bar.
+- For families whose samples are images: a grid of samples per arm and generation (:mod:`.gallery`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
+from collapselab.report.gallery import PER_ROW, Gallery, has_gallery, mosaic
+from collapselab.report.table import plural
 
 Figure = tuple[str, bytes]  # file name, PNG bytes
 Job = tuple[str, Callable[..., bytes], tuple]  # file name, a function of this module, its arguments
@@ -211,11 +214,13 @@ def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: di
 
 
 def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.ndarray],
-                theory: dict[str, dict[str, Any]]) -> list[Job]:
+                theory: dict[str, dict[str, Any]], gallery: Gallery | None = None) -> list[Job]:
     """Every figure of the report as ``(file name, function, arguments)`` (independent; any order)."""
     jobs: list[Job] = []
     if exp.failure is not None:
         jobs.append(("time_to_failure.png", forest_png, (exp, summary)))
+    if gallery:
+        jobs.append(("samples.png", samples_png, (exp, gallery)))
     jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
     if _is_grid(exp):
         jobs += [(f"heatmap_{m}.png", heatmap_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
@@ -225,6 +230,7 @@ def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.nd
 def figure_names(exp: Experiment) -> list[str]:
     """The file names :func:`figure_jobs` produces for ``exp``, in the same order."""
     names = ["time_to_failure.png"] if exp.failure is not None else []
+    names += ["samples.png"] if has_gallery(exp) else []
     names += [f"{m}.png" for m in exp.metrics]
     if _is_grid(exp):
         names += [f"heatmap_{m}.png" for m in exp.metrics]
@@ -321,3 +327,31 @@ def heatmap_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: d
     bar.ax.tick_params(labelsize=LEGEND_PT)
     fig.suptitle(METRICS[metric].title, fontsize=11)
     return _png(fig)
+
+
+def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
+    """``samples.png``: per arm, a row of seed 0's samples per shown generation (dark ink on white)."""
+    arms = [a.name for a in exp.arms if a.name in gallery]
+    cols = min(3, len(arms))
+    rows = math.ceil(len(arms) / cols)
+    first = gallery[arms[0]]
+    h, w = first[0][1].shape[1:]
+    aspect = (len(first) * (h + 1)) / (first[0][1].shape[0] * (w + 1))
+    panel_w = 3.6
+    fig = _figure((panel_w * cols, (panel_w * aspect + 0.55) * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(arms):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat, arms, strict=False):
+        entries = gallery[name]
+        ax.imshow(mosaic([images for _, images in entries]), cmap="gray_r", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(entries))], [f"g{g}" for g, _ in entries],
+                      fontsize=LEGEND_PT)
+        ax.set_xticks([])
+        ax.set_title(name, fontsize=10, loc="left")
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.suptitle(f"Samples passed on by seed 0's model, by generation (rows) and arm; {plural(PER_ROW, 'sample')} "
+                 f"per row", fontsize=10, x=0.01, ha="left")
+    return _png(fig, tight=True)

@@ -77,11 +77,13 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
                 f"numbers).</p>")
     forest = [f for f in figures if f == "time_to_failure.png"]
     heat = [f for f in figures if f.startswith("heatmap_")]
-    per_metric = [f for f in figures if f not in forest and f not in heat]
+    samples = [f for f in figures if f == "samples.png"]
+    per_metric = [f for f in figures if f not in forest and f not in heat and f not in samples]
     title_of = {f"{m}.png": METRICS[m].title for m in exp.metrics}
     title_of.update({f"heatmap_{m}.png": f"{METRICS[m].title}: last generation over the grid" for m in exp.metrics})
     title_of["time_to_failure.png"] = "Time to failure per arm, 95% CI"
-    figs = "".join(_figure(f, title_of.get(f, f)) for f in forest)
+    title_of["samples.png"] = "Samples per arm and generation (seed 0)"
+    figs = "".join(_figure(f, title_of.get(f, f)) for f in forest + samples)
     figs += "".join(_figure(f, title_of.get(f, f)) for f in heat)
     figs += "<div class='figs'>" + "".join(_figure(f, title_of.get(f, f)) for f in per_metric) + "</div>"
     metrics = "".join(f"<li><b>{e(m)}</b> ({e(METRICS[m].title.lower())}): {e(d)}</li>"
