@@ -80,7 +80,7 @@ def load_mnist() -> Splits:
 
 def _unit(byte_values: np.ndarray) -> np.ndarray:
     """Byte values 0..255 as float32 pixels in [0, 1] (byte / 255)."""
-    return (np.asarray(byte_values, dtype=np.float32) / np.float32(255.0)).astype(np.float32)
+    return np.asarray(byte_values, dtype=np.float32) / np.float32(255.0)
 
 
 def _idx(path: Path) -> np.ndarray:
