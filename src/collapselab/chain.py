@@ -124,7 +124,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     heldout = source.heldout(tree)
     model = make_family(arm.family, c, source.spec)
     ctx = CuratorContext(source)
-    mctx = MetricContext.make(source, heldout, None, arm.curator, c)
+    mctx = MetricContext.make(source, heldout, None, arm.curator, c, n=exp.n, seed=exp.seed)
     n, m = exp.n, arm.n_synthetic
 
     start, state, values = 0, {}, []
@@ -136,7 +136,11 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
                               f"that verifies")
         if scan.resume is not None:
             model_state, regime_state = store.load(scan.resume)
-            model.load_state_dict(model_state)
+            files = store.model_files(scan.resume)
+            if files:
+                model.load_export(files)
+            else:
+                model.load_state_dict(model_state)
             regime_state = regime_state or {}
             ctx.state.update({k[len(CURATOR):]: v for k, v in regime_state.items() if k.startswith(CURATOR)})
             regime_state = {k: v for k, v in regime_state.items() if not k.startswith(CURATOR)}
@@ -177,13 +181,28 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         values.append(np.stack([measured[name] for name in exp.metrics]))
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
         if store is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
-            store.save(g, first, model.state_dict(), np.stack(values[first:]),
+            files = model.export()
+            store.save(g, first, {} if files else model.state_dict(), np.stack(values[first:]),
                        {**_state_flat(state), **{CURATOR + k: v for k, v in ctx.state.items()}} or None,
-                       checkpoint_info(task))
+                       checkpoint_info(task), model_files=files,
+                       keep_model=best_checkpoint(exp, values) if files else None)
             first = g + 1
         if progress:
             progress(task.arm, task.batch, g)
     return np.stack(values) if values else np.empty((0, len(exp.metrics), c))
+
+
+def best_checkpoint(exp: Experiment, values: list[np.ndarray]) -> int:
+    """The checkpointed generation with the best seed-mean value of the failure metric (else the first metric),
+    by the metric's direction; the newest on ties."""
+    from collapselab.metrics import METRICS
+
+    name = exp.failure.metric if exp.failure is not None else exp.metrics[0]
+    col = np.array([np.nanmean(v[exp.metrics.index(name)]) for v in values])
+    sign = -1.0 if METRICS[name].better == "higher" else 1.0
+    gens = [g for g in range(len(values)) if g % exp.checkpoint_every == 0 or g == exp.generations]
+    score = np.where(np.isnan(col[gens]), np.inf, sign * col[gens])
+    return gens[len(gens) - 1 - int(np.argmin(score[::-1]))]
 
 
 def _describe(e: Exception) -> str:

@@ -52,8 +52,12 @@ FIGURES = "figures"
 #: regime-state files are kept for this many of the newest checkpoints (so resume can fall back one).
 KEEP_REGIME = 2
 
+#: model folders (a family's standard export, e.g. a Hugging Face folder) kept besides the newest checkpoints.
+KEEP_MODELS = 2
+
 _RECORD = re.compile(r"^g(\d{5,})\.json$")
 _CHECKPOINT_FILE = re.compile(r"^g(\d{5,})(\.regime)?\.(safetensors|json)$")
+_MODEL_DIR = re.compile(r"^g(\d{5,})\.model$")
 _TEMP = re.compile(r"^\..+\.[0-9a-f]+\.tmp$")
 _BATCH = re.compile(r"^b\d{4,}$")
 
@@ -307,9 +311,13 @@ class ChainStore:
         return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _RECORD.match(p.name)))
 
     def save(self, g: int, first: int, model_state: Mapping[str, np.ndarray], values: np.ndarray,
-             regime_state: Mapping[str, np.ndarray] | None, info: Mapping[str, Any]) -> None:
+             regime_state: Mapping[str, np.ndarray] | None, info: Mapping[str, Any],
+             model_files: Mapping[str, bytes] | None = None, keep_model: int | None = None) -> None:
         """Write checkpoint ``g`` (values of generations ``first..g``); the record is written last.
 
+        ``model_files`` (a family's standard export, relative path -> bytes) go to the folder ``gNNNNN.model``
+        in place of the model arrays; model folders are kept for the ``KEEP_MODELS`` newest checkpoints and
+        for generation ``keep_model`` (e.g. the best one so far), the older ones removed after the record.
         The arrays are serialised here (so the caller may change them afterwards); the writer writes them.
         """
         meta = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first}
@@ -318,18 +326,50 @@ class ChainStore:
         blobs = {f"g{g:05d}.safetensors": _tensors_bytes(tensors, meta)}
         if regime_state:
             blobs[f"g{g:05d}.regime.safetensors"] = _tensors_bytes(regime_state, meta)
+        for name, data in (model_files or {}).items():
+            blobs[f"g{g:05d}.model/{name}"] = bytes(data)
         record = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first, **info}
 
         def write() -> None:
             files = {name: {"sha256": write_atomic(self.folder / name, data), "bytes": len(data)}
                      for name, data in blobs.items()}
             write_atomic(self.folder / f"g{g:05d}.json", dumps_json({**record, "files": files}).encode())
-            keep = self.record_generations()[-KEEP_REGIME:]
+            gens = self.record_generations()
+            keep = gens[-KEEP_REGIME:]
             for p in self.folder.glob("g*.regime.safetensors"):
                 if int(p.name[1:].split(".")[0]) not in keep:
                     p.unlink(missing_ok=True)
+            keep_models = {*gens[-KEEP_MODELS:], keep_model}
+            for p in self.folder.iterdir():
+                m = _MODEL_DIR.match(p.name)
+                if m and int(m.group(1)) not in keep_models:
+                    _remove_tree(p)
 
         self.writer.submit(write)
+
+    def model_files(self, g: int) -> dict[str, bytes]:
+        """The model folder of checkpoint ``g`` (verified as it is read); ``{}`` when it has none."""
+        rec = self._load_record(g)
+        prefix = f"g{g:05d}.model/"
+        out = {}
+        for name, entry in rec["files"].items():
+            if name.startswith(prefix):
+                try:
+                    sha, size = str(entry["sha256"]), int(entry["bytes"])
+                except (KeyError, TypeError, ValueError):
+                    raise Damaged(self._rel(f"g{g:05d}.json"), "is not a valid checkpoint record") from None
+                out[name[len(prefix):]] = read_verified(self.folder / name, sha, size)
+        return out
+
+    def _load_record(self, g: int) -> dict[str, Any]:
+        path = self.folder / f"g{g:05d}.json"
+        try:
+            rec = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            raise Damaged(self._rel(path.name), "is not a valid checkpoint record") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict):
+            raise Damaged(self._rel(path.name), "is not a valid checkpoint record")
+        return rec
 
     def _record(self, g: int, expect_first: int, metrics: list[str], n_chains: int) -> dict[str, Any]:
         path = self.folder / f"g{g:05d}.json"
@@ -383,16 +423,17 @@ class ChainStore:
             values.append(vals)
             usable.append((g, rec))
             first = g + 1
-        for i in range(len(usable) - 1, -1, -1):  # newest first: the regime state must verify too
+        for i in range(len(usable) - 1, -1, -1):  # newest first: regime state and model folder must verify too
             g, rec = usable[i]
             name = f"g{g:05d}.regime.safetensors"
-            if name in rec["files"]:
-                try:
+            try:
+                if name in rec["files"]:
                     self._read(rec, name)
-                except Damaged as e:
-                    if i >= len(usable) - KEEP_REGIME and out.problem is None:
-                        out.problem = e  # an older one was pruned on purpose
-                    continue
+                self.model_files(g)
+            except Damaged as e:
+                if i >= len(usable) - min(KEEP_REGIME, KEEP_MODELS) and out.problem is None:
+                    out.problem = e  # an older one was pruned on purpose
+                continue
             out.resume = g
             out.values = np.concatenate(values[: i + 1]) if values else None
             break
@@ -401,11 +442,7 @@ class ChainStore:
     def load(self, g: int, regime: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Model state and regime state of checkpoint ``g`` (verified again as they are read); with
         ``regime=False`` only the model (older regime states are pruned on purpose)."""
-        path = self.folder / f"g{g:05d}.json"
-        try:
-            rec = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            raise Damaged(self._rel(path.name), "is not a valid checkpoint record") from None
+        rec = self._load_record(g)
         main = self._read(rec, f"g{g:05d}.safetensors")
         model = {k[6:]: v for k, v in main.items() if k.startswith("model.")}
         name = f"g{g:05d}.regime.safetensors"
@@ -418,6 +455,10 @@ class ChainStore:
         remove_temps(self.folder)
         files = [(p, _CHECKPOINT_FILE.match(p.name)) for p in self.folder.iterdir()]
         recorded = set(self.record_generations())
+        for p in self.folder.iterdir():
+            m = _MODEL_DIR.match(p.name)
+            if m and ((keep_until is None or int(m.group(1)) > keep_until) or int(m.group(1)) not in recorded):
+                _remove_tree(p)
         # records go first, so an interruption never leaves a record whose files are gone
         for p, m in sorted(files, key=lambda t: not (t[1] and t[0].suffix == ".json")):
             if not m:
@@ -425,6 +466,18 @@ class ChainStore:
             g = int(m.group(1))
             if (keep_until is None or g > keep_until) or g not in recorded:
                 p.unlink(missing_ok=True)
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a model folder the store wrote (its files, then the folder; never follows symlinks)."""
+    for p in sorted(folder.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        else:
+            p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 # -- the run directory ----------------------------------------------------------------------------
@@ -620,7 +673,8 @@ class RunStore:
                     continue
                 sub = (*parts, d)
                 ok = (sub == (CHAINS,) or sub == (FIGURES,) or (len(sub) == 2 and sub[0] == CHAINS)
-                      or (len(sub) == 3 and sub[0] == CHAINS and _BATCH.match(d)))
+                      or (len(sub) == 3 and sub[0] == CHAINS and _BATCH.match(d))
+                      or (len(sub) == 4 and sub[0] == CHAINS and _MODEL_DIR.match(d)))
                 if not ok:
                     dirnames.remove(d)
                     yield p, False
@@ -637,6 +691,8 @@ class RunStore:
                     yield p, relf in outputs
                 elif parts[0] == CHAINS and len(parts) == 3:
                     yield p, bool(_CHECKPOINT_FILE.match(f))
+                elif parts[0] == CHAINS and len(parts) == 4:
+                    yield p, True  # inside a model folder the store wrote
                 else:
                     yield p, False
 

@@ -10,6 +10,7 @@ from collapselab.data.base import FiniteSource, RealPool, Source, SourceConfig, 
 from collapselab.data.digits import Digits, DigitsConfig
 from collapselab.data.images import MNIST, DigitImages, FashionMNIST, FashionMNISTConfig, ImageSource, MNISTConfig
 from collapselab.data.shakespeare import Shakespeare, ShakespeareConfig
+from collapselab.data.text import Plays, PlaysConfig, TextSource, Wikipedia, WikipediaConfig
 from collapselab.data.truth import (
     CategoricalTruth,
     CategoricalTruthConfig,
@@ -30,10 +31,13 @@ SOURCES: dict[str, type[Source]] = {
     "shakespeare": Shakespeare,
     "mnist": MNIST,
     "fashion_mnist": FashionMNIST,
+    "wikipedia": Wikipedia,
+    "plays": Plays,
 }
 
 DataSettings = Annotated[GaussianTruthConfig | GMMTruthConfig | LinearTruthConfig | CategoricalTruthConfig
-                         | DigitsConfig | ShakespeareConfig | MNISTConfig | FashionMNISTConfig,
+                         | DigitsConfig | ShakespeareConfig | MNISTConfig | FashionMNISTConfig | WikipediaConfig
+                         | PlaysConfig,
                          Field(discriminator="source")]
 
 
@@ -50,4 +54,4 @@ def make_source(config: SourceConfig, heldout: int) -> Source:
 
 
 __all__ = ["SOURCES", "DataSettings", "FiniteSource", "ImageSource", "RealPool", "Source", "SourceConfig",
-           "TruthSource", "make_source", "source_class"]
+           "TextSource", "TruthSource", "make_source", "source_class"]

@@ -21,7 +21,7 @@ from collapselab.families.base import Family
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
-Kind = Literal["points", "regression", "tokens", "images"]
+Kind = Literal["points", "regression", "tokens", "images", "text"]
 
 
 class SourceConfig(BaseModel):

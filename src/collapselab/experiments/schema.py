@@ -123,6 +123,10 @@ class Experiment(BaseModel):
             if FAMILIES[fam].kind != kind:
                 raise ValueError(f"{where}: family {fam!r} models {FAMILIES[fam].kind}, but data source "
                                  f"{self.data.source!r} gives {kind}")
+            check_data = getattr(arm.family, "check_data", None)
+            why = check_data(self.data) if check_data is not None else None
+            if why:
+                raise ValueError(why if len(self.arms) == 1 else f"{where}: {why}")
             for m in self.metrics:
                 why = check_metric(m, kind, source_cls.has_truth, FAMILIES[fam], self.data.source)
                 if why:
@@ -313,10 +317,24 @@ def resolve(raw: dict[str, Any]) -> Experiment:
         doc.setdefault(key, default)
         for a in resolved:
             a.setdefault(key, doc[key])
+    _fill_tokenizer(doc)
     try:
         return Experiment.model_validate(doc)
     except ValidationError as e:
         raise ValueError(format_error(e, raw=doc)) from None
+
+
+def _fill_tokenizer(doc: dict[str, Any]) -> None:
+    """A text source's ``tokenizer: model`` (the default) becomes the arms' ``family.model`` when they agree."""
+    data = doc.get("data")
+    if not isinstance(data, dict) or data.get("tokenizer", "model") != "model":
+        return
+    cls = SOURCES.get(data.get("source"))  # type: ignore[arg-type]
+    if cls is None or cls.kind != "text":
+        return
+    models = {(a.get("family") or {}).get("model", "tiny") for a in doc["arms"] if isinstance(a.get("family"), dict)}
+    if len(models) == 1:
+        doc["data"] = {**data, "tokenizer": models.pop()}
 
 
 def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> str:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from collapselab.families.base import Family, FamilyConfig
 from collapselab.families.categorical import Categorical, CategoricalConfig
+from collapselab.families.causal_lm import CausalLM, CausalLMConfig
 from collapselab.families.gaussian import Gaussian, GaussianConfig
 from collapselab.families.gmm import GMM, GMMConfig
 from collapselab.families.linear import Linear, LinearConfig
@@ -19,9 +20,11 @@ FAMILIES: dict[str, type[Family]] = {
     "linear": Linear,
     "categorical": Categorical,
     "vae": VAE,
+    "causal_lm": CausalLM,
 }
 
-FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig | VAEConfig,
+FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig | VAEConfig
+                           | CausalLMConfig,
                            Field(discriminator="name")]
 
 
@@ -30,6 +33,7 @@ def make_family(config: FamilyConfig, n_chains: int, spec: dict) -> Family:
     return FAMILIES[config.name](config, n_chains, spec)
 
 
-__all__ = ["FAMILIES", "GMM", "Categorical", "CategoricalConfig", "Family", "FamilyConfig", "FamilySettings",
+__all__ = ["FAMILIES", "GMM", "Categorical", "CategoricalConfig", "CausalLM",
+           "CausalLMConfig", "Family", "FamilyConfig", "FamilySettings",
            "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "VAE", "VAEConfig",
            "make_family"]

@@ -94,6 +94,15 @@ class Family(abc.ABC):
     def confidence(self, data: SampleSet) -> np.ndarray:
         """``u`` in [0, 1] per sample (or per token), the input of every u-loss."""
 
+    def export(self) -> dict[str, bytes] | None:
+        """The fitted model in a standard on-disk form (relative path -> bytes, e.g. a Hugging Face folder)
+        that checkpoints hold instead of the :meth:`state_dict` arrays; ``None`` (the default): the arrays."""
+        return None
+
+    def load_export(self, files: Mapping[str, bytes]) -> Self:
+        """Restore from :meth:`export` (bitwise)."""
+        raise NotImplementedError(f"{self.name} has no export")
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters (and kept context) as arrays with a leading chain axis."""

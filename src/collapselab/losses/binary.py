@@ -45,7 +45,8 @@ class _BinaryULoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None
+        up = float(grad_output) if grad_output.dim() == 0 else grad_output.to(grad.dtype)  # no rounding to half
+        return grad * up, None, None, None
 
 
 def binary_uloss(logits: torch.Tensor, target: torch.Tensor, loss: U.ULoss | None = None,

@@ -14,11 +14,13 @@ Common arguments (as ``F.cross_entropy``):
 - ``reduction``: ``"mean"`` (sum of weighted losses over the sum of the weights of the non-ignored targets),
   ``"sum"`` or ``"none"``; anything else raises ``ValueError``.
 
-Numerics: log-sum-exp and the loss are accumulated in float32 (float64 for float64 inputs), also for
-float16/bfloat16 logits; the gradient has the input's dtype. The work streams over chunks of rows, so no
-temporary of the logits' size is made; this is also why these losses are faster than ``F.cross_entropy`` on
-CPU (three fewer logits-sized allocations). A batch whose targets are all ignored gives 0 with ``mean``
-(``F.cross_entropy`` gives NaN) and a zero gradient.
+Numerics: log-sum-exp, the loss and the gradient are computed in float32 (float64 for float64 inputs), also
+for float16/bfloat16 logits. The loss is returned in that accumulation dtype (float32 for half logits, as
+``transformers``' ``ForCausalLMLoss``, which upcasts; ``F.cross_entropy`` would round it to the logits'
+dtype, where a float16 sum over ~8k tokens overflows); the gradient is rounded once to the logits' dtype.
+The work streams over chunks of rows, so no temporary of the logits' size is made; this is also why these
+losses are faster than ``F.cross_entropy`` on CPU (three fewer logits-sized allocations). A batch whose
+targets are all ignored gives 0 with ``mean`` (``F.cross_entropy`` gives NaN) and a zero gradient.
 
 ``gradient``: ``"backward"`` (default) recomputes softmax in the backward pass from the saved logits;
 ``"forward"`` computes the gradient during the forward pass and keeps only it (the logits may then be freed);
@@ -30,7 +32,7 @@ support one backward pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,10 +105,12 @@ def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, targe
     """``out = coef * softmax(x) + shift``, then ``target_coef`` (default ``-coef``) added at each row's target.
 
     Row by row in chunks (``out`` may be ``x`` itself). With the defaults this is the u-loss gradient
-    ``coef * (softmax(x) - onehot(target))``.
+    ``coef * (softmax(x) - onehot(target))``. Everything is computed in ``lse``'s dtype (float32 for half
+    logits) and rounded to ``out``'s dtype once, the target term included.
     """
     step = _chunk_rows(x)
     same = out.dtype == lse.dtype
+    tc = -coef if target_coef is None else target_coef
     for i in range(0, x.shape[0], step):
         j = min(i + step, x.shape[0])
         # in the output's own rows when dtypes agree; else through a float32 chunk (half/bfloat16 logits)
@@ -114,10 +118,9 @@ def write_gradient(x: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, targe
         g.exp_().mul_(coef[i:j, None])
         if shift is not None:
             g.add_(shift[i:j, None])
+        g[torch.arange(j - i, device=x.device), target[i:j]] += tc[i:j]
         if not same:
             out[i:j].copy_(g)
-    rows = torch.arange(x.shape[0], device=x.device)
-    out[rows, target] += (-coef if target_coef is None else target_coef).to(out.dtype)
     return out
 
 
@@ -144,7 +147,11 @@ class _Spec:
 
 
 class _ULossFunction(torch.autograd.Function):
-    """Forward: loss from ``log u``; backward: ``w(u) (softmax - onehot)`` scaled by the reduction."""
+    """Forward: loss from ``log u``; backward: ``w(u) (softmax - onehot)`` scaled by the reduction.
+
+    The loss stays in the accumulation dtype (float32 for half logits), so the upstream gradient arrives in
+    float32 too (e.g. ``1 / num_items_in_batch`` unrounded); the gradient returned has the logits' dtype.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, spec: _Spec):
@@ -172,7 +179,7 @@ class _ULossFunction(torch.autograd.Function):
             out = xd if spec.gradient == "inplace" else torch.empty_like(xd)
             ctx.save_for_backward(write_gradient(xd, lse, coef, safe, out))
         ctx.spec = spec
-        return loss.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else loss
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
@@ -183,8 +190,9 @@ class _ULossFunction(torch.autograd.Function):
             grad = write_gradient(x.detach(), lse, coef, safe, torch.empty_like(x))
         else:
             (grad,) = ctx.saved_tensors
-            if not bool((grad_output == 1).all()):
-                grad = grad.mul_(grad_output.to(grad.dtype))
+            up = float(grad_output)  # 0-dim; a Python scalar multiplies half tensors in float32 on any device
+            if up != 1.0:
+                grad = grad.mul_(up)
         return grad, None, None, None
 
 
@@ -221,10 +229,11 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
 
 
 def dynamic_gamma(log_u: torch.Tensor, valid: torch.Tensor, seq_len: int, k: float = 1.0) -> torch.Tensor:
-    """ForTIFAI's dynamic threshold: mean + k * std (population) of the per-sequence mean confidence.
+    """Per-batch threshold ``mean + k * std`` (population) of the per-sequence mean confidence of this batch.
 
-    Rows are grouped into sequences of ``seq_len`` consecutive targets; ignored targets and sequences without
-    any valid target are left out.
+    A per-batch approximation of ForTIFAI's rule, not theirs: ForTIFAI recomputes gamma once per epoch over
+    a fixed clip set (see :func:`epoch_dynamic_gamma`). Rows are grouped into sequences of ``seq_len``
+    consecutive targets; ignored targets and sequences without any valid target are left out.
     """
     u = log_u.exp() * valid
     n = valid.reshape(-1, seq_len).sum(dim=1)
@@ -232,6 +241,57 @@ def dynamic_gamma(log_u: torch.Tensor, valid: torch.Tensor, seq_len: int, k: flo
     if per_seq.numel() == 0:
         return torch.ones((), dtype=log_u.dtype, device=log_u.device)
     return per_seq.mean() + k * per_seq.std(unbiased=False)
+
+
+def target_confidence(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, shift: bool = True,
+                      per: Literal["sequence", "batch"] = "sequence") -> torch.Tensor:
+    """Mean probability of the correct next token, per sequence (``[B']``) or over the batch (``[1]``).
+
+    ``logits [B, T, C]`` (class dimension last; ``[T, C]`` is one sequence), ``labels [B, T]``. With ``shift``
+    the logits at position t score label t + 1, as ForTIFAI's ``get_probability_of_correct_class``
+    (``shift=False``: labels already aligned with the logits). Ignored targets are left out, as are sequences
+    without any valid target (so ``B' <= B``). ``per="batch"`` is ForTIFAI's exact unit: their clip statistic
+    is ``prob.mean()`` over each clip batch, which equals the mean of the per-sequence means when every
+    sequence has the same number of valid targets (their fixed-length blocks). No gradient; float32.
+    """
+    if per not in ("sequence", "batch"):
+        raise ValueError(f"per must be 'sequence' or 'batch', got {per!r}")
+    if labels.dim() == 1:
+        logits, labels = logits[None], labels[None]
+    if logits.dim() != 3 or labels.shape != logits.shape[:-1]:
+        raise ValueError(f"expected logits [B, T, C] and labels [B, T], got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if shift:
+        labels = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    with torch.no_grad():
+        x, t = _flatten(logits.detach(), labels.to(logits.device), -1)
+        valid, safe, _ = target_weights(t, ignore_index, None, _acc_dtype(x))
+        u = (x.gather(1, safe[:, None])[:, 0].to(_acc_dtype(x)) - row_logsumexp(x)).exp() * valid
+        if per == "batch":
+            n = valid.sum()
+            return (u.sum() / n)[None] if n > 0 else u.new_empty(0)
+        n = valid.reshape(labels.shape).sum(dim=1)
+        return u.reshape(labels.shape).sum(dim=1)[n > 0] / n[n > 0]
+
+
+def epoch_dynamic_gamma(confidences: torch.Tensor | Sequence[float | torch.Tensor], k: float = 1.0) -> float:
+    """ForTIFAI's dynamic TCE threshold: ``gamma = mean + k * std`` (population std, as ``np.std``).
+
+    ``confidences``: the mean correct-token probabilities of a fixed clip set (a tensor, or a list of floats or
+    tensors, e.g. :func:`target_confidence` of each clip batch). ForTIFAI (``plt_model.on_train_epoch_start``)
+    recomputes it once per epoch with ``k`` = their ``alpha`` and trains the epoch with ``p > gamma`` clipped;
+    call it once per epoch and pass ``gamma=min(g, 1.0)`` to TCE (a value >= 1 keeps every target, as in their
+    code; <= 0 would keep none). Deliberate difference: their "dynamic" loss also multiplies the clipped CE
+    by ``alpha`` (= ``k``); ours does not. Computed in float64.
+    """
+    if isinstance(confidences, torch.Tensor):
+        c = confidences.detach().to("cpu", torch.float64).reshape(-1)
+    else:
+        parts = [torch.as_tensor(v).detach().to("cpu", torch.float64).reshape(-1) for v in confidences]
+        c = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+    if c.numel() == 0:
+        raise ValueError("epoch_dynamic_gamma: no confidences given")
+    return float(c.mean() + k * c.std(unbiased=False))
 
 
 def tce_weigh(gamma: float | str = 0.99, normalize: str = "all", k: float = 1.0, seq_len: int = 1) -> Weigh:
@@ -264,6 +324,8 @@ def make_weigh(name: str, target_shape: tuple[int, ...] = (), **params) -> Weigh
         return tce_weigh(seq_len=seq_len, **params)
     if name == "nce_rce":
         raise ValueError("nce_rce is not a u-loss (it depends on every class probability)")
+    if name == "linear":
+        check_linear_beta(params.get("beta", 1.0))
     if name not in U.ULOSS_NAMES:
         raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.ULOSS_NAMES)}")
     return _weigh_by(U.get_uloss(name, **params))
@@ -278,7 +340,10 @@ def truncated_cross_entropy(input: torch.Tensor, target: torch.Tensor, gamma: fl
 
     ``gamma`` in (0, 1] (1 equals cross entropy), or ``"dynamic"``: at each call ``gamma = mean + k * std`` of
     the per-sequence mean confidence of the batch (a sequence = the targets sharing the first index of
-    ``target``, e.g. one row of ``[B, T]``). The mask ``u <= gamma`` is taken in log space
+    ``target``, e.g. one row of ``[B, T]``). That is a per-batch approximation of ForTIFAI's rule, which
+    recomputes gamma once per epoch over a fixed clip set (use :func:`target_confidence` and
+    :func:`epoch_dynamic_gamma`, then a fixed float gamma); unlike their "dynamic" loss, the clipped CE is not
+    multiplied by ``alpha`` (= ``k``). The mask ``u <= gamma`` is taken in log space
     (``-log u >= -log gamma``). ``normalize="all"`` divides a mean by all non-ignored targets (truncated ones
     count, as in ForTIFAI's released code); ``"kept"`` by the kept ones only.
     """
@@ -292,9 +357,25 @@ def focal_loss(input, target, gamma: float = 2.0, weight=None, ignore_index: int
     return _u(U.Focal(gamma=gamma), input, target, weight, ignore_index, reduction, class_dim, gradient)
 
 
+def check_linear_beta(beta: float) -> None:
+    """Raise ``ValueError`` unless ``beta`` is in [0, 1] (the range of ``ulosses.Linear``: ``w >= 0``)."""
+    try:
+        ok = 0.0 <= float(beta) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"linear: beta must be in [0, 1] (w = 1 - beta*u >= 0), got {beta!r}")
+
+
 def linear_weighted_loss(input, target, beta: float = 1.0, weight=None, ignore_index: int = -100,
                          reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """ForTIFAI's "entropy" variant: ``-log u + beta u``, i.e. ``w = 1 - beta u``."""
+    """ForTIFAI's "entropy" variant, ``w = 1 - beta u``, with the value ``-log u + beta u``; beta in [0, 1].
+
+    Same gradient as ForTIFAI's ``entropy_loss`` (``-(alpha (1 - gamma p)).detach() log p`` with
+    ``alpha = 1``, ``gamma = beta``), different value: theirs is ``-(1 - beta u) log u``, ours is the
+    antiderivative ``-log u + beta u``, so logged losses differ while training is identical.
+    """
+    check_linear_beta(beta)
     return _u(U.Linear(beta=beta), input, target, weight, ignore_index, reduction, class_dim, gradient)
 
 
@@ -313,7 +394,11 @@ def gce_loss(input, target, q: float = 0.7, weight=None, ignore_index: int = -10
 def sce_loss(input, target, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, weight=None,
              ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
              gradient: GradientMode = "backward"):
-    """Symmetric cross entropy (Wang et al. 2019): ``alpha CE - beta A (1 - u)``; ``w = alpha - beta A u``."""
+    """Symmetric cross entropy (Wang et al. 2019): ``alpha CE - beta A (1 - u)``; ``w = alpha - beta A u``.
+
+    ``A = -4`` is the paper's value; the Active-Passive-Losses code's ``SCELoss`` clamps the one-hot label at
+    1e-4 and takes the natural log, i.e. ``A = log(1e-4) ~ -9.21`` (pass ``A=math.log(1e-4)`` to match it).
+    """
     return _u(U.SCE(alpha=alpha, beta=beta, A=A), input, target, weight, ignore_index, reduction, class_dim, gradient)
 
 
@@ -359,7 +444,7 @@ class _NCERCEFunction(torch.autograd.Function):
         c2 = alpha * log_u / total**2
         ctx.save_for_backward(x, safe, lse, cw * (c * c2 - c1), cw * c1, -cw * c2)
         ctx.none = reduction == "none"
-        return loss.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else loss
+        return loss  # in the accumulation dtype (float32 for half logits), as the u-losses
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -376,6 +461,9 @@ def nce_rce_loss(input, target, alpha: float = 1.0, beta: float = 1.0, A: float 
 
     Not a u-loss: the normalized CE depends on every class probability, so its gradient is not ``w(u)``
     times CE's; it is written out exactly (``sum_k log p_k = sum_k z_k - C lse``) and streamed in chunks.
+    Default ``A = -4`` (SCE paper's value). The Active-Passive-Losses code (Ma et al.'s ``NCEandRCE``) clamps
+    the one-hot label at 1e-4 and takes the natural log, i.e. ``A = log(1e-4) ~ -9.21`` (it also clamps the
+    softmax at 1e-7); pass ``A=math.log(1e-4)`` to match it. Its CIFAR-10 configs use ``alpha = beta = 1``.
     """
     _check(reduction, "backward")
     x, t = _flatten(input, target, class_dim)

@@ -100,7 +100,7 @@ class _LinearULoss(torch.autograd.Function):
             scale = mean_scale(denom)
             loss = loss_rows.sum() * scale
         if eager:
-            s = scale.to(h.dtype)
+            s = float(scale)  # a Python scalar multiplies half tensors in float32 (1/n is not rounded to half)
             grads = (gh.mul_(s), gw.mul_(s), None if gb is None else gb.mul_(s))
             ctx.save_for_backward(*[g for g in grads if g is not None])
             ctx.has_bias = gb is not None
@@ -108,7 +108,7 @@ class _LinearULoss(torch.autograd.Function):
             ctx.save_for_backward(h, w, b if b is not None else torch.empty(0), safe, lse, per_w * cw)
             ctx.has_bias = b is not None
         ctx.eager, ctx.chunk = eager, chunk
-        return loss.to(h.dtype) if h.dtype in (torch.float16, torch.bfloat16) else loss
+        return loss  # float32 for half inputs (as transformers' losses): the mean is not rounded to half
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -117,7 +117,7 @@ class _LinearULoss(torch.autograd.Function):
             gh, gw = saved[0], saved[1]
             gb = saved[2] if ctx.has_bias else None
             if not bool((grad_output == 1).all()):
-                up = grad_output.to(gh.dtype)
+                up = float(grad_output) if grad_output.dim() == 0 else grad_output.to(gh.dtype)
                 gh, gw = gh * up, gw * up
                 gb = None if gb is None else gb * up
             return gh, gw, gb, None, None, None, None, None, None

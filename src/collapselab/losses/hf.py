@@ -2,14 +2,17 @@
 
 The returned callable mirrors transformers' ``ForCausalLMLoss``: labels are right-padded with
 ``ignore_index`` and shifted by one (the logits at position t predict label t + 1; the logits are not
-sliced), the logits' class dimension is last, and the loss is accumulated in float32. When the Trainer
-passes ``num_items_in_batch`` (the number of predicted tokens of the whole optimizer step), the loss is
-the sum over this micro-batch divided by it, so gradient accumulation gives the same loss and gradients
+sliced), unless already shifted labels are passed as ``shift_labels=`` (then ``labels`` is not used and may
+be None); the logits' class dimension is last. The loss is computed and returned in float32 also for
+float16/bfloat16 logits (their gradient comes back in their own dtype, computed in float32). When the Trainer
+passes ``num_items_in_batch`` (the number of predicted tokens of the whole optimizer step), the loss is the
+float32 sum over this micro-batch divided by it, so gradient accumulation gives the same loss and gradients
 as one large batch; otherwise it is the mean over the micro-batch's non-ignored tokens.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,10 +37,33 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor
     return F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
 
 
-def causal_lm_loss(name: str = "tce", ignore_index: int = -100, **params: Any) -> Callable[..., torch.Tensor]:
-    """A ``compute_loss_func(outputs, labels, num_items_in_batch=None)`` using the u-loss ``name``.
+_shift = shift_labels  # the callable below takes a ``shift_labels`` argument, as ``ForCausalLMLoss``
 
-    ``params`` are the loss's own (``gamma=0.99``, ``normalize="all"`` for TCE, ...); ``nce_rce`` works too.
+
+def _targets(logits: torch.Tensor, labels: torch.Tensor | None, shifted: torch.Tensor | None,
+             ignore_index: int) -> torch.Tensor:
+    if shifted is None:
+        if labels is None:
+            raise ValueError("causal_lm_loss: pass labels or shift_labels")
+        return _shift(labels.to(logits.device), ignore_index)
+    shifted = shifted.to(logits.device)
+    shape = logits.shape[:-1]
+    if shifted.shape != shape:  # ForCausalLMLoss flattens both, so any layout with one label per row works
+        if shifted.numel() != math.prod(shape):
+            raise ValueError(f"causal_lm_loss: shift_labels shape {tuple(shifted.shape)} does not match logits "
+                             f"{tuple(logits.shape)}")
+        shifted = shifted.reshape(shape)
+    return shifted
+
+
+def causal_lm_loss(name: str = "tce", ignore_index: int = -100, **params: Any) -> Callable[..., torch.Tensor]:
+    """A ``compute_loss_func(outputs, labels, num_items_in_batch=None, *, shift_labels=None)`` for ``name``.
+
+    The callable takes ``outputs`` (logits ``[B, T, V]``, or a model output holding them), ``labels``
+    (unshifted; may be None when ``shift_labels`` is given), ``num_items_in_batch`` and, as
+    ``ForCausalLMLoss``, keyword ``shift_labels`` (already shifted labels, used as they are) and
+    ``ignore_index`` (default: this factory's); other keywords are ignored. ``params`` are the loss's own
+    (``gamma=0.99``, ``normalize="all"`` for TCE, ...); ``nce_rce`` works too.
     TCE's ``normalize="kept"`` is rejected: the kept count of the whole accumulated batch is unknown to each
     micro-batch, so it cannot honour ``num_items_in_batch``.
     """
@@ -49,20 +75,23 @@ def causal_lm_loss(name: str = "tce", ignore_index: int = -100, **params: Any) -
     else:
         LF.make_weigh(name, (), **params)  # validate now
 
-    def compute_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None, **_: Any) -> torch.Tensor:
+    default_ignore = ignore_index
+
+    def compute_loss(outputs: Any, labels: torch.Tensor | None = None, num_items_in_batch: Any = None, *,
+                     shift_labels: torch.Tensor | None = None, ignore_index: int | None = None,
+                     **_: Any) -> torch.Tensor:
         logits = _logits(outputs)
-        target = shift_labels(labels.to(logits.device), ignore_index)
+        ignore = default_ignore if ignore_index is None else ignore_index
+        target = _targets(logits, labels, shift_labels, ignore)
         reduction = "mean" if num_items_in_batch is None else "sum"
         if name == "nce_rce":
-            loss = LF.nce_rce_loss(logits, target, ignore_index=ignore_index, reduction=reduction, class_dim=-1,
+            loss = LF.nce_rce_loss(logits, target, ignore_index=ignore, reduction=reduction, class_dim=-1,
                                    **params)
         else:
             weigh = LF.make_weigh(name, tuple(target.shape), **params)
-            loss = LF.uloss(logits, target, weigh, ignore_index=ignore_index, reduction=reduction, class_dim=-1)
-        if num_items_in_batch is not None:
-            if isinstance(num_items_in_batch, torch.Tensor):
-                num_items_in_batch = num_items_in_batch.to(loss.device)
-            loss = loss / num_items_in_batch
+            loss = LF.uloss(logits, target, weigh, ignore_index=ignore, reduction=reduction, class_dim=-1)
+        if num_items_in_batch is not None:  # the loss is float32 (float64 for float64 logits): divide in it
+            loss = loss / torch.as_tensor(num_items_in_batch, dtype=loss.dtype, device=loss.device)
         return loss
 
     return compute_loss

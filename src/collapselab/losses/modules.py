@@ -14,11 +14,15 @@ class _Loss(nn.Module):
     """Holds the common ``F.cross_entropy`` arguments; ``weight`` is a buffer (moves with ``.to``)."""
 
     fn: Any = None
+    #: the u-loss name whose parameters are validated at construction (None: not a u-loss)
+    uloss_name: str | None = None
 
     def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                  class_dim: int = 1, gradient: str = "backward", **params: Any) -> None:
         super().__init__()
         LF._check(reduction, gradient if self.fn is not LF.nce_rce_loss else "backward")
+        if self.uloss_name is not None:
+            LF.make_weigh(self.uloss_name, (), **params)  # bad parameters raise now, not at the first call
         self.register_buffer("weight", weight)
         self.ignore_index, self.reduction, self.class_dim, self.gradient = ignore_index, reduction, class_dim, gradient
         self.params = params
@@ -33,7 +37,7 @@ class _Loss(nn.Module):
         return f"{params}, reduction={self.reduction!r}, class_dim={self.class_dim}".lstrip(", ")
 
 
-def _module(name: str, fn: Any, doc: str, **defaults: Any) -> type[_Loss]:
+def _module(name: str, fn: Any, doc: str, uloss: str | None = None, **defaults: Any) -> type[_Loss]:
     def __init__(self, *args: Any, weight: torch.Tensor | None = None, ignore_index: int = -100,
                  reduction: str = "mean", class_dim: int = 1, gradient: str = "backward", **params: Any) -> None:
         if args:
@@ -43,22 +47,26 @@ def _module(name: str, fn: Any, doc: str, **defaults: Any) -> type[_Loss]:
             raise TypeError(f"{name} got unexpected parameters {sorted(unknown)}; allowed: {sorted(defaults)}")
         _Loss.__init__(self, weight, ignore_index, reduction, class_dim, gradient, **{**defaults, **params})
 
-    return type(name, (_Loss,), {"fn": staticmethod(fn), "__init__": __init__, "__doc__": doc})
+    return type(name, (_Loss,), {"fn": staticmethod(fn), "__init__": __init__, "__doc__": doc, "uloss_name": uloss})
 
 
-CrossEntropy = _module("CrossEntropy", LF.cross_entropy, "Cross entropy (see ``functional.cross_entropy``).")
+CrossEntropy = _module("CrossEntropy", LF.cross_entropy, "Cross entropy (see ``functional.cross_entropy``).",
+                       "ce")
 TruncatedCrossEntropy = _module("TruncatedCrossEntropy", LF.truncated_cross_entropy,
                                 "Truncated cross entropy (see ``functional.truncated_cross_entropy``).",
-                                gamma=0.99, normalize="all", k=1.0)
-FocalLoss = _module("FocalLoss", LF.focal_loss, "Focal loss.", gamma=2.0)
-LinearWeightedLoss = _module("LinearWeightedLoss", LF.linear_weighted_loss, "w = 1 - beta u.", beta=1.0)
-Poly1Loss = _module("Poly1Loss", LF.poly1_loss, "Poly-1 loss.", epsilon=1.0)
-GCELoss = _module("GCELoss", LF.gce_loss, "Generalized cross entropy.", q=0.7)
-SCELoss = _module("SCELoss", LF.sce_loss, "Symmetric cross entropy.", alpha=0.1, beta=1.0, A=-4.0)
-NCERCELoss = _module("NCERCELoss", LF.nce_rce_loss, "NCE + RCE (not a u-loss).", alpha=1.0, beta=1.0, A=-4.0)
-AGCELoss = _module("AGCELoss", LF.agce_loss, "Asymmetric GCE.", a=1.0, q=2.0)
-AELLoss = _module("AELLoss", LF.ael_loss, "Asymmetric exponential loss.", a=2.5)
-VCELoss = _module("VCELoss", LF.vce_loss, "Bounded-variation cross entropy.", a=0.5)
+                                "tce", gamma=0.99, normalize="all", k=1.0)
+FocalLoss = _module("FocalLoss", LF.focal_loss, "Focal loss.", "focal", gamma=2.0)
+LinearWeightedLoss = _module("LinearWeightedLoss", LF.linear_weighted_loss,
+                             "w = 1 - beta u, beta in [0, 1] (see ``functional.linear_weighted_loss``).",
+                             "linear", beta=1.0)
+Poly1Loss = _module("Poly1Loss", LF.poly1_loss, "Poly-1 loss.", "poly1", epsilon=1.0)
+GCELoss = _module("GCELoss", LF.gce_loss, "Generalized cross entropy.", "gce", q=0.7)
+SCELoss = _module("SCELoss", LF.sce_loss, "Symmetric cross entropy.", "sce", alpha=0.1, beta=1.0, A=-4.0)
+NCERCELoss = _module("NCERCELoss", LF.nce_rce_loss, "NCE + RCE (not a u-loss; see ``functional.nce_rce_loss``).",
+                     alpha=1.0, beta=1.0, A=-4.0)
+AGCELoss = _module("AGCELoss", LF.agce_loss, "Asymmetric GCE.", "agce", a=1.0, q=2.0)
+AELLoss = _module("AELLoss", LF.ael_loss, "Asymmetric exponential loss.", "ael", a=2.5)
+VCELoss = _module("VCELoss", LF.vce_loss, "Bounded-variation cross entropy.", "vce", a=0.5)
 
 LOSS_MODULES: dict[str, type[_Loss]] = {
     "ce": CrossEntropy, "tce": TruncatedCrossEntropy, "focal": FocalLoss, "linear": LinearWeightedLoss,

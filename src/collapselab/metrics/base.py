@@ -31,13 +31,16 @@ class MetricContext:
     cache: dict = field(default_factory=dict)
     #: for the chain batch's life (e.g. features of the held-out real data)
     static: dict = field(default_factory=dict)
+    #: the experiment's real samples per generation and root seed (probes built from the real chunks)
+    n: int = 0
+    seed: int = 0
 
     @classmethod
     def make(cls, source: Source, heldout: SampleSet, rng: np.random.Generator, curator: CuratorConfig,
-             n_chains: int) -> MetricContext:
+             n_chains: int, n: int = 0, seed: int = 0) -> MetricContext:
         """A context whose truth is tiled over ``n_chains``."""
         t = source.truth
-        return cls(source, heldout, rng, curator, None if t is None else t.tile(n_chains))
+        return cls(source, heldout, rng, curator, None if t is None else t.tile(n_chains), n=n, seed=seed)
 
 
 MetricFn = Callable[[Family, MetricContext], np.ndarray]

@@ -15,19 +15,16 @@ A lock file makes concurrent workers train each network once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from collapselab.cache import cache_dir, locked
 from collapselab.data.images import ImageSource
 from collapselab.families.gradient import infer
 
@@ -42,13 +39,6 @@ def _n_epochs(recipe: dict, n: int) -> int:
     return max(recipe["epochs"], -(-recipe["min_steps"] // -(-n // recipe["batch"])))
 
 
-def cache_dir() -> Path:
-    """Where trained reference networks are kept (see the module docstring)."""
-    root = os.environ.get("COLLAPSELAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "collapselab")
-    return Path(root)
-
-
 def _net_classifier(shape: tuple[int, int, int], classes: int) -> Any:
     from torch import nn
 
@@ -60,17 +50,6 @@ def _net_classifier(shape: tuple[int, int, int], classes: int) -> Any:
         nn.Linear(128, classes))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _cached(name: str, source: ImageSource, recipe: dict, train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The state dict in the cache for (name, source data, recipe), training it when absent or damaged."""
     import torch
@@ -78,7 +57,7 @@ def _cached(name: str, source: ImageSource, recipe: dict, train: Callable[[], di
 
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + source.content_hash().encode()).hexdigest()
     path = cache_dir() / f"{source.config.source}-{name}-{key[:16]}.safetensors"
-    with _locked(path):
+    with locked(path):
         if path.is_file():
             raw = path.read_bytes()
             meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {})

@@ -20,7 +20,8 @@ def _sample_mean(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1).mean(axis=1)
 
 
-@metric("heldout_nll", ALL, "mean negative log-likelihood of held-out real data (per sample; per token for text)",
+@metric("heldout_nll", (*ALL, "text"),
+        "mean negative log-likelihood of held-out real data (per sample; per token for text)",
         title="Negative log-likelihood of held-out real data", axis="NLL per sample (nats)")
 def heldout_nll(model: Family, ctx: MetricContext) -> np.ndarray:
     return -_sample_mean(model.log_prob(ctx.heldout))
@@ -121,7 +122,8 @@ def tail_mass(model: Family, ctx: MetricContext) -> np.ndarray:
     return _sample_mean(model.confidence(ctx.heldout) < TAIL_ALPHA)
 
 
-@metric("confidence_gap", ALL, "mean confidence u of the model on its own samples minus on held-out real data",
+@metric("confidence_gap", (*ALL, "text"),
+        "mean confidence u of the model on its own samples minus on held-out real data",
         title="Confidence on own samples minus on real data", axis="mean u (own) - mean u (real)")
 def confidence_gap(model: Family, ctx: MetricContext) -> np.ndarray:
     own = model.confidence(_own_sample(model, ctx))

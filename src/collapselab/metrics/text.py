@@ -1,0 +1,139 @@
+"""Text metrics of a causal LM, against held-out real text unless stated (ForTIFAI's evaluation).
+
+- ``perplexity``: ``exp(total NLL / total tokens)`` of the held-out test windows (token-weighted; each chain's
+  windows read as one stream in blocks of the family's ``block_size``, every token predicted).
+- ``kr_accuracy`` and ``kr_split_<s>``: a knowledge-retention probe built from the real training chunks
+  (:mod:`collapselab.text.kr`; chunk s = pool windows ``[s n, (s + 1) n)``): an item is right when the true
+  continuation's summed token log-probability beats the false one's (both truncated to the shorter
+  tokenisation). It is a KR-test-style probe, not the paper's GPT-4o-mini item set. The item set is fixed by
+  the corpus, ``n`` and the experiment's seed (rebuilt identically on resume).
+- On the model's **rewrite** of the held-out windows (its own decoding): ``unigram_kl``
+  (KL of the rewrites' unigram distribution from the real training
+  text's, :func:`collapselab.text.stats.unigram_kl`), ``distinct_1/2/3``, ``self_bleu``,
+  and ``vocab_coverage``. (``confidence_gap`` and ``heldout_nll`` of :mod:`~collapselab.metrics.fidelity` apply to
+  text too: the mean next-token probability on the same rewrites minus on the held-out real windows, both read
+  as streams, is ForTIFAI's Fig. 1.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from collapselab.families.base import Family
+from collapselab.metrics.base import MetricContext, metric
+from collapselab.samples import SampleSet
+
+TEXT = ("text",)
+#: knowledge-retention split metrics registered (kr_split_0 .. kr_split_{MAX_SPLITS - 1}).
+MAX_SPLITS = 16
+
+
+def heldout_logprobs(model: Family, ctx: MetricContext) -> np.ndarray:
+    """Per-token log-probabilities of the held-out windows ``[C, n, W]`` (once per generation)."""
+    if "heldout_lp" not in ctx.cache:
+        ctx.cache["heldout_lp"] = model.log_prob(ctx.heldout)
+    return ctx.cache["heldout_lp"]
+
+
+def probe_rewrite(model: Family, ctx: MetricContext) -> SampleSet:
+    """The model's rewrite of the held-out windows (once per generation; shared with ``confidence_gap``)."""
+    from collapselab.metrics.fidelity import _own_sample
+
+    return _own_sample(model, ctx)
+
+
+@metric("perplexity", TEXT, "perplexity of the real held-out test windows: exp(total NLL / total tokens)",
+        title="Perplexity on real test text", axis="perplexity")
+def perplexity(model: Family, ctx: MetricContext) -> np.ndarray:
+    lp = heldout_logprobs(model, ctx)
+    return np.exp(-lp.reshape(lp.shape[0], -1).mean(axis=1))
+
+
+def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
+    """``(correct [C, items], chunk [items])`` of the knowledge-retention probe (once per generation)."""
+    if "kr" not in ctx.cache:
+        items = ctx.source.kr_items(ctx.n, ctx.seed)
+        diff = model.compare_continuations([i.context for i in items], [i.true for i in items],
+                                           [i.false for i in items])
+        correct = (diff > 0) + 0.5 * (diff == 0)
+        ctx.cache["kr"] = (correct, np.array([i.chunk for i in items], dtype=np.int64))
+    return ctx.cache["kr"]
+
+
+@metric("kr_accuracy", TEXT, "knowledge retention: share of probe items from all real chunks where the true "
+        "continuation is more likely than the false one (chance 0.5)", better="higher",
+        needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy")
+def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
+    correct, _ = kr_results(model, ctx)
+    return correct.mean(axis=1) if correct.shape[1] else np.full(model.n_chains, np.nan)
+
+
+def _kr_split(s: int):
+    def fn(model: Family, ctx: MetricContext) -> np.ndarray:
+        correct, chunk = kr_results(model, ctx)
+        sel = chunk == s
+        return correct[:, sel].mean(axis=1) if sel.any() else np.full(model.n_chains, np.nan)
+
+    return fn
+
+
+for _s in range(MAX_SPLITS):
+    metric(f"kr_split_{_s}", TEXT, f"knowledge retention on the probe items of real chunk {_s} (chance 0.5)",
+           better="higher", needs="compare_continuations", title=f"Knowledge retention, chunk {_s}",
+           axis="KR accuracy")(_kr_split(_s))
+
+
+def _rewrite_stat(fn):
+    def per_chain(model: Family, ctx: MetricContext) -> np.ndarray:
+        x = probe_rewrite(model, ctx)["x"]
+        return np.array([fn(model, ctx, x[c]) for c in range(x.shape[0])])
+
+    return per_chain
+
+
+def _real_tokens(ctx: MetricContext) -> np.ndarray:
+    if "real_tokens" not in ctx.static:
+        ctx.static["real_tokens"] = ctx.source.training_tokens(ctx.n)
+    return ctx.static["real_tokens"]
+
+
+@metric("unigram_kl", TEXT, "KL(rewrites || real training text) of the unigram token distributions, nats (ForTIFAI's "
+        "direction; add-one smoothing over the vocabulary on both sides)",
+        title="Unigram KL, real text vs rewrites", axis="KL (nats)")
+@_rewrite_stat
+def unigram_kl(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
+    from collapselab.text.stats import unigram_kl as kl
+
+    return kl(x.reshape(-1), _real_tokens(ctx), model.vocab_size)
+
+
+def _distinct(n: int):
+    def fn(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
+        from collapselab.text.stats import distinct_n
+
+        return distinct_n(x, n)
+
+    return fn
+
+
+for _n in (1, 2, 3):
+    metric(f"distinct_{_n}", TEXT, f"distinct {_n}-grams / all {_n}-grams in the model's rewrites", better="higher",
+           title=f"Distinct {_n}-grams in rewrites", axis=f"distinct-{_n}")(_rewrite_stat(_distinct(_n)))
+
+
+@metric("self_bleu", TEXT, "self-BLEU (0-100) of the model's rewrites (sacrebleu; up to 200 subsampled, each "
+        "against the others): higher = less diverse", title="Self-BLEU of rewrites", axis="self-BLEU")
+@_rewrite_stat
+def self_bleu(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
+    from collapselab.text.stats import self_bleu as sb
+
+    return sb(model.decode(x), np.random.default_rng(0))
+
+
+@metric("vocab_coverage", TEXT, "share of the real training text's token types that occur in the model's rewrites",
+        better="higher", title="Vocabulary coverage of rewrites", axis="coverage")
+@_rewrite_stat
+def vocab_coverage(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
+    from collapselab.text.stats import vocab_coverage as vc
+
+    return vc(x.reshape(-1), _real_tokens(ctx))

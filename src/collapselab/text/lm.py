@@ -1,0 +1,281 @@
+"""The causal-LM operations the ``causal_lm`` family is made of: packing, training, scoring, generation.
+
+- **Packing** (:func:`pack`): a chain's windows are concatenated in order into one token stream (with their
+  per-token curation weights) and cut into blocks of ``block_size`` tokens (the tail is dropped, as in
+  transformers' ``group_texts``).
+- **Training** (:func:`train`): AdamW over the blocks in a seeded random order, ``epochs`` passes or
+  ``steps`` optimizer steps, gradient accumulation, the u-loss applied per token through
+  :mod:`collapselab.losses` (labels shifted like transformers' ``ForCausalLMLoss``: the logits are never
+  sliced), run under Hugging Face Accelerate: ``accelerate launch`` spreads it over several GPUs, bf16 where
+  the device supports it.
+- **Scoring** (:func:`token_logprobs`): the log-probability of every token of a stream; each block is
+  scored after an ``eos`` token, so every token (also a block's first) is predicted.
+- **Generation** (:func:`rewrite`, :func:`free_run`): ForTIFAI's rewrite protocol and free-running sampling,
+  batched with the KV cache, left padding and attention masks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from collapselab.losses.ulosses import ULoss
+
+#: tokens per inference forward pass (rows x length): keeps the logits of a 49k-vocabulary model < 1 GB.
+SCORE_TOKENS = 8192
+
+
+class Decoding(BaseModel):
+    """An explicit decoding configuration (transformers' ``generate`` arguments)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    mode: Literal["greedy", "sample", "beam", "beam_sample"] = "greedy"
+    temperature: float = Field(1.0, gt=0, le=100)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, le=1_000_000, description="0: no top-k filter")
+    num_beams: int = Field(1, ge=1, le=64)
+    repetition_penalty: float = Field(1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _beams(self) -> Decoding:
+        if self.mode in ("beam", "beam_sample") and self.num_beams < 2:
+            raise ValueError(f"num_beams: mode {self.mode!r} needs num_beams >= 2")
+        if self.mode in ("greedy", "sample") and self.num_beams != 1:
+            raise ValueError(f"num_beams: mode {self.mode!r} uses 1 beam; use mode beam or beam_sample")
+        return self
+
+    @property
+    def samples(self) -> bool:
+        return self.mode in ("sample", "beam_sample")
+
+    def kwargs(self) -> dict[str, Any]:
+        """``generate`` keyword arguments."""
+        kw: dict[str, Any] = {"do_sample": self.samples, "num_beams": self.num_beams,
+                              "repetition_penalty": self.repetition_penalty}
+        if self.samples:
+            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        return kw
+
+
+def pack(x: np.ndarray, weight: np.ndarray | None, block: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One chain's windows ``x [n, W]`` (weights ``[n]``) as blocks ``[B, block]`` (and per-token weights)."""
+    stream = x.reshape(-1)
+    b = len(stream) // block
+    blocks = stream[: b * block].reshape(b, block)
+    if weight is None:
+        return blocks, None
+    w = np.repeat(np.asarray(weight, dtype=np.float32), x.shape[1])[: b * block].reshape(b, block)
+    return blocks, w
+
+
+def _progress(label: str, done: int, total: int, t0: float, unit: str, every: float = 10.0,
+              state: dict | None = None) -> None:
+    """Print ``label: done/total`` to stderr at most every ``every`` seconds (long stages show life)."""
+    if state is None or total <= 0:
+        return
+    now = time.monotonic()
+    if now - state.get("last", t0) >= every or done == total and now - t0 >= every:
+        state["last"] = now
+        rate = done / max(now - t0, 1e-9)
+        print(f"  {label}: {done}/{total} {unit} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+
+def accelerator(precision: str = "auto") -> Any:
+    """An Accelerate ``Accelerator``: bf16 on a GPU that supports it (``auto``), else full precision."""
+    import torch
+    from accelerate import Accelerator
+
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+
+
+def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULoss | None, *, epochs: int,
+          steps: int | None, lr: float, batch: int, grad_accum: int, weight_decay: float, warmup: float,
+          generator: Any, precision: str = "auto", label: str = "train",
+          on_epoch: Callable[[Any, int], None] | None = None) -> dict[str, float]:
+    """Train ``model`` in place on ``blocks [B, L]`` under ``loss`` (``None``: cross entropy).
+
+    ``weights [B, L]`` are per-token curation weights (0 drops a token). The learning rate warms up linearly
+    over the first ``warmup`` share of the steps and decays linearly to 0. Returns ``{"steps", "tokens",
+    "loss"}`` (the last epoch's mean training loss).
+    """
+    import torch
+
+    from collapselab.losses import functional as LF
+    from collapselab.losses.hf import shift_labels
+
+    acc = accelerator(precision)
+    n = len(blocks)
+    if n == 0:
+        raise ValueError("no complete training block: the training set holds fewer tokens than block_size")
+    per_epoch = max(1, math.ceil(n / (batch * grad_accum)))
+    total = steps if steps is not None else epochs * per_epoch
+    n_epochs = math.ceil(total / per_epoch)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = max(1, int(warmup * total)) if warmup > 0 else 0
+
+    def schedule(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model, opt = acc.prepare(model, opt)
+    model.train()
+    ids_all = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int64))
+    w_all = None if weights is None else torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
+    weigh = None if loss is None or loss.is_ce else LF._weigh_by(loss)
+    step, tokens, t0, shown = 0, 0, time.monotonic(), {"last": time.monotonic()}
+    last_loss = float("nan")
+    for epoch in range(n_epochs):
+        if on_epoch is not None:
+            on_epoch(model, epoch)
+            model.train()
+        order = torch.randperm(n, generator=generator)
+        sums = [0.0, 0]
+        for first in range(0, n, batch * grad_accum):
+            if step >= total:
+                break
+            group = order[first:first + batch * grad_accum]
+            micro = [group[i:i + batch] for i in range(0, len(group), batch)]
+            labels_g = [shift_labels(ids_all[m]) for m in micro]
+            if w_all is not None:
+                wts = [shift_labels(w_all[m], 0) for m in micro]
+                items = sum(float(((lab != -100) * w).sum()) for lab, w in zip(labels_g, wts, strict=True))
+            else:
+                wts = [None] * len(micro)
+                items = sum(int((lab != -100).sum()) for lab in labels_g)
+            if items <= 0:
+                continue
+            for m, lab, w in zip(micro, labels_g, wts, strict=True):
+                ids = ids_all[m].to(acc.device)
+                lab = lab.to(acc.device)
+                with acc.autocast():
+                    logits = model(input_ids=ids).logits
+                if weigh is None and w is None:
+                    per_sum = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), lab.flatten(),
+                                                                reduction="sum")
+                else:
+                    per = (LF.uloss(logits, lab, weigh, reduction="none", class_dim=-1) if weigh is not None
+                           else torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), lab.flatten(),
+                                                                  reduction="none").view_as(lab))
+                    per_sum = (per * w.to(per.device)).sum() if w is not None else per.sum()
+                part = per_sum.float() / items
+                acc.backward(part)
+                sums[0] += float(part.detach()) * items
+                tokens += int(ids.numel())
+            sums[1] += items
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            _progress(label, step, total, t0, "steps", state=shown)
+        last_loss = sums[0] / max(sums[1], 1)
+    model.eval()
+    acc.free_memory()
+    return {"steps": float(step), "tokens": float(tokens), "loss": last_loss}
+
+
+def token_logprobs(model: Any, stream: np.ndarray, block: int, bos: int, device: Any) -> np.ndarray:
+    """``log p`` of every token of ``stream [T]`` (float64 ``[T]``), scored in blocks of ``block`` after ``bos``."""
+    import torch
+
+    T = len(stream)
+    out = np.empty(T, dtype=np.float64)
+    starts = list(range(0, T, block))
+    rows = max(1, SCORE_TOKENS // (block + 1))
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(starts), rows):
+            chunk = starts[i:i + rows]
+            length = min(block, T - chunk[0])
+            lens = [min(block, T - s) for s in chunk]
+            ids = np.full((len(chunk), length + 1), bos, dtype=np.int64)
+            mask = np.zeros((len(chunk), length + 1), dtype=np.int64)
+            for r, (s, ln) in enumerate(zip(chunk, lens, strict=True)):
+                ids[r, 1:1 + ln] = stream[s:s + ln]
+                mask[r, :1 + ln] = 1
+            t_ids = torch.from_numpy(ids).to(device)
+            logits = model(input_ids=t_ids, attention_mask=torch.from_numpy(mask).to(device)).logits.float()
+            lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, t_ids[:, 1:, None])[..., 0].cpu().numpy()
+            for r, (s, ln) in enumerate(zip(chunk, lens, strict=True)):
+                out[s:s + ln] = lp[r, :ln]
+    return out
+
+
+def continuation_logprobs(model: Any, contexts: list[np.ndarray], continuations: list[np.ndarray], pad: int,
+                          device: Any, batch: int = 32) -> np.ndarray:
+    """Summed ``log p`` of each continuation given its context (right-padded batches with attention masks)."""
+    import torch
+
+    out = np.empty(len(contexts), dtype=np.float64)
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(contexts), batch):
+            ctx, cont = contexts[i:i + batch], continuations[i:i + batch]
+            lens = [len(a) + len(b) for a, b in zip(ctx, cont, strict=True)]
+            L = max(lens)
+            ids = np.full((len(ctx), L), pad, dtype=np.int64)
+            mask = np.zeros((len(ctx), L), dtype=np.int64)
+            for r, (a, b) in enumerate(zip(ctx, cont, strict=True)):
+                ids[r, :len(a) + len(b)] = np.concatenate([a, b])
+                mask[r, :len(a) + len(b)] = 1
+            t_ids = torch.from_numpy(ids).to(device)
+            logits = model(input_ids=t_ids, attention_mask=torch.from_numpy(mask).to(device)).logits.float()
+            lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, t_ids[:, 1:, None])[..., 0].cpu().numpy()
+            for r, (a, b) in enumerate(zip(ctx, cont, strict=True)):
+                out[i + r] = lp[r, len(a) - 1:len(a) + len(b) - 1].sum()
+    return out
+
+
+def _generate(model: Any, prompts: list[np.ndarray], new: int, decoding: Decoding, pad: int, eos: int,
+              device: Any, batch: int, label: str) -> np.ndarray:
+    """``new`` tokens after each prompt (left-padded batches, KV cache), ``[len(prompts), new]`` int64."""
+    import torch
+
+    out = np.empty((len(prompts), new), dtype=np.int64)
+    model.eval()
+    t0, shown = time.monotonic(), {"last": time.monotonic()}
+    for i in range(0, len(prompts), batch):
+        part = prompts[i:i + batch]
+        L = max(len(p) for p in part)
+        ids = np.full((len(part), L), pad, dtype=np.int64)
+        mask = np.zeros((len(part), L), dtype=np.int64)
+        for r, p in enumerate(part):
+            ids[r, L - len(p):] = p
+            mask[r, L - len(p):] = 1
+        with torch.inference_mode():
+            gen = model.generate(input_ids=torch.from_numpy(ids).to(device),
+                                 attention_mask=torch.from_numpy(mask).to(device),
+                                 max_new_tokens=new, min_new_tokens=new, pad_token_id=pad, eos_token_id=eos,
+                                 **decoding.kwargs())
+        out[i:i + len(part)] = gen[:, L:L + new].cpu().numpy()
+        _progress(label, i + len(part), len(prompts), t0, "windows", state=shown)
+    return out
+
+
+def rewrite(model: Any, x: np.ndarray, context: int, decoding: Decoding, bos: int, pad: int, eos: int,
+            device: Any, batch: int) -> np.ndarray:
+    """ForTIFAI's rewrite of one chain's windows ``x [n, W]``: window i is regenerated (W new tokens) from the
+    ``context`` tokens before it in the chain's stream (the first windows see what there is, after ``bos``)."""
+    n, W = x.shape
+    stream = x.reshape(-1)
+    prompts = [np.concatenate([[bos], stream[max(0, i * W - context):i * W]]) if i * W < context
+               else stream[i * W - context:i * W] for i in range(n)]
+    return _generate(model, prompts, W, decoding, pad, eos, device, batch, "rewrite")
+
+
+def free_run(model: Any, n: int, W: int, length: int, decoding: Decoding, bos: int, pad: int, eos: int,
+             device: Any, batch: int) -> np.ndarray:
+    """``n`` windows of ``W`` tokens cut from free-running sequences of ``length`` tokens started at ``bos``."""
+    per = max(1, length // W)
+    k = math.ceil(n / per)
+    seqs = _generate(model, [np.array([bos])] * k, per * W, decoding, pad, eos, device, batch, "sample")
+    return seqs.reshape(-1, W)[:n]
