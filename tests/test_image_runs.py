@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from collapselab.chain import ChainTask, last_checkpoint, run_chain
 from collapselab.report.gallery import MAX_ROWS, PER_ROW, gallery_generations, mosaic
-from collapselab.runs import assemble, create_run, execute, finish
+from collapselab.runs import assemble, execute
 
-from .conftest import make_experiment
+from .conftest import killed_and_uninterrupted, make_experiment
 
 IMAGE_EXP = {
     "family": {"name": "vae", "hidden": 32, "latent": 4, "max_epochs": 3, "batch": 64, "conditional": True},
@@ -23,23 +22,11 @@ IMAGE_EXP = {
 }
 
 
-def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".collapselab.lock"}
-
-
 def test_killed_image_run_resumes_to_identical_files(tmp_path):
     """Every arm killed after generation 1 and resumed gives the files of an uninterrupted run, byte for byte:
     metrics, checkpoints (torch weights, the verifier trained once), tables, report and sample grid."""
     exp = make_experiment(**IMAGE_EXP)
-    with create_run(exp, tmp_path / "full") as full:
-        finish(exp, full, assemble(exp, execute(exp, full)))
-    with create_run(exp, tmp_path / "part") as part:
-        for arm in exp.arms:
-            run_chain(ChainTask(exp, arm.name, 0, str(part.root)), stop_after=1)
-            assert last_checkpoint(part.root / "chains" / arm.name / "b0000") == 1
-        finish(exp, part, assemble(exp, execute(exp, part)))
-    full_files, part_files = _files(tmp_path / "full"), _files(tmp_path / "part")
+    full_files, part_files, _ = killed_and_uninterrupted(exp, tmp_path)
     assert "figures/samples.png" in full_files and "figures/samples.png" in part_files
     assert full_files == part_files
     assert "figures/samples.png" in (tmp_path / "full" / "report.html").read_text()

@@ -145,31 +145,15 @@ TEXT_EXP = {
 }
 
 
-def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".collapselab.lock"}
-
-
 def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folders(tmp_path):
     """A text run killed after generation 1 and resumed writes exactly the files of an uninterrupted one
     (metrics, Hugging Face model folders, report); each kept generation loads with AutoModelForCausalLM."""
     from transformers import AutoModelForCausalLM
 
-    from collapselab.chain import ChainTask, last_checkpoint, run_chain
-    from collapselab.runs import assemble, create_run, execute, finish
-
-    from .conftest import make_experiment
+    from .conftest import killed_and_uninterrupted, make_experiment
 
     exp = make_experiment(**TEXT_EXP)
-    with create_run(exp, tmp_path / "full") as full:
-        values = assemble(exp, execute(exp, full))
-        finish(exp, full, values)
-    with create_run(exp, tmp_path / "part") as part:
-        for arm in exp.arms:
-            run_chain(ChainTask(exp, arm.name, 0, str(part.root)), stop_after=1)
-            assert last_checkpoint(part.root / "chains" / arm.name / "b0000") == 1
-        finish(exp, part, assemble(exp, execute(exp, part)))
-    full_files, part_files = _files(tmp_path / "full"), _files(tmp_path / "part")
+    full_files, part_files, values = killed_and_uninterrupted(exp, tmp_path)
     assert full_files == part_files
     folder = tmp_path / "full" / "chains" / "ce" / "b0000"
     kept = sorted(p.name for p in folder.glob("g*.model"))

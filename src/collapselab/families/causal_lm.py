@@ -209,14 +209,6 @@ class CausalLM(GradientFamily):
         model.generation_config.pad_token_id = self.pad
         return model
 
-    def fresh(self, rng: np.random.Generator) -> list[Any]:
-        """The pretrained model, once per chain (``rng`` is consumed as for any family)."""
-        nets = []
-        for _ in range(self.n_chains):
-            with seeded(rng):
-                nets.append(self.build().to(self.device))
-        return nets
-
     def check_context(self) -> None:
         """Raise ``ValueError`` (naming the field) when a rewrite or a block cannot fit in the model's window."""
         why = self.config.check_window(self.window)
@@ -260,18 +252,6 @@ class CausalLM(GradientFamily):
         return self
 
     # -- training -------------------------------------------------------------------------------------
-    def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
-            rng: np.random.Generator | None = None) -> Self:
-        """Cross-entropy fine-tuning with optional per-sample (or per-token) weights; see :meth:`fit_loss`."""
-        from collapselab.losses.ulosses import CE
-
-        return self._train(data, CE(), rng or np.random.default_rng(0), init, weights)
-
-    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
-                 steps: int = 3) -> Self:
-        """Fine-tune under ``loss`` applied per token in every step (``steps`` is for closed-form refits)."""
-        return self._train(data, loss, rng, init, None)
-
     def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
                weights: np.ndarray | None) -> Self:
         from collapselab.text.lm import pack, train

@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import Field
 
 from collapselab.families.base import Family, FamilyConfig
+from collapselab.losses.ulosses import ULoss
+from collapselab.samples import SampleSet
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -120,6 +122,24 @@ class GradientFamily(Family):
             with seeded(rng):
                 nets.append(self.build().to(self.device))
         return nets
+
+    # -- training ------------------------------------------------------------------------------------
+    def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
+            rng: np.random.Generator | None = None) -> Self:
+        """Maximum-likelihood training with optional fixed per-sample (or per-token) weights."""
+        from collapselab.losses.ulosses import CE
+
+        return self._train(data, CE(), rng or np.random.default_rng(0), init, weights)
+
+    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
+                 steps: int = 3) -> Self:
+        """Train under ``loss`` applied inside every step (``steps`` is for closed-form refits; unused)."""
+        return self._train(data, loss, rng, init, None)
+
+    def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
+               weights: np.ndarray | None) -> Self:
+        """Train (in place) under ``loss``, from ``init``'s weights when it is fitted, else freshly."""
+        raise NotImplementedError
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -75,18 +75,6 @@ class VAE(GradientFamily):
         return VAENet(cfg.arch, self.shape, cfg.latent, cfg.hidden, self.classes)
 
     # -- training ------------------------------------------------------------------------------------
-    def fit(self, data: SampleSet, weights: np.ndarray | None = None, init: Family | None = None,
-            rng: np.random.Generator | None = None) -> Self:
-        """Maximum-likelihood (ELBO) training with optional fixed per-image weights; see :meth:`fit_loss`."""
-        from collapselab.losses.ulosses import CE
-
-        return self._train(data, CE(), rng or np.random.default_rng(0), init, weights)
-
-    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
-                 steps: int = 3) -> Self:
-        """Train under ``loss`` applied inside every step (``steps`` is for closed-form refits; unused)."""
-        return self._train(data, loss, rng, init, None)
-
     def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
                weights: np.ndarray | None) -> Self:
         import torch
