@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_runs.py
 	$(BIN)/python benchmarks/bench_losses.py
 	$(BIN)/python benchmarks/bench_vae.py
+	$(BIN)/python benchmarks/bench_lm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

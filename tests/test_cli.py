@@ -133,6 +133,12 @@ def _nothing(tmp: Path) -> None:
     pass
 
 
+def _model_folder(tmp: Path) -> None:
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text("{}")
+    (tmp / "bad.txt").write_bytes(b"ok \xff\xfe")
+
+
 ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be unchanged
     ("unknown-experiment", _nothing, ["run", "nosuch"], "unknown experiment 'nosuch'; built-in: "),
     ("unknown-key", _nothing, ["run", "quickstart", "--set", "colour=red"],
@@ -184,7 +190,7 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
     ("resume-not-a-run", _nothing, ["resume", "."], "not a collapselab run directory"),
     ("report-missing-dir", _nothing, ["report", "nonexistent-dir"], "not a collapselab run directory"),
     ("resume-edited-regime", _edit_run("regime:\n    name: accumulate", "regime:\n    name: replace"),
-     ["resume", "run"], "no longer matches the run (arms.2.regime.name changed"),
+     ["resume", "run"], "no longer matches the run (arms.2.regime.name, arms.2.regime.rewrite changed"),
     ("resume-fewer-generations", _finished_run, ["resume", "run", "--generations", "1"],
      "generations: a run can only be extended (it has 3, 1 asked)"),
     ("resume-broken-yaml", _edit_run("generations: 3", "generations: [3"), ["resume", "run"], "not valid YAML"),
@@ -215,6 +221,20 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "allowed: 0 to 224"),
     ("lm-unknown-decoding", _nothing, ["run", "quickstart-text", "--set", "family.decoding.mode=nucleus"],
      "family.decoding.mode: Input should be 'greedy', 'sample', 'beam' or 'beam_sample'"),
+    ("rouge-needs-a-rewrite", _nothing, ["run", "quickstart-text", "--set", "regime={name: replace}", "--set",
+                                         "curator={name: rouge_oracle}"],
+     "curator rouge_oracle needs text data and a rewriting regime (fortifai, or replace with rewrite: true); got "
+     "'wikipedia' and 'replace'"),
+    ("audit-missing-model", _nothing, ["audit", "/no/such/model"],
+     "MODEL: '/no/such/model' is neither a built-in model (tiny, smollm2) nor an existing folder"),
+    ("audit-tiny", _nothing, ["audit", "tiny"], "MODEL: tiny is built per experiment; pass one of its saved"),
+    ("audit-decoding", _nothing, ["audit", "/no/such/model", "--decoding", "beam"],
+     "--decoding: 'beam'; allowed: greedy, sample"),
+    ("audit-corpus", _model_folder, ["audit", "m", "--corpus", "news"], "--corpus: 'news'; allowed: wikipedia, plays"),
+    ("audit-missing-text", _model_folder, ["audit", "m", "--text", "none.txt"], "--text: none.txt does not exist"),
+    ("audit-not-utf8", _model_folder, ["audit", "m", "--text", "bad.txt"],
+     "--text: bad.txt is not UTF-8 text (byte 3)"),
+    ("audit-drop", _model_folder, ["audit", "m", "--drop", "1"], "--drop: 1; allowed: 0 < SHARE < 1"),
 ]
 
 

@@ -18,7 +18,8 @@ from .conftest import make_experiment
 
 CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-linear", "dohmatob-linear",
            "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm",
-           "quickstart-images", "yi-vae", "shumailov-vae", "fortifai-vae", "quickstart-text"]
+           "quickstart-images", "yi-vae", "shumailov-vae", "fortifai-vae", "quickstart-text", "fortifai-tiny",
+           "fortifai-smollm2", "yi-text", "text-replace-vs-accumulate"]
 
 
 def test_catalog_is_complete_and_round_trips():

@@ -30,7 +30,7 @@ def source() -> Wikipedia:
 
 @pytest.fixture(scope="module")
 def fitted(source) -> CausalLM:
-    fam = CausalLM(CausalLMConfig(**SMALL), 1, source.spec)
+    fam = CausalLM(CausalLMConfig(**SMALL, epochs=4, lr=3e-3), 1, source.spec)
     return fam.fit_loss(source.take(SeedTree(0), 0, 1, 0, 160), get_uloss("ce"), np.random.default_rng(0))
 
 
@@ -81,6 +81,26 @@ def test_training_loss_matches_the_losses_module_and_lowers_the_training_nll(sou
     base.nets = base.fresh(np.random.default_rng(0))
     train = source.take(SeedTree(0), 0, 1, 0, 160)
     assert fitted.log_prob(train).mean() > base.log_prob(train).mean() + 0.05
+
+
+def test_a_model_fine_tuned_on_a_chunk_recognises_its_facts(source):
+    """The knowledge-retention probe measures memory: fine-tuned on chunk 0 (20 epochs), the model prefers the
+    true continuation of chunk 0's items well above chance (P(>= 0.7 of 53 | chance) ~ 0.002) and well above
+    the pretrained model it started from."""
+    items = [i for i in source.kr_items(160, 0) if i.chunk == 0]
+    fam = CausalLM(CausalLMConfig(**SMALL, epochs=20, lr=3e-3), 1, source.spec)
+    fam.nets = [fam.build()]
+
+    def acc() -> float:
+        diff = fam.compare_continuations([i.context for i in items], [i.true for i in items],
+                                         [i.false for i in items])[0]
+        return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+    before = acc()
+    fam.fit_loss(source.take(SeedTree(0), 0, 1, 0, 160), get_uloss("ce"), np.random.default_rng(0))
+    after = acc()
+    assert len(items) >= 40
+    assert after >= 0.7 and after >= before + 0.2, (before, after)
 
 
 def test_perplexity_equals_a_hand_computation(source, fitted):
@@ -166,3 +186,99 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     assert ce[0, 0] != tce[0, 0]
     kr = exp.metrics.index("kr_accuracy")
     assert ((ce[:, kr] >= 0) & (ce[:, kr] <= 1)).all()
+    # the report's passages: every generation's rewrite of the same real windows, shown beside the real text
+    import html
+
+    from safetensors.numpy import load_file
+
+    from collapselab.data import make_source
+    from collapselab.families.base import PASSAGE_WINDOWS
+    from collapselab.report.passages import SHOW_FROM
+    from collapselab.store import ChainStore
+    from collapselab.text.kr import items_from_arrays
+
+    chain = ChainStore(folder)
+    shown = {g: x for rec in chain.record_generations() for g, x in chain.passages(rec).items()}
+    assert sorted(shown) == [0, 1, 2] and all(x.shape == (PASSAGE_WINDOWS, 16) for x in shown.values())
+    src = make_source(exp.data, exp.heldout)
+    page = (tmp_path / "full" / "report.html").read_text()
+    real = "".join(src.decode(src.heldout(SeedTree(exp.seed))["x"][0, SHOW_FROM:PASSAGE_WINDOWS]))
+    assert "<h2>Rewrites</h2>" in page and html.escape(real) in page
+    assert html.escape("".join(src.decode(shown[2][SHOW_FROM:]))) in page
+    # the knowledge-retention item set is saved with the run
+    saved = items_from_arrays(load_file(tmp_path / "full" / "kr_items.safetensors"))
+    assert saved == src.kr_items(exp.n, exp.seed) and len(saved) > 0
+
+
+def test_rouge_oracle_keeps_the_rewrites_closest_to_their_real_windows(source, fitted):
+    from rouge_score.rouge_scorer import RougeScorer
+
+    from collapselab.curators import CuratorContext, RougeOracle, Subsample, rouge1
+    from collapselab.text.lm import Decoding
+
+    real = source.take(SeedTree(0), 0, 1, 0, 24)
+    ctx = CuratorContext(source)
+    model = CausalLM(CausalLMConfig(**SMALL, decoding=Decoding(repetition_penalty=1.5)), 1, source.spec)
+    model.nets = fitted.nets  # greedy with a repetition penalty: varied rewrites, deterministic
+    kept = RougeOracle(keep=0.25).curate(model, real, np.random.default_rng(1), ctx)
+    rewrites = model.resample(real, np.random.default_rng(1))["x"][0]  # what the curator drew
+    scorer = RougeScorer(["rouge1"], use_stemmer=True)
+    scores = np.array([scorer.score(r, h)["rouge1"].fmeasure
+                       for r, h in zip(source.decode(real["x"][0]), source.decode(rewrites), strict=True)])
+    assert kept.n == 6 and len(set(scores.round(6))) > 6
+    assert np.array_equal(kept["x"][0], rewrites[np.sort(np.argsort(-scores, kind="stable")[:6])])
+    assert np.allclose(rouge1(source, real["x"], real["x"]), 1.0)
+    a = Subsample(keep=0.25).curate(model, real, np.random.default_rng(1), ctx)["x"][0]
+    b = Subsample(keep=0.25).curate(model, real, np.random.default_rng(2), ctx)["x"][0]
+    rows = {tuple(r) for r in rewrites}
+    assert len(a) == 6 and all(tuple(r) in rows for r in a) and not np.array_equal(a, b)
+    with pytest.raises(Exception, match="rouge_oracle needs a rewrite"):
+        RougeOracle().curate(model, 10, np.random.default_rng(0), ctx)
+
+
+def test_replace_with_rewrite_asks_every_generation_to_rewrite_the_first_real_set(source):
+    from collapselab.regimes import Replace
+
+    reg = Replace(rewrite=True)
+    real = source.pool(SeedTree(0), 0, 1)
+    first, state = reg.initial(real, 8)
+    assert reg.rewrites and not Replace().rewrites
+    assert reg.request(3, 8, 5, state) is state["real"] and Replace().request(3, 8, 5, {}) == 5
+    train, state2 = reg.build(1, 8, 5, real, state, first, np.random.default_rng(0))
+    assert train is first and state2["real"] is state["real"]
+
+
+def test_audit_finds_the_model_more_confident_on_its_own_text(source, fitted, tmp_path, capsys):
+    """ForTIFAI's Fig. 1 on a trained tiny model: its greedy rewrites get a higher next-token probability than
+    real text; the figures in audit.json agree with the per-token confidences saved beside them."""
+    from safetensors.numpy import load_file
+
+    from collapselab.cli import main
+
+    folder = tmp_path / "model"
+    fitted.nets[0].save_pretrained(folder)
+    fitted.tokenizer.save_pretrained(folder)
+    text = tmp_path / "real.txt"
+    text.write_text("\n\n".join(d.text for d in source.documents["test"]))
+    argv = ["audit", str(folder), "--text", str(text), "--windows", "24", "--window", "16", "--context", "48",
+            "--drop", "0.3", "--out", str(tmp_path / "audit")]
+    def cli(args: list[str]) -> int:
+        try:
+            main(args)
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    assert cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "TCE gamma" in out
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    conf = load_file(tmp_path / "audit" / "confidence.safetensors")
+    assert conf["self"].shape == conf["real"].shape == (24 * 16,)
+    assert summary["gap"] == pytest.approx(conf["self"].mean() - conf["real"].mean(), abs=1e-12)
+    assert summary["gamma"] == pytest.approx(np.quantile(conf["self"], 0.7), abs=1e-12)
+    assert np.mean(conf["self"] > summary["gamma"]) == pytest.approx(0.3, abs=0.02)  # repeated tokens tie
+    assert summary["real_kept"] == pytest.approx(np.mean(conf["real"] <= summary["gamma"]), abs=1e-12)
+    assert summary["gap_lo"] > 0  # the gap ForTIFAI's loss exploits, resolved by its CI
+    assert (tmp_path / "audit" / "confidence.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli(argv) == 2 and "already holds an audit" in capsys.readouterr().err  # not replaced silently

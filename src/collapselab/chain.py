@@ -29,6 +29,7 @@ from collapselab.data import make_source
 from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
+from collapselab.families.base import PASSAGE_WINDOWS
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
@@ -128,6 +129,8 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     n, m = exp.n, arm.n_synthetic
 
     start, state, values = 0, {}, []
+    shown: dict[int, np.ndarray] = {}  # the report's passages of the generations since the last checkpoint
+    real_passage = heldout.take(np.arange(min(PASSAGE_WINDOWS, heldout.n)))
     store = task.store(writer)
     if store is not None:
         scan = store.scan(exp.metrics, c, last=exp.generations)
@@ -179,14 +182,17 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         except NUMERICAL as e:
             raise ChainError(task.arm, _bad_seed(task, e), g, f"a metric failed ({_describe(e)})") from None
         values.append(np.stack([measured[name] for name in exp.metrics]))
+        passage = model.passages(real_passage, stream("passages"))
+        if passage is not None:
+            shown[g] = passage
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
         if store is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
             files = model.export()
             store.save(g, first, {} if files else model.state_dict(), np.stack(values[first:]),
                        {**_state_flat(state), **{CURATOR + k: v for k, v in ctx.state.items()}} or None,
                        checkpoint_info(task), model_files=files,
-                       keep_model=best_checkpoint(exp, values) if files else None)
-            first = g + 1
+                       keep_model=best_checkpoint(exp, values) if files else None, passages=shown)
+            first, shown = g + 1, {}
         if progress:
             progress(task.arm, task.batch, g)
     return np.stack(values) if values else np.empty((0, len(exp.metrics), c))

@@ -1,4 +1,4 @@
-"""The ``collapselab`` command: run, resume, report, list and show experiments.
+"""The ``collapselab`` command: run, resume, report, list and show experiments; audit a causal LM.
 
 Every failure a user can cause or meet prints one line ``collapselab: error: ...`` and exits with a
 documented code: 2 for bad input (an experiment, an argument, a run directory that cannot be used), 1 for a
@@ -131,6 +131,55 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
         _state["run_dir"], _state["exp"] = store.root, exp
         summary = finish(exp, store, collect(exp, store))
     _show_result(exp, summary, run_dir)
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="a local Hugging Face causal-LM folder, or smollm2")],
+    text: Annotated[Path | None, typer.Option("--text", metavar="FILE", help="UTF-8 real text (default: the "
+                                              "--corpus's test articles)")] = None,
+    corpus: Annotated[str, typer.Option(metavar="NAME", help="built-in corpus when no --text: wikipedia or plays")]
+    = "wikipedia",
+    windows: Annotated[int, typer.Option(min=1, max=100_000, metavar="N", help="windows to rewrite")] = 128,
+    window: Annotated[int, typer.Option(min=1, max=8192, metavar="W", help="tokens per window")] = 32,
+    context: Annotated[int, typer.Option(min=0, max=100_000, metavar="C", help="real tokens before each window")]
+    = 96,
+    decoding: Annotated[str, typer.Option(metavar="MODE", help="greedy or sample (temperature 1)")] = "greedy",
+    drop: Annotated[float, typer.Option(metavar="SHARE", help="share of self-generated tokens TCE should drop, "
+                                        "0 < SHARE < 1")] = 0.5,
+    seed: Annotated[int, typer.Option(min=0, metavar="S", help="sampling seed")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="DIR",
+                                             help="output folder (default audits/<model name>)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an earlier audit in --out")] = False,
+) -> None:
+    """Audit a causal LM's confidence on its own text vs real text (ForTIFAI's Fig. 1) and the TCE gamma."""
+    from collapselab.text.audit import FILES, load_text, model_folder, run_audit, write_audit
+    from collapselab.text.lm import Decoding
+
+    if decoding not in ("greedy", "sample"):
+        raise ConfigError(f"--decoding: {decoding!r}; allowed: greedy, sample")
+    if not 0.0 < drop < 1.0:
+        raise ConfigError(f"--drop: {drop:g}; allowed: 0 < SHARE < 1")
+    folder = model_folder(model)
+    target = out or Path("audits") / folder.name
+    clash = [name for name in FILES if (target / name).exists()]
+    if clash and not overwrite:
+        raise ConfigError(f"--out: {target} already holds an audit ({', '.join(clash)}); pass --overwrite to "
+                          f"replace it")
+    real = load_text(text, corpus)
+    try:
+        result = run_audit(folder, real, windows=windows, window=window, context=context,
+                           decoding=Decoding(mode=decoding), drop=drop, seed=seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    write_audit(result, target)
+    o = _out()
+    o.print(f"{folder.name}: {result.windows} windows of {window} tokens, context {context}, {decoding}")
+    o.print(f"  mean confidence on its own text {result.mean_self:.4f}, on real text {result.mean_real:.4f}")
+    o.print(f"  gap {result.gap:+.4f} [95% CI {result.gap_lo:+.4f}, {result.gap_hi:+.4f}]")
+    o.print(f"  TCE gamma {result.gamma:.4f} drops {drop:.0%} of its own tokens and keeps "
+            f"{result.real_kept:.1%} of the real ones")
+    o.print(f"audit: {target / 'audit.json'}, {target / 'confidence.png'}")
 
 
 @app.command("list")

@@ -14,6 +14,8 @@ giving rejected samples weight 0.
 | top_k(reward, fraction) | draws n/fraction, keeps the n best by reward |
 | luce_choice(K, reward) | one of K candidates with probability proportional to exp(reward) (Ferbach et al.) |
 | discriminator(keep) | images: the best-scored ``keep`` share of each class by a real-vs-synthetic MLP (Yi et al.) |
+| rouge_oracle(keep) | text rewrites: the ``keep`` share with the highest ROUGE-1 against the real text they rewrote |
+| subsample(keep) | a uniformly random ``keep`` share (the unfiltered arm beside a verifier that keeps a share) |
 """
 
 from __future__ import annotations
@@ -280,6 +282,56 @@ class Discriminator(CuratorConfig):
         return SampleSet({k: np.concatenate([p[k] for p in per_chain]) for k in per_chain[0].arrays})
 
 
+def kept_count(keep: float, size: int) -> int:
+    """How many of ``size`` samples a ``keep`` share is (at least one)."""
+    return max(1, round(keep * size))
+
+
+class RougeOracle(CuratorConfig):
+    """Yi et al.'s text verifier (their XSUM experiment keeps the top 12.5%): the previous model rewrites the
+    requested real windows, and the ``keep`` share of rewrites with the highest ROUGE-1 F1 (``rouge-score``,
+    Porter stemming) against the real window each one rewrote is kept. Needs a rewriting regime (``fortifai``,
+    or ``replace`` with ``rewrite: true``) and text data; the training set shrinks to that share."""
+
+    name: Literal["rouge_oracle"] = "rouge_oracle"
+    keep: float = Field(0.125, gt=0, le=1)
+
+    def curate(self, model, request, rng, ctx):
+        if isinstance(request, int):
+            raise CurationError("rouge_oracle needs a rewrite of real text (regime fortifai, or replace with "
+                                "rewrite: true)")
+        cand = draw(model, request, rng)
+        score = rouge1(ctx.source, cand["x"], request["x"])
+        return keep_best(cand, score, kept_count(self.keep, request.n))
+
+
+def rouge1(source: Source, rewrites: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """ROUGE-1 F1 of each rewritten window ``[C, n, W]`` against the real window it rewrote (``[C or 1, n, W]``),
+    both decoded to text by ``source``; ``[C, n]``."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rouge1"], use_stemmer=True)
+    out = np.empty(rewrites.shape[:2])
+    for c in range(rewrites.shape[0]):
+        refs, hyps = source.decode(real[c % real.shape[0]]), source.decode(rewrites[c])
+        out[c] = [scorer.score(r, h)["rouge1"].fmeasure for r, h in zip(refs, hyps, strict=True)]
+    return out
+
+
+class Subsample(CuratorConfig):
+    """Keep a uniformly random ``keep`` share of the previous model's samples (no verifier): the unfiltered arm
+    of a verifier experiment, the same size as what the verifier keeps."""
+
+    name: Literal["subsample"] = "subsample"
+    keep: float = Field(0.125, gt=0, le=1)
+
+    def curate(self, model, request, rng, ctx):
+        cand = draw(model, request, rng)
+        count = kept_count(self.keep, cand.n)
+        idx = np.stack([np.sort(rng.permutation(cand.n)[:count]) for _ in range(cand.n_chains)])
+        return cand.take(idx)
+
+
 def _quotas(labels: np.ndarray) -> dict[int, int]:
     return {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}
 
@@ -290,6 +342,6 @@ def _balanced(classes: np.ndarray, count: int) -> dict[int, int]:
 
 
 CURATORS: tuple[type[CuratorConfig], ...] = (NoCurator, LikelihoodTruncation, TopK, LuceChoice, KnowledgeBall,
-                                             Discriminator)
-CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall | Discriminator,
-                            Field(discriminator="name")]
+                                             Discriminator, RougeOracle, Subsample)
+CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall | Discriminator
+                            | RougeOracle | Subsample, Field(discriminator="name")]

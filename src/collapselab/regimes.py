@@ -7,7 +7,7 @@ default ``n``). Generation 0 trains on ``n`` real samples in every regime.
 
 | regime | generation g >= 1 trains on |
 |---|---|
-| replace | m samples from model g-1 |
+| replace | m samples from model g-1 (``rewrite: true``: model g-1's rewrite of generation 0's n real samples) |
 | accumulate | the n real + every synthetic set so far (m per generation) |
 | accumulate_subsample | n samples drawn without replacement from that accumulated pool |
 | mix(lam) | the same n real + round(lam * n) samples from model g-1 (Bertrand et al.) |
@@ -38,6 +38,11 @@ class RegimeConfig(BaseModel):
     #: warm start generation g's fit from model g-1.
     warm_start: ClassVar[bool] = False
 
+    @property
+    def rewrites(self) -> bool:
+        """Whether generation g >= 1 asks the previous model to rewrite a set (``resample``) rather than draw."""
+        return False
+
     def real_needed(self, n: int, generations: int) -> int:
         """Real samples a chain consumes over generations 0..G."""
         return n
@@ -57,12 +62,26 @@ class RegimeConfig(BaseModel):
 
 
 class Replace(RegimeConfig):
-    """Train only on the previous model's samples."""
+    """Train only on the previous model's samples: ``m`` drawn freely, or with ``rewrite`` its rewrite
+    (``resample``) of generation 0's ``n`` real samples (Yi et al.'s XSUM set-up: the same documents are
+    summarised by every generation's model; ``n_synthetic`` is then unused)."""
 
     name: Literal["replace"] = "replace"
+    rewrite: bool = False
+
+    @property
+    def rewrites(self) -> bool:
+        return self.rewrite
+
+    def initial(self, real, n):
+        first = real.take(0, n)
+        return first, ({"real": first} if self.rewrite else {})
+
+    def request(self, g, n, m, state):
+        return state["real"] if self.rewrite else m
 
     def build(self, g, n, m, real, state, synthetic, rng):
-        return synthetic, {}
+        return synthetic, (state if self.rewrite else {})
 
 
 class Accumulate(RegimeConfig):
@@ -129,6 +148,10 @@ class Fortifai(RegimeConfig):
     name: Literal["fortifai"] = "fortifai"
     chunks: int = Field(6, ge=1)
     warm_start: ClassVar[bool] = True
+
+    @property
+    def rewrites(self) -> bool:
+        return True
 
     def real_needed(self, n, generations):
         return n * min(self.chunks, generations + 1)

@@ -163,7 +163,8 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _tensors_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> bytes:
+def tensors_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> bytes:
+    """Safetensors bytes of ``tensors`` with ``metadata``, identical for identical inputs in every process."""
     from safetensors.numpy import save
 
     # one metadata key: safetensors writes its metadata map in hash order, which differs between processes
@@ -312,8 +313,12 @@ class ChainStore:
 
     def save(self, g: int, first: int, model_state: Mapping[str, np.ndarray], values: np.ndarray,
              regime_state: Mapping[str, np.ndarray] | None, info: Mapping[str, Any],
-             model_files: Mapping[str, bytes] | None = None, keep_model: int | None = None) -> None:
+             model_files: Mapping[str, bytes] | None = None, keep_model: int | None = None,
+             passages: Mapping[int, np.ndarray] | None = None) -> None:
         """Write checkpoint ``g`` (values of generations ``first..g``); the record is written last.
+
+        ``passages`` (generation -> a text family's rewrite of the report's real passage, token ids) are kept in
+        the checkpoint file, which is never pruned (:meth:`passages` reads them back).
 
         ``model_files`` (a family's standard export, relative path -> bytes) go to the folder ``gNNNNN.model``
         in place of the model arrays; model folders are kept for the ``KEEP_MODELS`` newest checkpoints and
@@ -323,9 +328,10 @@ class ChainStore:
         meta = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first}
         tensors = {f"model.{k}": v for k, v in model_state.items()}
         tensors["metrics"] = np.asarray(values, dtype=np.float64)
-        blobs = {f"g{g:05d}.safetensors": _tensors_bytes(tensors, meta)}
+        tensors.update({f"passages.g{k:05d}": np.asarray(v) for k, v in (passages or {}).items()})
+        blobs = {f"g{g:05d}.safetensors": tensors_bytes(tensors, meta)}
         if regime_state:
-            blobs[f"g{g:05d}.regime.safetensors"] = _tensors_bytes(regime_state, meta)
+            blobs[f"g{g:05d}.regime.safetensors"] = tensors_bytes(regime_state, meta)
         for name, data in (model_files or {}).items():
             blobs[f"g{g:05d}.model/{name}"] = bytes(data)
         record = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first, **info}
@@ -447,6 +453,11 @@ class ChainStore:
         model = {k[6:]: v for k, v in main.items() if k.startswith("model.")}
         name = f"g{g:05d}.regime.safetensors"
         return model, (self._read(rec, name) if regime and name in rec["files"] else {})
+
+    def passages(self, g: int) -> dict[int, np.ndarray]:
+        """The passages saved with checkpoint ``g`` (generation -> token ids; verified as they are read)."""
+        main = self._read(self._load_record(g), f"g{g:05d}.safetensors")
+        return {int(k[len("passages.g"):]): v for k, v in main.items() if k.startswith("passages.g")}
 
     def prune(self, keep_until: int | None) -> None:
         """Remove every checkpoint after ``keep_until`` (all if ``None``), orphans and temp files."""

@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collapselab.curators import CuratorSettings, Discriminator, KnowledgeBall, LuceChoice, NoCurator, TopK
+from collapselab.curators import (
+    CuratorSettings,
+    Discriminator,
+    KnowledgeBall,
+    LuceChoice,
+    NoCurator,
+    RougeOracle,
+    TopK,
+)
 from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
@@ -147,6 +155,9 @@ class Experiment(BaseModel):
                     arm.family, "conditional", False):
                 raise ValueError(f"{where}: a conditional discriminator needs a conditional family "
                                  f"(family.conditional: true)")
+            if isinstance(arm.curator, RougeOracle) and (kind != "text" or not arm.regime.rewrites):
+                raise ValueError(f"{where}: curator rouge_oracle needs text data and a rewriting regime (fortifai, or "
+                                 f"replace with rewrite: true); got {self.data.source!r} and {arm.regime.name!r}")
             if isinstance(arm.curator, KnowledgeBall) and (fam != "linear" or not source_cls.has_truth):
                 raise ValueError(f"{where}: curator knowledge_ball needs the linear family and the linear source")
             if isinstance(arm.curator, (TopK, LuceChoice)):

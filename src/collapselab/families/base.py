@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
+#: held-out windows a text family rewrites for the report every generation (:meth:`Family.passages`).
+PASSAGE_WINDOWS = 6
 
 class FamilyConfig(BaseModel):
     """Base for family settings in an experiment (``name`` selects the family)."""
@@ -84,6 +86,12 @@ class Family(abc.ABC):
     def gallery(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
         """``n`` samples of chain 0 as greyscale images ``[n, H, W]`` in [0, 1] for the report's sample grid;
         ``None`` (the default) for families whose samples are not images."""
+        return None
+
+    def passages(self, real: SampleSet, rng: np.random.Generator) -> np.ndarray | None:
+        """Chain 0's rewrite of the real windows ``real`` (the first :data:`PASSAGE_WINDOWS` held-out ones; token ids
+        ``[k, W]``), saved with every generation and shown beside the real text in the report; ``None`` (the
+        default) for families whose samples are not text."""
         return None
 
     @abc.abstractmethod

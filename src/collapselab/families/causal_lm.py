@@ -34,7 +34,7 @@ from collapselab.samples import SampleSet
 from collapselab.text.lm import Decoding
 
 #: the tiny model's pretraining recipe (fixed seed; part of the cache key).
-PRETRAIN = {"lr": 1e-3, "batch": 16, "weight_decay": 0.01, "warmup": 0.05, "seed": 0}
+PRETRAIN = {"lr": 3e-3, "batch": 8, "weight_decay": 0.01, "warmup": 0.05, "seed": 0}
 
 
 class CausalLMConfig(GradientConfig):
@@ -299,6 +299,10 @@ class CausalLM(GradientFamily):
                 out[c] = rewrite(net, like["x"][c % like.n_chains], self.config.context_tokens, self.config.decoding,
                                  **self._gen_args())
         return SampleSet({"x": out})
+
+    def passages(self, real: SampleSet, rng: np.random.Generator) -> np.ndarray:
+        """Chain 0's rewrite of ``real``'s windows (each from the real context before it), ``[k, W]``."""
+        return self.resample(real, rng)["x"][0]
 
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
         """``n`` windows per chain cut from free-running samples of ``block_size`` tokens."""

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from collapselab.families.base import Family
@@ -24,6 +26,8 @@ from collapselab.metrics.base import MetricContext, metric
 from collapselab.samples import SampleSet
 
 TEXT = ("text",)
+#: the run output holding the knowledge-retention item set (:func:`kr_items_bytes`).
+KR_FILE = "kr_items.safetensors"
 #: knowledge-retention split metrics registered (kr_split_0 .. kr_split_{MAX_SPLITS - 1}).
 MAX_SPLITS = 16
 
@@ -47,6 +51,20 @@ def probe_rewrite(model: Family, ctx: MetricContext) -> SampleSet:
 def perplexity(model: Family, ctx: MetricContext) -> np.ndarray:
     lp = heldout_logprobs(model, ctx)
     return np.exp(-lp.reshape(lp.shape[0], -1).mean(axis=1))
+
+
+def uses_kr(metrics: list[str]) -> bool:
+    """Whether ``metrics`` include the knowledge-retention probe."""
+    return any(m == "kr_accuracy" or m.startswith("kr_split_") for m in metrics)
+
+
+def kr_items_bytes(source: Any, n: int, seed: int) -> bytes:
+    """The probe's item set for ``n`` windows per chunk and ``seed`` as safetensors bytes (read them back with
+    ``safetensors.numpy.load`` and :func:`collapselab.text.kr.items_from_arrays`)."""
+    from collapselab.store import tensors_bytes
+    from collapselab.text.kr import items_to_arrays
+
+    return tensors_bytes(items_to_arrays(source.kr_items(n, seed)), {"n": n, "seed": seed})
 
 
 def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:

@@ -8,36 +8,47 @@ import numpy as np
 
 from collapselab.experiments.loader import dump_experiment
 from collapselab.experiments.schema import Experiment
+from collapselab.metrics.text import KR_FILE, kr_items_bytes, uses_kr
 from collapselab.report.aggregate import ArmStats, TheoryCurve, arm_stats, report_weights, summarize, theory_curves
 from collapselab.report.figures import figure_jobs, figure_names
 from collapselab.report.figures import render as render_figures
 from collapselab.report.gallery import Gallery, collect_gallery, has_gallery
 from collapselab.report.html import render as render_html
+from collapselab.report.passages import Passages, collect_passages, has_passages
 from collapselab.report.table import cells, rich_table
 from collapselab.store import dumps_json
 
 
 def report_names(exp: Experiment) -> list[str]:
     """The files :func:`build_report` writes for ``exp`` (relative to the run directory)."""
-    return ["summary.json", *(f"figures/{name}" for name in figure_names(exp)), "report.html"]
+    probe = [KR_FILE] if uses_kr(exp.metrics) else []
+    return ["summary.json", *(f"figures/{name}" for name in figure_names(exp)), "report.html", *probe]
 
 
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
                  theory: dict[str, dict[str, TheoryCurve]] | None = None,
-                 gallery: Gallery | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``; paths
+                 gallery: Gallery | None = None,
+                 passages: Passages | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``, and
+    ``kr_items.safetensors`` with the knowledge-retention probe's item set when it is measured; paths
     relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]`` (or the arms'
     precomputed ``stats`` with the ``theory`` they were computed with); ``gallery`` (from
-    :func:`collect_gallery`) adds the sample grid."""
+    :func:`collect_gallery`) adds the sample grid, ``passages`` (from :func:`collect_passages`) the rewrites."""
     theory = theory_curves(exp) if theory is None else theory
     summary, bands = summarize(exp, values, theory, stats)
     jobs = figure_jobs(exp, summary, bands, theory, gallery)
     figures = render_figures(jobs)
     files = {"summary.json": dumps_json(summary).encode()}
     files.update({f"figures/{name}": data for name, data in figures})
-    files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp)).encode()
+    files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp),
+                                        passages).encode()
+    if uses_kr(exp.metrics):  # the probe's item set, saved with the run
+        from collapselab.data import make_source
+
+        files[KR_FILE] = kr_items_bytes(make_source(exp.data, exp.heldout), exp.n, exp.seed)
     return summary, files
 
 
-__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "collect_gallery", "has_gallery", "report_names",
+__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "collect_gallery", "collect_passages",
+           "has_gallery", "has_passages", "report_names",
            "report_weights", "rich_table", "summarize", "theory_curves"]

@@ -1,5 +1,6 @@
 """The HTML report: the result table (theory beside simulation), the time-to-failure forest plot, one
-figure per metric, heat maps, the metric definitions and the resolved experiment (folded away)."""
+figure per metric, heat maps, a text family's rewrites beside the real passage, the metric definitions and the
+resolved experiment (folded away)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
+from collapselab.report.passages import Passages, passages_html
 from collapselab.report.table import caption, columns, plural
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;
@@ -20,7 +22,9 @@ color:#555;font-size:13px;padding-top:.4em}figure{margin:1em 0}figure img{max-wi
 border:1px solid #eee}figcaption{font-size:13px;color:#555}
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
-details summary{cursor:pointer;font-weight:600}"""
+details summary{cursor:pointer;font-weight:600}
+td.text,blockquote.text{font-family:Georgia,serif;font-size:13.5px;max-width:32em}
+blockquote.text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}"""
 
 
 def _table(exp: Experiment, summary: dict[str, Any]) -> str:
@@ -64,8 +68,9 @@ def _figure(name: str, title: str) -> str:
             f"<figcaption>{e(title)}</figcaption></figure>")
 
 
-def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experiment_yaml: str) -> str:
-    """The report page; ``figures`` are file names under ``figures/``."""
+def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experiment_yaml: str,
+           passages: Passages | None = None) -> str:
+    """The report page; ``figures`` are file names under ``figures/``, ``passages`` a text family's rewrites."""
     e = html.escape
     fail = exp.failure
     rule = ""
@@ -96,7 +101,7 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
             f"</title><style>{_CSS}</style></head><body><h1>{e(exp.name)}</h1><p>{e(exp.description)}</p>"
             f"<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{rule}{_theory_table(exp, summary)}"
             f"<h2>Figures</h2><p class='ci'>Lines: seed mean per arm; bands: 95% bootstrap CI over "
-            f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}"
+            f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}{passages_html(passages or {})}"
             f"<h2>Metrics</h2><ul>{metrics}</ul>"
             f"<details><summary>Resolved experiment (experiment.yaml)</summary><pre>{e(experiment_yaml)}</pre>"
             f"</details></body></html>\n")

@@ -235,8 +235,8 @@ def continuation_logprobs(model: Any, contexts: list[np.ndarray], continuations:
     return out
 
 
-def _generate(model: Any, prompts: list[np.ndarray], new: int, decoding: Decoding, pad: int, eos: int,
-              device: Any, batch: int, label: str) -> np.ndarray:
+def generate_after(model: Any, prompts: list[np.ndarray], new: int, decoding: Decoding, pad: int, eos: int,
+                   device: Any, batch: int, label: str) -> np.ndarray:
     """``new`` tokens after each prompt (left-padded batches, KV cache), ``[len(prompts), new]`` int64."""
     import torch
 
@@ -269,7 +269,7 @@ def rewrite(model: Any, x: np.ndarray, context: int, decoding: Decoding, bos: in
     stream = x.reshape(-1)
     prompts = [np.concatenate([[bos], stream[max(0, i * W - context):i * W]]) if i * W < context
                else stream[i * W - context:i * W] for i in range(n)]
-    return _generate(model, prompts, W, decoding, pad, eos, device, batch, "rewrite")
+    return generate_after(model, prompts, W, decoding, pad, eos, device, batch, "rewrite")
 
 
 def free_run(model: Any, n: int, W: int, length: int, decoding: Decoding, bos: int, pad: int, eos: int,
@@ -277,5 +277,5 @@ def free_run(model: Any, n: int, W: int, length: int, decoding: Decoding, bos: i
     """``n`` windows of ``W`` tokens cut from free-running sequences of ``length`` tokens started at ``bos``."""
     per = max(1, length // W)
     k = math.ceil(n / per)
-    seqs = _generate(model, [np.array([bos])] * k, per * W, decoding, pad, eos, device, batch, "sample")
+    seqs = generate_after(model, [np.array([bos])] * k, per * W, decoding, pad, eos, device, batch, "sample")
     return seqs.reshape(-1, W)[:n]

@@ -103,14 +103,18 @@ def smollm2_folder() -> Path:
     def build(out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        quiet_transformers()
         loaded = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_config(loaded.config)  # a plain model: save_pretrained works on it
+        config = loaded.config
+        if hasattr(config, "quantization_config"):  # the weights are dequantised: a plain float32 model
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)  # a plain model: save_pretrained works on it
         model.load_state_dict(loaded.state_dict())
         model.save_pretrained(str(out))
         AutoTokenizer.from_pretrained(str(pkg), gguf_file=SMOLLM2_GGUF).save_pretrained(str(out))
 
     st = gguf.stat()
-    return cached_folder("smollm2-135m", key_of("smollm2", st.st_size, int(st.st_mtime)), build,
+    return cached_folder("smollm2-135m", key_of("smollm2", 2, st.st_size, int(st.st_mtime)), build,
                          "SmolLM2-135M from its GGUF")
 
 
