@@ -84,6 +84,20 @@ def test_crossing_times_interpolate_and_censor():
     assert crossing_times(np.array([0.0, 1.0, np.inf]), up) == 2.0
 
 
+def test_a_relative_rule_reads_each_seed_as_a_ratio_to_its_generation_0():
+    from collapselab.metrics.timing import arm_timing
+
+    rule = FailureRule(metric="perplexity", threshold=2.0, relative=True)
+    # seed 0 doubles at generation 2, seed 1 (starting 4x higher) at generation 1.5: the absolute levels differ
+    curves = np.array([[100.0, 150.0, 200.0, 300.0], [400.0, 600.0, 1000.0, 1200.0]])
+    t = arm_timing(curves, rule, bootstrap_weights(2, np.random.default_rng(0)))
+    np.testing.assert_allclose(t["per_seed"], [2.0, 1.5])
+    # the mean ratio curve (1, 1.5, 2.25, 2.75) crosses 2 at 1 + (2 - 1.5) / (2.25 - 1.5)
+    assert t["ttf"] == pytest.approx(1 + 0.5 / 0.75)
+    assert rule.label() == "perplexity above 2x generation 0"
+    assert FailureRule(metric="kl", threshold=1.0).label() == "kl above 1"
+
+
 def test_bootstrap_means_equal_explicit_resampling():
     rng = np.random.default_rng(3)
     values = rng.normal(size=(9, 5))

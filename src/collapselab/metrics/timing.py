@@ -1,7 +1,8 @@
 """Collapse timing: failure rules, time to failure, fidelity ratio and bootstrap confidence intervals.
 
 - A **failure rule** is (metric, threshold, direction): a chain has failed once the metric is
-  ``above`` (or ``below``) the threshold.
+  ``above`` (or ``below``) the threshold; with ``relative: true`` the threshold is a ratio to the chain's own
+  generation-0 value (e.g. perplexity above 2x where it started).
 - **Time to failure** of a curve is the first crossing, linearly interpolated between the last generation
   before it and the first at or past it (0 if generation 0 already fails); a curve that never crosses
   is censored (``inf``, shown as ``>G``).
@@ -28,6 +29,11 @@ class FailureRule(BaseModel):
     metric: str
     threshold: float
     direction: Literal["above", "below"] = "above"
+    relative: bool = False
+
+    def label(self) -> str:
+        """The rule in words, e.g. ``perplexity above 2x generation 0``."""
+        return f"{self.metric} {self.direction} {self.threshold:g}{'x generation 0' if self.relative else ''}"
 
 
 def crossing_times(curves: np.ndarray, rule: FailureRule) -> np.ndarray:
@@ -90,8 +96,11 @@ def mean_and_ci(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
 
 
 def arm_timing(curves: np.ndarray, rule: FailureRule, weights: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Time to failure of the seed-mean curve of ``curves [S, G+1]``, its CI and the per-seed times."""
-    with np.errstate(invalid="ignore"):
+    """Time to failure of the seed-mean curve of ``curves [S, G+1]``, its CI and the per-seed times (a relative
+    rule reads each seed's curve as a ratio to its generation-0 value)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if rule.relative:
+            curves = np.asarray(curves, dtype=np.float64) / np.asarray(curves, dtype=np.float64)[:, :1]
         boot = crossing_times(boot_means(curves, weights), rule)
         point = float(crossing_times(curves.mean(axis=0), rule))
     lo, hi = order_stat_interval(boot)

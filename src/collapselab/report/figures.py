@@ -80,8 +80,7 @@ def _integer_generations(ax, generations: int) -> None:
 
 
 def _threshold_label(exp: Experiment) -> str:
-    f = exp.failure
-    return f"failure: {f.metric} {'>' if f.direction == 'above' else '<'} {f.threshold:g}"
+    return f"failure: {exp.failure.label()}"
 
 
 def _seeds(exp: Experiment) -> str:
@@ -207,7 +206,8 @@ def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: di
     curves = [theory.get(arm.name, {}).get(name) for arm in exp.arms]
     has_theory = any(c is not None and not c.bound for c in curves)
     has_bound = any(c is not None and c.bound for c in curves)
-    threshold = exp.failure is not None and exp.failure.metric == name
+    # a relative rule's threshold is per chain (a ratio to its generation 0): no single line to draw
+    threshold = exp.failure is not None and exp.failure.metric == name and not exp.failure.relative
     keys = _key_handles(exp, has_theory, has_bound, threshold)
     draw = _overlaid if len(exp.arms) <= MAX_OVERLAID else _small_multiples
     return _png(draw(exp, k, bands, curves, keys, threshold))

@@ -75,7 +75,7 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
     fail = exp.failure
     rule = ""
     if fail:
-        rule = (f"<p><b>Failure rule</b>: <code>{e(fail.metric)} {e(fail.direction)} {fail.threshold:g}</code>. "
+        rule = (f"<p><b>Failure rule</b>: <code>{e(fail.label())}</code>. "
                 f"Time to failure is the first crossing of the seed-mean curve, interpolated between generations; "
                 f"the fidelity ratio is an arm's time to failure over <code>{e(exp.reference)}</code>'s. CIs: "
                 f"percentile bootstrap over seeds, paired across arms (arms share seeds, real data and random "

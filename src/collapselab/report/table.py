@@ -100,8 +100,7 @@ def caption(exp: Experiment) -> str:
     text = (f"metrics at generation {exp.generations}: seed mean [95% bootstrap CI] over "
             f"{plural(exp.seeds, 'seed')}")
     if exp.failure is not None:
-        f = exp.failure
-        text += f"; failure: {f.metric} {f.direction} {f.threshold:g}"
+        text += f"; failure: {exp.failure.label()}"
     if exp.theory:
         text += "; theory: closed form and z = (simulation - theory) / standard error"
     return text
