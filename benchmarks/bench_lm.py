@@ -50,13 +50,12 @@ def bare_hf(model, blocks: np.ndarray, steps: int, batch: int, lr: float) -> flo
     model.train()
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    for s in range(steps):
+    for _ in range(steps):
         ids = ids_all[torch.randperm(len(ids_all), generator=g)[:batch]]
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        del s
     return time.perf_counter() - t0
 
 

@@ -34,6 +34,7 @@ from collapselab.samples import SampleSet
 #: held-out windows a text family rewrites for the report every generation (:meth:`Family.passages`).
 PASSAGE_WINDOWS = 6
 
+
 class FamilyConfig(BaseModel):
     """Base for family settings in an experiment (``name`` selects the family)."""
 

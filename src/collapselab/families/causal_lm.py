@@ -98,13 +98,9 @@ def model_window(config: CausalLMConfig) -> int:
     """The model's window in tokens (``positions`` for tiny, else its config's position count)."""
     if config.model == "tiny":
         return config.positions
-    import json as _json
+    from collapselab.text.models import model_positions, smollm2_folder
 
-    from collapselab.text.models import smollm2_folder
-
-    folder = smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser()
-    c = _json.loads((folder / "config.json").read_text())
-    return int(c.get("n_positions") or c.get("max_position_embeddings") or 1 << 30)
+    return model_positions(smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser())
 
 
 class CausalLM(GradientFamily):

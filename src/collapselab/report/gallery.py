@@ -18,23 +18,29 @@ PER_ROW = 10
 Gallery = dict[str, list[tuple[int, np.ndarray]]]  # arm -> [(generation, images [PER_ROW, H, W])]
 
 
-def _capable(exp: Experiment) -> list[str]:
+def arms_overriding(exp: Experiment, method: str) -> list[str]:
+    """The arms whose family overrides :class:`Family` ``method`` (e.g. ``gallery``: it draws images)."""
     from collapselab.families import FAMILIES, Family
 
-    return [arm.name for arm in exp.arms if FAMILIES[arm.family.name].gallery is not Family.gallery]
+    return [arm.name for arm in exp.arms if getattr(FAMILIES[arm.family.name], method) is not getattr(Family, method)]
 
 
 def has_gallery(exp: Experiment) -> bool:
     """Whether the report of ``exp`` holds a sample grid (some arm's family draws images)."""
-    return bool(_capable(exp))
+    return bool(arms_overriding(exp, "gallery"))
+
+
+def thinned(gens: list[int], rows: int) -> list[int]:
+    """``gens`` thinned evenly to at most ``rows`` (first and last kept)."""
+    if len(gens) > rows:
+        gens = [gens[i] for i in np.unique(np.round(np.linspace(0, len(gens) - 1, rows)).astype(int))]
+    return gens
 
 
 def gallery_generations(exp: Experiment) -> list[int]:
     """The generations shown: checkpointed ones, thinned evenly to at most ``MAX_ROWS``."""
-    gens = [g for g in range(exp.generations + 1) if g % exp.checkpoint_every == 0 or g == exp.generations]
-    if len(gens) > MAX_ROWS:
-        gens = [gens[i] for i in np.unique(np.round(np.linspace(0, len(gens) - 1, MAX_ROWS)).astype(int))]
-    return gens
+    return thinned([g for g in range(exp.generations + 1) if g % exp.checkpoint_every == 0 or g == exp.generations],
+                   MAX_ROWS)
 
 
 def collect_gallery(exp: Experiment, store: Any) -> Gallery:
@@ -43,7 +49,7 @@ def collect_gallery(exp: Experiment, store: Any) -> Gallery:
     from collapselab.families import make_family
     from collapselab.seeding import SeedTree
 
-    arms = _capable(exp)
+    arms = arms_overriding(exp, "gallery")
     if not arms:
         return {}
     spec = make_source(exp.data, exp.heldout).spec

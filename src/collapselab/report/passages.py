@@ -14,29 +14,16 @@ from typing import Any
 import numpy as np
 
 from collapselab.experiments.schema import Experiment
+from collapselab.report.gallery import arms_overriding, thinned
 
 MAX_ROWS = 8
 SHOW_FROM = 3
 Passages = dict[str, Any]  # {"real": str, "rows": [(generation, {arm: str})]}
 
 
-def _capable(exp: Experiment) -> list[str]:
-    from collapselab.families import FAMILIES, Family
-
-    return [arm.name for arm in exp.arms if FAMILIES[arm.family.name].passages is not Family.passages]
-
-
 def has_passages(exp: Experiment) -> bool:
     """Whether the report of ``exp`` shows rewrites of a real passage (some arm's family writes text)."""
-    return bool(_capable(exp))
-
-
-def shown_generations(generations: int) -> list[int]:
-    """Generations 0..``generations`` thinned evenly to at most ``MAX_ROWS`` (first and last kept)."""
-    gens = list(range(generations + 1))
-    if len(gens) > MAX_ROWS:
-        gens = [gens[i] for i in np.unique(np.round(np.linspace(0, len(gens) - 1, MAX_ROWS)).astype(int))]
-    return gens
+    return bool(arms_overriding(exp, "passages"))
 
 
 def collect_passages(exp: Experiment, store: Any) -> Passages:
@@ -47,12 +34,12 @@ def collect_passages(exp: Experiment, store: Any) -> Passages:
     from collapselab.families.base import PASSAGE_WINDOWS
     from collapselab.seeding import SeedTree
 
-    arms = _capable(exp)
+    arms = arms_overriding(exp, "passages")
     if not arms:
         return {}
     source = make_source(exp.data, exp.heldout)
     heldout = source.heldout(SeedTree(exp.seed))["x"][0]
-    gens = shown_generations(exp.generations)
+    gens = thinned(list(range(exp.generations + 1)), MAX_ROWS)
     chains = len(exp.batch_seeds(0))
     texts: dict[str, dict[int, str]] = {}
     for arm in exp.arms:

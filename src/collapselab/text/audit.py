@@ -75,22 +75,20 @@ def run_audit(folder: Path, text: str, *, windows: int = 128, window: int = 32, 
     from transformers import AutoModelForCausalLM
 
     from collapselab.text.lm import generate_after, token_logprobs
-    from collapselab.text.models import load_tokenizer, quiet_transformers
+    from collapselab.text.models import load_tokenizer, model_positions, quiet_transformers
     from collapselab.text.stats import gap_ci
 
     quiet_transformers()
     decoding = decoding or Decoding()
     tok = load_tokenizer(folder)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
-    limit = int(getattr(model.config, "n_positions", 0) or getattr(model.config, "max_position_embeddings", 0)
-                or 1 << 30)
+    limit = model_positions(folder)
     if context + window > limit:
         raise ValueError(f"--context: {context} context + {window} new tokens exceed the model's window of {limit}; "
                          f"allowed: 0 to {limit - window}")
     block = min(block, limit - 1)
     stream = text_windows(tok, text, windows, window, context)
-    eos = int(tok.eos_token_id)
-    pad = int(tok.pad_token_id if tok.pad_token_id is not None else eos)
+    eos, pad = int(tok.eos_token_id), int(tok.pad_token_id)  # load_tokenizer sets pad = eos when it has none
     real = stream[context:].reshape(-1, window)
     prompts = [stream[i * window:i * window + context] if context else np.array([eos]) for i in range(len(real))]
     with torch.random.fork_rng(devices=[]):

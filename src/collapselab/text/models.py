@@ -118,6 +118,14 @@ def smollm2_folder() -> Path:
                          "SmolLM2-135M from its GGUF")
 
 
+def model_positions(folder: Path | str) -> int:
+    """The window in tokens of the model in ``folder`` (its config's position count; unbounded if it has none)."""
+    import json
+
+    c = json.loads((Path(folder) / "config.json").read_text())
+    return int(c.get("n_positions") or c.get("max_position_embeddings") or 1 << 30)
+
+
 def load_tokenizer(folder: Path | str) -> Any:
     """A fast tokenizer from a model or tokenizer folder (pad = eos when the tokenizer has no pad token)."""
     from transformers import AutoTokenizer
