@@ -90,12 +90,71 @@ def test_a_relative_rule_reads_each_seed_as_a_ratio_to_its_generation_0():
     rule = FailureRule(metric="perplexity", threshold=2.0, relative=True)
     # seed 0 doubles at generation 2, seed 1 (starting 4x higher) at generation 1.5: the absolute levels differ
     curves = np.array([[100.0, 150.0, 200.0, 300.0], [400.0, 600.0, 1000.0, 1200.0]])
-    t = arm_timing(curves, rule, bootstrap_weights(2, np.random.default_rng(0)))
+    t = arm_timing(rule.curves(curves), rule, bootstrap_weights(2, np.random.default_rng(0)))
     np.testing.assert_allclose(t["per_seed"], [2.0, 1.5])
+    same = FailureRule(metric="perplexity", threshold=2.0, baseline="generation0")
+    np.testing.assert_array_equal(same.curves(curves), rule.curves(curves))
     # the mean ratio curve (1, 1.5, 2.25, 2.75) crosses 2 at 1 + (2 - 1.5) / (2.25 - 1.5)
     assert t["ttf"] == pytest.approx(1 + 0.5 / 0.75)
     assert rule.label() == "perplexity above 2x generation 0"
     assert FailureRule(metric="kl", threshold=1.0).label() == "kl above 1"
+
+
+def test_a_rule_anchored_at_chance_reads_the_share_of_the_level_above_chance_kept():
+    from collapselab.metrics.timing import arm_timing
+
+    rule = FailureRule(metric="kr_split_0", threshold=0.5, direction="below", baseline="chance")
+    assert rule.label() == "kr_split_0 below 0.5 of its generation-0 level above chance"
+    # seed 0 starts 0.3 above chance (0.8): half lost at 0.65, reached between g1 (0.7) and g2 (0.6);
+    # seed 1 starts 0.1 above chance (0.6): half lost at 0.55, reached between g0 (0.6) and g1 (0.52)
+    values = np.array([[0.8, 0.7, 0.6, 0.5], [0.6, 0.52, 0.51, 0.5]])
+    curves = rule.curves(values, chance=0.5)
+    np.testing.assert_allclose(curves, [[1, 2 / 3, 1 / 3, 0], [1, 0.2, 0.1, 0]])
+    t = arm_timing(curves, rule, bootstrap_weights(2, np.random.default_rng(0)))
+    np.testing.assert_allclose(t["per_seed"], [1 + (0.5 - 2 / 3) / (1 / 3 - 2 / 3), (0.5 - 1) / (0.2 - 1)])
+    assert t["per_seed"] == pytest.approx([1.5, 0.625])
+    # the mean share curve (1, 0.4333, 0.2167, 0) crosses 0.5 at (0.5 - 1) / (0.4333 - 1)
+    assert t["ttf"] == pytest.approx(0.5 / (1 - (2 / 3 + 0.2) / 2))
+    # a fixed threshold on the raw values would say both seeds failed before g1 whatever came after
+    raw = FailureRule(metric="kr_split_0", threshold=0.75, direction="below")
+    assert arm_timing(values, raw, bootstrap_weights(2, np.random.default_rng(0)))["per_seed"][1] == 0.0
+    # a number or another metric's generation-0 value as the baseline
+    num = FailureRule(metric="m", threshold=0.5, direction="below", baseline=0.4)
+    np.testing.assert_allclose(num.curves(values)[0], (values[0] - 0.4) / 0.4)
+    other = FailureRule(metric="m", threshold=0.5, direction="below", baseline="kr_unseen")
+    base = np.array([[0.55, 0.5, 0.5, 0.5], [0.45, 0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(other.curves(values, baseline_values=base)[1], (values[1] - 0.45) / 0.15)
+    # a seed that does not start above its baseline has no share: NaN, left out of the mean curve
+    low = rule.curves(np.array([[0.8, 0.65], [0.45, 0.5]]), chance=0.5)
+    assert np.isnan(low[1]).all()
+    t = arm_timing(low, rule, bootstrap_weights(2, np.random.default_rng(0)))
+    assert t["ttf"] == pytest.approx(1.0)  # seed 0 alone: 1 -> 0.5 at g1
+
+
+def test_rules_that_measure_nothing_are_flagged():
+    from collapselab.metrics.timing import arm_timing, rule_flags
+
+    w = bootstrap_weights(4, np.random.default_rng(0))
+    # the fortifai-tiny pattern: every seed starts at ~0.79 and drops to ~0.67 at stage 1, so a fixed 0.75
+    # threshold is crossed in the first interval, and 0.75 is within one seed-to-seed SD of the start
+    values = np.array([[0.79, 0.67, 0.6, 0.5], [0.84, 0.66, 0.6, 0.55], [0.72, 0.68, 0.6, 0.5],
+                       [0.80, 0.67, 0.62, 0.52]])
+    raw = FailureRule(metric="kr_split_0", threshold=0.75, direction="below")
+    t = arm_timing(values, raw, w)
+    flags = rule_flags(raw, values, values, t["per_seed"])
+    assert any("first generation interval for 4 of 4 seeds" in f for f in flags)
+    assert any("within one standard error" in f for f in flags)
+    # anchored at chance with a slow decline: informative
+    slow = np.array([[0.8, 0.75, 0.7, 0.6], [0.85, 0.8, 0.75, 0.65], [0.78, 0.74, 0.7, 0.6], [0.82, 0.78, 0.7, 0.62]])
+    rule = FailureRule(metric="kr_split_0", threshold=0.5, direction="below", baseline="chance")
+    curves = rule.curves(slow, chance=0.5)
+    t = arm_timing(curves, rule, w)
+    assert rule_flags(rule, slow, curves, t["per_seed"], np.full(4, 0.5)) == []
+    # a start within noise of chance is flagged
+    near = np.array([[0.52, 0.5], [0.47, 0.5], [0.55, 0.5], [0.49, 0.5]])
+    curves = rule.curves(near, chance=0.5)
+    flags = rule_flags(rule, near, curves, arm_timing(curves, rule, w)["per_seed"], np.full(4, 0.5))
+    assert any("baseline" in f for f in flags)
 
 
 def test_bootstrap_means_equal_explicit_resampling():

@@ -203,7 +203,7 @@ def best_checkpoint(exp: Experiment, values: list[np.ndarray]) -> int:
     by the metric's direction; the newest on ties."""
     from collapselab.metrics import METRICS
 
-    name = exp.failure.metric if exp.failure is not None else exp.metrics[0]
+    name = exp.primary_rule.metric if exp.primary_rule is not None else exp.metrics[0]
     col = np.array([np.nanmean(v[exp.metrics.index(name)]) for v in values])
     sign = -1.0 if METRICS[name].better == "higher" else 1.0
     gens = [g for g in range(len(values)) if g % exp.checkpoint_every == 0 or g == exp.generations]

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic import Discriminator as UnionTag
 
 from collapselab.curators import (
     CuratorSettings,
@@ -30,6 +39,10 @@ from collapselab.metrics import FailureRule, check_metric
 from collapselab.regimes import RegimeSettings, Replace
 from collapselab.rewards import SymbolValues
 
+#: one failure rule or a list of them; tagged so that an error names ``failure.<field>`` or ``failure.<i>.<field>``
+FailureSetting = Annotated[Annotated[FailureRule, Tag("failure-rule")] | Annotated[list[FailureRule],
+                                                                                  Tag("failure-rules")],
+                           UnionTag(lambda v: "failure-rules" if isinstance(v, list) else "failure-rule")]
 ARM_KEYS = ("family", "regime", "curator", "loss", "n_synthetic")
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 
@@ -87,7 +100,9 @@ class Experiment(BaseModel):
     arms: list[Arm]
     axes: dict[str, list[Any]] | None = Field(None, description="grid axes (filled from grid; for heat maps)")
     metrics: list[str] = Field(min_length=1)
-    failure: FailureRule | None = None
+    failure: FailureSetting | None = Field(
+        None, description="a failure rule, or a list of them: the first is primary (time to failure and fidelity "
+                          "ratio), the others are reported beside it")
     reference_arm: str | None = None
     theory: list[str] = Field(default_factory=list)
     checkpoint_every: int = Field(1, ge=1)
@@ -107,6 +122,18 @@ class Experiment(BaseModel):
     def batch_seeds(self, batch: int) -> list[int]:
         lo = batch * self.chains_per_batch
         return list(range(lo, min(self.seeds, lo + self.chains_per_batch)))
+
+    @property
+    def rules(self) -> list[FailureRule]:
+        """The failure rules, primary first (empty without a rule)."""
+        if self.failure is None:
+            return []
+        return list(self.failure) if isinstance(self.failure, list) else [self.failure]
+
+    @property
+    def primary_rule(self) -> FailureRule | None:
+        """The rule behind time to failure and the fidelity ratio."""
+        return self.rules[0] if self.rules else None
 
     @property
     def reference(self) -> str:
@@ -167,8 +194,7 @@ class Experiment(BaseModel):
             if fam == "linear" and arm.family.design == "block" and arm.n_synthetic % self.data.dim:
                 raise ValueError(f"{where}: the block design needs n_synthetic ({arm.n_synthetic}) to be a "
                                  f"multiple of data.dim ({self.data.dim})")
-        if self.failure is not None and self.failure.metric not in self.metrics:
-            raise ValueError(f"failure.metric: {self.failure.metric!r} must be one of the metrics {self.metrics}")
+        self._check_rules()
         self._check_pool(source_cls)
         from collapselab.theory.predictions import PREDICTIONS
 
@@ -177,6 +203,29 @@ class Experiment(BaseModel):
             raise ValueError(f"theory: unknown {unknown}; allowed: {', '.join(sorted(PREDICTIONS))}")
         return self
 
+
+    def _check_rules(self) -> None:
+        from collapselab.metrics import METRICS
+
+        rules = self.rules
+        if isinstance(self.failure, list) and not rules:
+            raise ValueError("failure: an empty list; give a rule or leave failure out")
+        labels = [r.label() for r in rules]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"failure: the same rule twice ({sorted({x for x in labels if labels.count(x) > 1})})")
+        for i, rule in enumerate(rules):
+            where = "failure" if len(rules) == 1 and not isinstance(self.failure, list) else f"failure.{i}"
+            if rule.metric not in self.metrics:
+                raise ValueError(f"{where}.metric: {rule.metric!r} must be one of the metrics {self.metrics}")
+            b = rule.anchor
+            if b == "chance" and METRICS[rule.metric].chance is None:
+                with_chance = sorted(m for m in self.metrics if METRICS[m].chance is not None)
+                raise ValueError(f"{where}.baseline: metric {rule.metric!r} has no chance level; use a number or a "
+                                 f"metric name" + (f" (metrics with one: {', '.join(with_chance)})"
+                                                   if with_chance else ""))
+            if isinstance(b, str) and b not in ("chance", "generation0") and b not in self.metrics:
+                raise ValueError(f"{where}.baseline: {b!r} is not chance, generation0, a number or one of the "
+                                 f"metrics {self.metrics}")
 
     def _check_pool(self, source_cls: type) -> None:
         """A finite real data set must hold what every arm's regime consumes over all generations."""
@@ -379,7 +428,8 @@ def _union_tags() -> set[str]:
     from collapselab.rewards import Coordinate, Distance
 
     classes = (*CURATORS, *REGIMES, Coordinate, Distance, SymbolValues)
-    return set(FAMILIES) | set(SOURCES) | set(ULOSS_NAMES) | {c.model_fields["name"].default for c in classes}
+    return (set(FAMILIES) | set(SOURCES) | set(ULOSS_NAMES) | {c.model_fields["name"].default for c in classes}
+            | {"failure-rule", "failure-rules"})
 
 
 _UNION_TAGS = _union_tags()

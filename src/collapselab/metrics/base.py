@@ -60,6 +60,8 @@ class Metric:
     #: figure title and y-axis label (plain words, for readers who do not know the identifier).
     title: str = ""
     axis: str = ""
+    #: the value a model that learned nothing scores (a failure rule may be anchored at it), if there is one.
+    chance: float | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -67,12 +69,14 @@ METRICS: dict[str, Metric] = {}
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
            better: str = "lower", needs: str | None = None, title: str = "",
-           axis: str = "") -> Callable[[MetricFn], MetricFn]:
-    """Register a metric function under ``name`` (``title``/``axis``: how figures label it)."""
+           axis: str = "", chance: float | None = None) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric function under ``name`` (``title``/``axis``: how figures label it; ``chance``: the
+    value of a model that learned nothing, where one exists)."""
 
     def deco(fn: MetricFn) -> MetricFn:
         METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs,
-                               title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "))
+                               title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "),
+                               chance)
         return fn
 
     return deco

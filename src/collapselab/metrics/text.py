@@ -80,7 +80,8 @@ def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarra
 
 @metric("kr_accuracy", TEXT, "knowledge retention: share of probe items from all real chunks where the true "
         "continuation is more likely than the false one (chance 0.5)", better="higher",
-        needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy")
+        needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy",
+        chance=0.5)
 def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
     correct, _ = kr_results(model, ctx)
     return correct.mean(axis=1) if correct.shape[1] else np.full(model.n_chains, np.nan)
@@ -98,7 +99,7 @@ def _kr_split(s: int):
 for _s in range(MAX_SPLITS):
     metric(f"kr_split_{_s}", TEXT, f"knowledge retention on the probe items of real chunk {_s} (chance 0.5)",
            better="higher", needs="compare_continuations", title=f"Knowledge retention, chunk {_s}",
-           axis="KR accuracy")(_kr_split(_s))
+           axis="KR accuracy", chance=0.5)(_kr_split(_s))
 
 
 def _rewrite_stat(fn):

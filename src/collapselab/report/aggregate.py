@@ -10,7 +10,14 @@ import numpy as np
 from collapselab.data import make_source
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
-from collapselab.metrics.timing import arm_timing, bootstrap_weights, mean_and_ci, ratio_interval
+from collapselab.metrics.timing import (
+    FailureRule,
+    arm_timing,
+    bootstrap_weights,
+    mean_and_ci,
+    ratio_interval,
+    rule_flags,
+)
 from collapselab.seeding import SeedTree
 from collapselab.theory.predictions import PREDICTIONS, UPPER_BOUNDS
 
@@ -87,13 +94,36 @@ def report_weights(exp: Experiment) -> np.ndarray:
 
 @dataclass
 class ArmStats:
-    """What the summary needs of one arm: bands ``mean/low/high [G+1, metrics]``, failure timing, theory."""
+    """What the summary needs of one arm: bands ``mean/low/high [G+1, metrics]``, failure timing per rule (the
+    primary rule first), theory."""
 
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    timing: dict[str, Any] | None
+    timings: list[dict[str, Any]]
     checks: dict[str, dict[str, Any]]
+
+    @property
+    def timing(self) -> dict[str, Any] | None:
+        """The primary rule's timing."""
+        return self.timings[0] if self.timings else None
+
+
+def rule_inputs(exp: Experiment, rule: FailureRule, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """What ``rule`` reads from one arm's ``values [seeds, G+1, metrics]``: its curves ``[seeds, G+1]`` and the
+    per-seed baseline level (``None`` when the rule is not anchored at a level)."""
+    v = values[:, :, exp.metrics.index(rule.metric)]
+    b = rule.anchor
+    chance = METRICS[rule.metric].chance
+    other = values[:, :, exp.metrics.index(b)] if isinstance(b, str) and b in exp.metrics else None
+    curves = rule.curves(v, chance=chance, baseline_values=other)
+    if b is None or b == "generation0":
+        base = None
+    elif other is not None:
+        base = other[:, 0]
+    else:
+        base = np.full(v.shape[0], float(chance if b == "chance" else b))
+    return curves, base
 
 
 def arm_stats(exp: Experiment, a: int, values: np.ndarray, weights: np.ndarray,
@@ -101,12 +131,20 @@ def arm_stats(exp: Experiment, a: int, values: np.ndarray, weights: np.ndarray,
     """Statistics of arm ``a`` from its values ``[seeds, G+1, metrics]`` (independent of the other arms, so
     they can be computed as soon as the arm's chains are done)."""
     mean, low, high = mean_and_ci(values, weights)
-    timing = None
-    if exp.failure is not None:
-        timing = arm_timing(values[:, :, exp.metrics.index(exp.failure.metric)], exp.failure, weights)
+    timings = []
+    for rule in exp.rules:
+        curves, base = rule_inputs(exp, rule, values)
+        t = arm_timing(curves, rule, weights)
+        t.update(curves=curves, start=values[:, 0, exp.metrics.index(rule.metric)], baseline=base)
+        timings.append(t)
     name = exp.arms[a].name
     checks = {m: _theory_check(c, values[:, :, exp.metrics.index(m)]) for m, c in theory.get(name, {}).items()}
-    return ArmStats(mean, low, high, timing, {m: c for m, c in checks.items() if c is not None})
+    return ArmStats(mean, low, high, timings, {m: c for m, c in checks.items() if c is not None})
+
+
+def _timing_entry(t: dict[str, Any]) -> dict[str, Any]:
+    return {"value": num(t["ttf"]), "low": num(t["low"]), "high": num(t["high"]),
+            "censored": not np.isfinite(t["ttf"]), "per_seed": [num(v) for v in t["per_seed"]]}
 
 
 def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict[str, TheoryCurve]] | None = None,
@@ -120,24 +158,34 @@ def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict
         weights = report_weights(exp)
         stats = [arm_stats(exp, a, values[a], weights, theory) for a in range(len(exp.arms))]
     bands = {key: np.stack([getattr(st, key) for st in stats]) for key in ("mean", "low", "high")}
+    rules = exp.rules
     summary: dict[str, Any] = {
         "experiment": exp.name, "seeds": exp.seeds, "generations": exp.generations,
         "reference_arm": exp.reference,
-        "failure": exp.failure.model_dump() if exp.failure else None,
+        "failure": rules[0].model_dump() if rules else None,
         "metrics": {m: METRICS[m].description for m in exp.metrics},
         "arms": {},
     }
-    ref = stats[[arm.name for arm in exp.arms].index(exp.reference)].timing
+    ref_stats = stats[[arm.name for arm in exp.arms].index(exp.reference)]
+    if rules:
+        summary["rules"] = []
+        for i, rule in enumerate(rules):
+            t = ref_stats.timings[i]
+            flags = rule_flags(rule, np.asarray(t["start"])[:, None], t["curves"], t["per_seed"], t["baseline"])
+            summary["rules"].append({"label": rule.label(), "primary": i == 0, **rule.model_dump(),
+                                     "informative": not flags, "flags": flags})
     for arm, st in zip(exp.arms, stats, strict=True):
         entry: dict[str, Any] = {"settings": arm.model_dump(mode="json", exclude={"name"}), "final": {}}
         for k, m in enumerate(exp.metrics):
             entry["final"][m] = {"mean": num(st.mean[-1, k]), "low": num(st.low[-1, k]), "high": num(st.high[-1, k])}
-        if st.timing is not None:
-            t = st.timing
-            entry["time_to_failure"] = {"value": num(t["ttf"]), "low": num(t["low"]), "high": num(t["high"]),
-                                        "censored": not np.isfinite(t["ttf"]),
-                                        "per_seed": [num(v) for v in t["per_seed"]]}
-            entry["fidelity_ratio"] = _fidelity(t, ref, arm.name == exp.reference)
+        if st.timings:
+            is_ref = arm.name == exp.reference
+            entry["time_to_failure"] = _timing_entry(st.timings[0])
+            entry["fidelity_ratio"] = _fidelity(st.timings[0], ref_stats.timings[0], is_ref)
+            if len(rules) > 1:
+                entry["rules"] = [{"label": r.label(), "time_to_failure": _timing_entry(t),
+                                   "fidelity_ratio": _fidelity(t, rt, is_ref)}
+                                  for r, t, rt in zip(rules, st.timings, ref_stats.timings, strict=True)]
         if st.checks:
             entry["theory"] = st.checks
         summary["arms"][arm.name] = entry

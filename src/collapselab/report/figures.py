@@ -79,8 +79,14 @@ def _integer_generations(ax, generations: int) -> None:
     ax.set_xlim(-0.05 * max(generations, 1), generations + 0.05 * max(generations, 1))
 
 
-def _threshold_label(exp: Experiment) -> str:
-    return f"failure: {exp.failure.label()}"
+def _threshold_rules(exp: Experiment, name: str) -> list:
+    """The rules on metric ``name`` with a threshold in the metric's own units (an anchored rule's threshold
+    is a share per seed: no single line to draw)."""
+    return [r for r in exp.rules if r.metric == name and r.anchor is None]
+
+
+def _threshold_label(rules: list) -> str:
+    return "failure: " + "; ".join(r.label() for r in rules)
 
 
 def _seeds(exp: Experiment) -> str:
@@ -104,7 +110,7 @@ def _draw_arm(ax, g, bands, a: int, k: int, color, label: str | None, curve) -> 
 _STYLE_WORDS = {"--": "dashed", ":": "dotted", "-.": "dash-dot", "-": "solid"}
 
 
-def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, has_threshold: bool) -> list:
+def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, thresholds: list) -> list:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -114,8 +120,8 @@ def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, has_thresho
         handles.append(Line2D([], [], color="0.3", ls="--", lw=1.4, label="theory (closed form)"))
     if has_bound:
         handles.append(Line2D([], [], color="0.3", ls=":", lw=1.4, label="theory (upper bound)"))
-    if has_threshold:
-        handles.append(Line2D([], [], color="#c0392b", ls="-.", lw=1.2, label=_threshold_label(exp)))
+    if thresholds:
+        handles.append(Line2D([], [], color="#c0392b", ls="-.", lw=1.2, label=_threshold_label(thresholds)))
     return handles
 
 
@@ -137,7 +143,7 @@ def _reused_axes():
     return fig, ax
 
 
-def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, threshold: bool):
+def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list):
     """All arms in one panel, the legend outside on the right (layout computed from the label widths)."""
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
@@ -152,8 +158,8 @@ def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, threshold: boo
     colors = colormaps["tab10"]
     for a, arm in enumerate(exp.arms):
         _draw_arm(ax, g, bands, a, k, colors(a % 10), arm.name, curves[a])
-    if threshold:
-        ax.axhline(exp.failure.threshold, color="#c0392b", ls="-.", lw=1.2)
+    for rule in thresholds:
+        ax.axhline(rule.threshold, color="#c0392b", ls="-.", lw=1.2)
     ax.grid(alpha=0.3)
     _integer_generations(ax, exp.generations)
     ax.tick_params(labelsize=LEGEND_PT)
@@ -167,7 +173,7 @@ def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, threshold: boo
     return fig
 
 
-def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, threshold: bool):
+def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list):
     """One panel per arm (shared axes), for more arms than one panel can show readably."""
     from matplotlib import colormaps
 
@@ -187,8 +193,8 @@ def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresho
         ax = axes[a]
         _draw_arm(ax, g, bands, a, k, color, None, curves[a])
         ax.set_title(_wrap(arm.name), fontsize=LEGEND_PT)
-        if threshold:
-            ax.axhline(exp.failure.threshold, color="#c0392b", ls="-.", lw=1.2)
+        for rule in thresholds:
+            ax.axhline(rule.threshold, color="#c0392b", ls="-.", lw=1.2)
         ax.grid(alpha=0.3)
         _integer_generations(ax, exp.generations)
         ax.tick_params(labelsize=LEGEND_PT)
@@ -206,19 +212,16 @@ def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: di
     curves = [theory.get(arm.name, {}).get(name) for arm in exp.arms]
     has_theory = any(c is not None and not c.bound for c in curves)
     has_bound = any(c is not None and c.bound for c in curves)
-    # a relative rule's threshold is per chain (a ratio to its generation 0): no single line to draw
-    threshold = exp.failure is not None and exp.failure.metric == name and not exp.failure.relative
-    keys = _key_handles(exp, has_theory, has_bound, threshold)
+    thresholds = _threshold_rules(exp, name)
+    keys = _key_handles(exp, has_theory, has_bound, thresholds)
     draw = _overlaid if len(exp.arms) <= MAX_OVERLAID else _small_multiples
-    return _png(draw(exp, k, bands, curves, keys, threshold))
+    return _png(draw(exp, k, bands, curves, keys, thresholds))
 
 
 def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.ndarray],
                 theory: dict[str, dict[str, Any]], gallery: Gallery | None = None) -> list[Job]:
     """Every figure of the report as ``(file name, function, arguments)`` (independent; any order)."""
-    jobs: list[Job] = []
-    if exp.failure is not None:
-        jobs.append(("time_to_failure.png", forest_png, (exp, summary)))
+    jobs: list[Job] = [(name, forest_png, (exp, summary, i)) for i, name in enumerate(forest_names(exp))]
     if gallery:
         jobs.append(("samples.png", samples_png, (exp, gallery)))
     jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
@@ -229,7 +232,7 @@ def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.nd
 
 def figure_names(exp: Experiment) -> list[str]:
     """The file names :func:`figure_jobs` produces for ``exp``, in the same order."""
-    names = ["time_to_failure.png"] if exp.failure is not None else []
+    names = forest_names(exp)
     names += ["samples.png"] if has_gallery(exp) else []
     names += [f"{m}.png" for m in exp.metrics]
     if _is_grid(exp):
@@ -237,13 +240,19 @@ def figure_names(exp: Experiment) -> list[str]:
     return names
 
 
+def forest_names(exp: Experiment) -> list[str]:
+    """The forest plots' file names: ``time_to_failure.png`` for the primary rule, ``time_to_failure_<i>.png``
+    for rule ``i`` after it."""
+    return ["time_to_failure.png" if i == 0 else f"time_to_failure_{i}.png" for i in range(len(exp.rules))]
+
+
 def render(jobs: list[Job]) -> list[Figure]:
     """Run figure jobs here, in order."""
     return [(name, fn(*args)) for name, fn, args in jobs]
 
 
-def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
-    """``time_to_failure.png``: each arm's time to failure with its 95% CI (the experiment has a failure rule)."""
+def forest_png(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> bytes:
+    """Each arm's time to failure under rule ``rule`` (0: the primary) with its 95% CI."""
     G = exp.generations
     arms = [a.name for a in exp.arms]
     height = 1.3 + 0.38 * len(arms)
@@ -254,7 +263,8 @@ def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
     ax = fig.add_axes((left, 0.55 / height, 1 - left - label_w - 0.01, 1 - 1.15 / height))
     right = G * 1.06
     for i, name in enumerate(arms):
-        t = summary["arms"][name]["time_to_failure"]
+        entry = summary["arms"][name]
+        t = entry["rules"][rule]["time_to_failure"] if rule else entry["time_to_failure"]
         v, lo, hi = (float(t[x]) for x in ("value", "low", "high"))
         y = len(arms) - 1 - i
         color = "#c0392b" if name == exp.reference else "#1f4e79"
@@ -268,7 +278,7 @@ def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
             label = f"{v:.1f}"
         else:
             label = f">{G}"
-        ratio = summary["arms"][name]["fidelity_ratio"]
+        ratio = entry["rules"][rule]["fidelity_ratio"] if rule else entry["fidelity_ratio"]
         if name == exp.reference:
             label += "  (reference)"
         elif ratio["defined"] and np.isfinite(float(ratio["value"])):
@@ -279,8 +289,10 @@ def forest_png(exp: Experiment, summary: dict[str, Any]) -> bytes:
     ax.set_xlim(0, right)
     ax.set_ylim(-0.7, len(arms) - 0.3)
     ax.set_xlabel("time to failure (generation, interpolated)", fontsize=10)
-    ax.set_title(f"Time to failure ({_threshold_label(exp)})\npoint and 95% CI over {_seeds(exp)}; arrow: not "
-                 f"failed by generation {G}", fontsize=10, loc="left", y=1.02)
+    info = summary["rules"][rule]
+    note = "" if info["informative"] else "  [not informative: see the report]"
+    ax.set_title(f"Time to failure (failure: {info['label']}){note}\npoint and 95% CI over {_seeds(exp)}; arrow: "
+                 f"not failed by generation {G}", fontsize=10, loc="left", y=1.02)
     ax.grid(axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=LEGEND_PT)
     from matplotlib.ticker import MaxNLocator

@@ -10,7 +10,7 @@ from typing import Any
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
 from collapselab.report.passages import Passages, passages_html
-from collapselab.report.table import caption, columns, plural
+from collapselab.report.table import caption, columns, plural, rule_columns
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1.2em;color:#1d1d1f;line-height:1.45}
@@ -22,7 +22,7 @@ color:#555;font-size:13px;padding-top:.4em}figure{margin:1em 0}figure img{max-wi
 border:1px solid #eee}figcaption{font-size:13px;color:#555}
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
-details summary{cursor:pointer;font-weight:600}
+details summary{cursor:pointer;font-weight:600}.flag{color:#b00020}
 td.text,blockquote.text{font-family:Georgia,serif;font-size:13.5px;max-width:32em}
 blockquote.text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}"""
 
@@ -40,7 +40,42 @@ def _table(exp: Experiment, summary: dict[str, Any]) -> str:
                                      f"{e(ln)}</span>" for ln in lines[1:]]
             tds.append(f"<td class='num'>{'<br>'.join(parts)}</td>")
         body.append(f"<tr><th>{e(arm.name)}</th>{''.join(tds)}</tr>")
-    return f"<table>{head}{''.join(body)}<caption>{e(caption(exp))}</caption></table>"
+    return f"<table>{head}{''.join(body)}<caption>{e(caption(exp, summary))}</caption></table>"
+
+
+def _cols_table(exp: Experiment, cols: list) -> str:
+    e = html.escape
+    head = "<tr><th>arm</th>" + "".join(f"<th>{e(h)}</th>" for h, _ in cols) + "</tr>"
+    body = "".join(f"<tr><th>{e(arm.name)}</th>" + "".join(
+        f"<td class='num'>{e(c[i][0])}<br><span class='ci'>{e(' '.join(c[i][1:]))}</span></td>" for _, c in cols)
+        + "</tr>" for i, arm in enumerate(exp.arms))
+    return f"<table>{head}{body}</table>"
+
+
+def _rules(exp: Experiment, summary: dict[str, Any], forests: list[str]) -> str:
+    """The failure rules: what each reads, whether it is informative, and a table and forest plot for each rule
+    after the primary one (the primary's are in the results table and the first figure)."""
+    e = html.escape
+    if not exp.rules:
+        return ""
+    out = [f"<h2>Failure rules</h2><p>Time to failure is the first crossing of the seed-mean curve, interpolated "
+           f"between generations; the fidelity ratio is an arm's time to failure over "
+           f"<code>{e(exp.reference)}</code>'s. "
+           f"An anchored rule reads, per seed, the share of the generation-0 level above its baseline that is kept. "
+           f"CIs: percentile bootstrap over seeds, paired across arms (arms share seeds, real data and random "
+           f"numbers).</p><ul>"]
+    for i, info in enumerate(summary.get("rules", [])):
+        verdict = ("informative" if info["informative"] else
+                   "<b class='flag'>not informative</b>: " + e("; ".join(info["flags"])))
+        out.append(f"<li><b>{'primary' if i == 0 else f'rule {i}'}</b>: <code>{e(info['label'])}</code> "
+                   f"({verdict})</li>")
+    out.append("</ul>")
+    for i in range(1, len(exp.rules)):
+        out.append(f"<h3>Rule {i}: <code>{e(exp.rules[i].label())}</code></h3>"
+                   + _cols_table(exp, rule_columns(exp, summary, i)))
+        out += [_figure(f, f"Time to failure per arm under rule {i}, 95% CI") for f in forests
+                if f.endswith(f"_{i}.png")]
+    return "".join(out)
 
 
 def _theory_table(exp: Experiment, summary: dict[str, Any]) -> str:
@@ -72,18 +107,11 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
            passages: Passages | None = None) -> str:
     """The report page; ``figures`` are file names under ``figures/``, ``passages`` a text family's rewrites."""
     e = html.escape
-    fail = exp.failure
-    rule = ""
-    if fail:
-        rule = (f"<p><b>Failure rule</b>: <code>{e(fail.label())}</code>. "
-                f"Time to failure is the first crossing of the seed-mean curve, interpolated between generations; "
-                f"the fidelity ratio is an arm's time to failure over <code>{e(exp.reference)}</code>'s. CIs: "
-                f"percentile bootstrap over seeds, paired across arms (arms share seeds, real data and random "
-                f"numbers).</p>")
-    forest = [f for f in figures if f == "time_to_failure.png"]
+    forests = [f for f in figures if f.startswith("time_to_failure")]
+    forest = [f for f in forests if f == "time_to_failure.png"]
     heat = [f for f in figures if f.startswith("heatmap_")]
     samples = [f for f in figures if f == "samples.png"]
-    per_metric = [f for f in figures if f not in forest and f not in heat and f not in samples]
+    per_metric = [f for f in figures if f not in forests and f not in heat and f not in samples]
     title_of = {f"{m}.png": METRICS[m].title for m in exp.metrics}
     title_of.update({f"heatmap_{m}.png": f"{METRICS[m].title}: last generation over the grid" for m in exp.metrics})
     title_of["time_to_failure.png"] = "Time to failure per arm, 95% CI"
@@ -99,7 +127,8 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{e(exp.name)} - collapselab"
             f"</title><style>{_CSS}</style></head><body><h1>{e(exp.name)}</h1><p>{e(exp.description)}</p>"
-            f"<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{rule}{_theory_table(exp, summary)}"
+            f"<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{_rules(exp, summary, forests)}"
+            f"{_theory_table(exp, summary)}"
             f"<h2>Figures</h2><p class='ci'>Lines: seed mean per arm; bands: 95% bootstrap CI over "
             f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}{passages_html(passages or {})}"
             f"<h2>Metrics</h2><ul>{metrics}</ul>"

@@ -73,16 +73,25 @@ def _z(z: Any) -> str:
     return "n/a" if z != z else f"{z:+.1f}"
 
 
-def columns(exp: Experiment, summary: dict[str, Any]) -> list[Column]:
-    """Every column of the result table (the arm column excluded)."""
+def rule_columns(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> list[Column]:
+    """Time to failure and fidelity ratio under rule ``rule`` (0: the primary), one cell per arm."""
     arms = [a.name for a in exp.arms]
-    out: list[Column] = []
     G = exp.generations
-    if exp.failure is not None:
-        ref_ttf = float(summary["arms"][exp.reference]["time_to_failure"]["value"])
-        out.append(("time to failure", [_ttf(summary["arms"][a]["time_to_failure"], G) for a in arms]))
-        out.append((f"fidelity ratio (vs {exp.reference})",
-                    [_ratio(summary["arms"][a]["fidelity_ratio"], G, ref_ttf) for a in arms]))
+
+    def pick(a: str, key: str) -> dict[str, Any]:
+        e = summary["arms"][a]
+        return e["rules"][rule][key] if rule else e[key]
+
+    ref_ttf = float(pick(exp.reference, "time_to_failure")["value"])
+    return [("time to failure", [_ttf(pick(a, "time_to_failure"), G) for a in arms]),
+            (f"fidelity ratio (vs {exp.reference})", [_ratio(pick(a, "fidelity_ratio"), G, ref_ttf) for a in arms])]
+
+
+def columns(exp: Experiment, summary: dict[str, Any]) -> list[Column]:
+    """Every column of the result table (the arm column excluded): the primary rule's timing, then the metrics."""
+    arms = [a.name for a in exp.arms]
+    out: list[Column] = rule_columns(exp, summary) if exp.rules else []
+    G = exp.generations
     for m in exp.metrics:
         cells = []
         for a in arms:
@@ -95,12 +104,18 @@ def columns(exp: Experiment, summary: dict[str, Any]) -> list[Column]:
     return out
 
 
-def caption(exp: Experiment) -> str:
-    """What the numbers are: last generation, seed mean [95% bootstrap CI], failure rule."""
+def caption(exp: Experiment, summary: dict[str, Any] | None = None) -> str:
+    """What the numbers are: last generation, seed mean [95% bootstrap CI], failure rule (and whether it is
+    informative)."""
     text = (f"metrics at generation {exp.generations}: seed mean [95% bootstrap CI] over "
             f"{plural(exp.seeds, 'seed')}")
-    if exp.failure is not None:
-        text += f"; failure: {exp.failure.label()}"
+    if exp.rules:
+        text += f"; failure: {exp.rules[0].label()}"
+        rules = (summary or {}).get("rules") or []
+        if rules and not rules[0]["informative"]:
+            text += " (NOT INFORMATIVE: " + "; ".join(rules[0]["flags"]) + ")"
+        if len(exp.rules) > 1:
+            text += f"; {plural(len(exp.rules) - 1, 'more rule')} in the report"
     if exp.theory:
         text += "; theory: closed form and z = (simulation - theory) / standard error"
     return text
@@ -139,4 +154,4 @@ def rich_table(exp: Experiment, summary: dict[str, Any], width: int | None = Non
         chunks[-1].append(col)
     title = f"{exp.name}: {plural(len(exp.arms), 'arm')} x {plural(exp.seeds, 'seed')}, generations 0-{exp.generations}"
     tables = [_table(exp, chunk, arm_w, title if i == 0 else None) for i, chunk in enumerate(chunks)]
-    return Group(*tables, Text(caption(exp), style="dim"))
+    return Group(*tables, Text(caption(exp, summary), style="dim"))
