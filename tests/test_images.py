@@ -148,3 +148,54 @@ def test_sampleset_of_images_concatenates_with_real():
 
     both = concat([real, syn])
     assert isinstance(both, SampleSet) and both.n == 60
+
+
+def test_image_confidence_drops_one_minus_gamma_of_unseen_real_images():
+    """The image-level u (rank of ELBO_model - ELBO_ref among real images the model never saw) is uniform on
+    held-out real images, so TCE with gamma drops 1 - gamma of them by construction (within 2.5 SE of the held-out
+    and ranking-set sampling); the reference makes it track fit, not ink."""
+    exp = make_experiment(family={**SMALL_VAE, "hidden": 64, "latent": 8, "max_epochs": 40, "patience": 4,
+                                  "batch": 32, "threads": 1},
+                          data=DIGITS, n=500, heldout=400, metrics=["test_nelbo"])
+    src = exp.make_source()
+    fam = VAE(exp.family, 1, src.spec).fit(src.take(SeedTree(0), 0, 1, 0, 500), rng=np.random.default_rng(0))
+    u = fam.image_confidence(src.heldout(SeedTree(0)))[0]
+    ranked = len(fam.reference().rank_x)
+    for gamma in (0.5, 0.75, 0.9):
+        q = 1 - gamma
+        se = np.sqrt(q * (1 - q) * (1 / len(u) + 1 / ranked))
+        dropped = 1 - TCE(gamma=gamma).weight_u(u).mean()
+        assert abs(dropped - q) <= 2.5 * se, (gamma, dropped)
+    assert ((u >= 0) & (u <= 1)).all() and fam.loss_confidence(src.heldout(SeedTree(0))).shape[-1] == 8
+
+
+@pytest.mark.parametrize("loss, granularity, kept", [
+    ({"name": "random_drop", "q": 0.25}, "pixel", 0.75), ({"name": "random_drop", "q": 0.25}, "image", 0.75),
+    ({"name": "tce", "gamma": 0.5}, "image", None), ({"name": "tce", "gamma": {"quantile": 0.25}}, "pixel", None)])
+def test_vae_training_records_the_loss_gamma_and_kept_share(loss, granularity, kept):
+    """The fit records, per chain, the last epoch's share of targets kept and its gamma: random_drop keeps 1 - q
+    of the pixels (or images) at random; a quantile gamma is resolved per epoch on a fixed clip set of training
+    images, where it drops exactly the stated share of pixels (ties aside)."""
+    import torch
+
+    from collapselab.families.vae import _Trainer
+    from collapselab.losses.ulosses import get_uloss
+
+    src, real = _digits(400)
+    cfg = VAEConfig(**{**SMALL_VAE, "granularity": granularity, "max_epochs": 4, "threads": 1})
+    uloss = get_uloss(**loss)
+    fam = VAE(cfg, 1, src.spec).fit_loss(real, uloss, np.random.default_rng(0))
+    stats = fam.fit_stats[0]
+    if kept is not None:
+        assert stats["kept"] == pytest.approx(kept, abs=0.03), stats
+    else:
+        assert 0.0 < stats["kept"] < 1.0 and 0.0 < stats["gamma"] < 1.0
+    if getattr(uloss, "adaptive", False):
+        from collapselab.losses.binary import log_u_binary
+
+        x = torch.as_tensor(real["x"][0, :256])
+        epoch_loss = _Trainer(fam, fam.nets[0], uloss, None)._epoch_loss((x, None))
+        with torch.no_grad():
+            mu, _ = fam.nets[0].encode(x, None)
+            u = log_u_binary(fam.nets[0].decode(mu, None), x).exp().double().numpy()
+        assert np.mean(u > epoch_loss.gamma) == pytest.approx(0.25, abs=2 / u.size)

@@ -25,7 +25,7 @@ SMALL = {"layers": 2, "d_model": 64, "heads": 4, "positions": 160, "pretrain_epo
 
 @pytest.fixture(scope="module")
 def source() -> Wikipedia:
-    return Wikipedia(WikipediaConfig(tokenizer="tiny", vocab=1000, documents=16, window=16), heldout=64)
+    return Wikipedia(WikipediaConfig(tokenizer="tiny", vocab=1000, documents=16, window=16), heldout=40, n=40)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,33 @@ def test_documents_are_split_by_article_and_windows_are_shared_by_chains(source)
     assert [len(docs[p]) for p in ("pretrain", "pool", "validation", "test")] == [6, 8, 1, 1]  # dealt 3:5:1:1
     real = source.take(SeedTree(0), 0, 2, 10, 5)
     assert real["x"].shape == (2, 5, 16) and (real["x"][0] == real["x"][1]).all()
-    assert (real["x"][0] == source.windows("pool")[10:15]).all()  # in order: chunk g is [g n, (g+1) n)
+    assert (real["x"][0] == source.layout(SeedTree(0), 0).windows[10:15]).all()  # chunk g is [g n, (g+1) n)
     eos = source.tokenizer.eos_token_id
     assert (source.streams["pool"] == eos).sum() == len(docs["pool"])  # one end-of-text per document
+
+
+def test_chunks_are_whole_articles_drawn_per_seed(source):
+    """Each seed's chunks are made of whole pool articles (the last one cut where the chunk is full); no article
+    is in two chunks; seeds draw different assignments, probe items and held-out windows."""
+    tree, n, W = SeedTree(0), 40, 16
+    docs = source.encoded["pool"]
+    layouts = [source.layout(tree, b) for b in range(3)]
+    for lay in layouts:
+        assert lay.windows.shape == (lay.chunks * n, W) and lay.chunks >= 3
+        seen = [d for piece in lay.pieces for d, _ in piece]
+        assert len(seen) == len(set(seen))  # no article spans two chunks
+        for k, piece in enumerate(lay.pieces):
+            want = np.concatenate([docs[d][:t] for d, t in piece])
+            assert (lay.windows[k * n:(k + 1) * n].reshape(-1) == want).all()
+            assert all(t == len(docs[d]) for d, t in piece[:-1])  # only the last article is cut
+    assert len({lay.pieces[0] for lay in layouts}) == 3  # chunk 0 differs between seeds
+    assert source.layout(tree, 1) is layouts[1] and source.layout(SeedTree(0), 1).pieces == layouts[1].pieces
+    held = [source.heldout(tree, b)["x"] for b in range(2)]
+    assert held[0].shape == (1, 40, W) and not (held[0] == held[1]).all()
+    items = [source.kr_items(tree, b) for b in range(2)]
+    assert items[0] != items[1]
+    assert source.check_capacity(tree, 3, n) is None
+    assert "whole-article chunks" in source.check_capacity(tree, 3, 10**6)
 
 
 def test_tiny_tokenizer_is_cached_by_content(source):
@@ -71,7 +95,7 @@ def test_training_loss_matches_the_losses_module_and_lowers_the_training_nll(sou
     from collapselab.losses.hf import shift_labels
 
     net = fitted.nets[0]
-    blocks, _ = pack(source.windows("pool")[:40], None, 64)
+    blocks, _ = pack(source.take(SeedTree(0), 0, 1, 0, 40)["x"][0], None, 64)
     ids = torch.as_tensor(blocks[:4])
     with torch.no_grad():
         out = net(input_ids=ids, labels=ids)
@@ -83,24 +107,114 @@ def test_training_loss_matches_the_losses_module_and_lowers_the_training_nll(sou
     assert fitted.log_prob(train).mean() > base.log_prob(train).mean() + 0.05
 
 
-def test_a_model_fine_tuned_on_a_chunk_recognises_its_facts(source):
-    """The knowledge-retention probe measures memory: fine-tuned on chunk 0 (20 epochs), the model prefers the
-    true continuation of chunk 0's items well above chance (P(>= 0.7 of 53 | chance) ~ 0.002) and well above
-    the pretrained model it started from."""
-    items = [i for i in source.kr_items(160, 0) if i.chunk == 0]
-    fam = CausalLM(CausalLMConfig(**SMALL, epochs=20, lr=3e-3), 1, source.spec)
-    fam.nets = [fam.build()]
+@pytest.fixture(scope="module")
+def probe_source() -> Wikipedia:
+    return Wikipedia(WikipediaConfig(tokenizer="tiny", vocab=1000, documents=24, window=16, chunks=4), heldout=64,
+                     n=PROBE_N)
 
-    def acc() -> float:
-        diff = fam.compare_continuations([i.context for i in items], [i.true for i in items],
-                                         [i.false for i in items])[0]
-        return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
-    before = acc()
-    fam.fit_loss(source.take(SeedTree(0), 0, 1, 0, 160), get_uloss("ce"), np.random.default_rng(0))
-    after = acc()
-    assert len(items) >= 40
-    assert after >= 0.7 and after >= before + 0.2, (before, after)
+PROBE_N = 160
+
+
+def _probe(fam: CausalLM, source: Wikipedia, batch: int, seen: int) -> dict[str, tuple[float, int]]:
+    """``{metric: (value, items)}`` of the probe's per-chunk accuracies and kr_unseen for ``fam``."""
+    from collapselab.curators import NoCurator
+    from collapselab.metrics import METRICS
+    from collapselab.metrics.base import MetricContext
+
+    tree = SeedTree(0)
+    ctx = MetricContext.make(source, source.heldout(tree, batch), np.random.default_rng(0), NoCurator(), 1,
+                             n=PROBE_N, tree=tree, batch=batch)
+    ctx.real_seen = seen
+    chunk = np.array([i.chunk for i in source.kr_items(tree, batch)])
+    out = {f"kr_split_{k}": (float(METRICS[f"kr_split_{k}"].fn(fam, ctx)[0]), int((chunk == k).sum()))
+           for k in range(source.chunk_count(tree, batch))}
+    out["kr_unseen"] = (float(METRICS["kr_unseen"].fn(fam, ctx)[0]), int((chunk >= -(-seen // PROBE_N)).sum()))
+    out.update({f"memorization_{k}": (float(METRICS[f"memorization_{k}"].fn(fam, ctx)[0]), 0)
+                for k in range(source.chunk_count(tree, batch))})
+    return out
+
+
+def _at_chance(acc: float, items: int, z: float = 2.0) -> bool:
+    return abs(acc - 0.5) <= z * np.sqrt(0.25 / items)
+
+
+#: one chunk of several at chance: the family-wise 95% band for 4 chunks (Sidak, z = 2.49)
+PER_CHUNK_Z = 2.5
+
+
+def test_the_probe_scores_chance_on_what_the_model_never_saw(probe_source):
+    """The pretrained base scores chance on every chunk and on all of them together, and so does a model
+    fine-tuned on chunk 0 on the chunks it never saw (same-article distractors: no familiarity effect), while its
+    memorisation of chunk 0 (base NLL - its NLL) is large and that of the other chunks is not. Chance is 0.5 +- 2
+    binomial standard errors, per chunk +- 2.5 (the family-wise 95% band over the chunks)."""
+    tree = SeedTree(0)
+    fam = CausalLM(CausalLMConfig(**SMALL, epochs=20, lr=3e-3), 1, probe_source.spec)
+    base = _probe(fam.pretrained(), probe_source, 1, 0)
+    chunks = probe_source.chunk_count(tree, 1)
+    assert chunks == 4
+    for k in range(chunks):
+        acc, items = base[f"kr_split_{k}"]
+        assert items >= 40 and _at_chance(acc, items, PER_CHUNK_Z), (k, acc, items)
+        assert base[f"memorization_{k}"][0] == pytest.approx(0.0, abs=1e-9)
+    assert _at_chance(*base["kr_unseen"])  # every chunk is unseen by the base
+    fam.fit_loss(probe_source.take(tree, 1, 1, 0, PROBE_N), get_uloss("ce"), np.random.default_rng(0))
+    tuned = _probe(fam, probe_source, 1, PROBE_N)
+    for k in range(1, chunks):
+        assert _at_chance(*tuned[f"kr_split_{k}"], PER_CHUNK_Z), (k, tuned[f"kr_split_{k}"])
+        assert tuned[f"memorization_{k}"][0] < tuned["memorization_0"][0] - 0.5
+    acc, items = tuned["kr_unseen"]
+    assert items >= 150 and _at_chance(acc, items)
+    assert tuned["memorization_0"][0] > 0.5
+
+
+def test_probe_items_take_distractors_from_the_same_article_and_never_leak(probe_source):
+    from collapselab.text.kr import _occurs, _spans
+
+    tree = SeedTree(0)
+    for batch in range(2):
+        items = probe_source.kr_items(tree, batch)
+        arts = [probe_source.chunk_articles(tree, batch, k) for k in range(probe_source.chunk_count(tree, batch))]
+        assert len(items) >= 100
+        same = 0
+        for it in items:
+            text = arts[it.chunk][it.article]
+            at = text.find(it.context + " " + it.true) + len(it.context) + 1
+            assert at > len(it.context)
+            spans = _spans(text)
+            true_span = next(text[sp.start:sp.end] for sp in spans if sp.start == at and sp.kind == it.kind)
+            rest = it.true[len(true_span):]
+            false_span = it.false[: len(it.false) - len(rest)]
+            assert it.false == false_span + rest and false_span != true_span
+            assert not _occurs(true_span, it.context) and not _occurs(false_span, it.context)  # no leak
+            same += false_span in {text[sp.start:sp.end] for sp in spans if sp.kind == it.kind}
+        # the rest: articles with one span of a kind, whose distractor then comes from the same chunk
+        assert same / len(items) > 0.9
+
+
+def test_compare_continuations_scores_the_whole_differing_span_and_what_follows(source, fitted):
+    """The probe's score is log p(context + true) - log p(context + false), each tokenised whole, summed from the
+    first token where they differ: a hand computation with one forward pass per text."""
+    tok = source.tokenizer
+    fits = [i for i in source.kr_items(SeedTree(0), 0)  # within the window (longer pairs are cut: see the code)
+            if max(len(tok(f"{i.context} {t}")["input_ids"]) for t in (i.true, i.false)) < 150]
+    items = fits[:6]
+    assert len(items) == 6
+    got = fitted.compare_continuations([i.context for i in items], [i.true for i in items],
+                                       [i.false for i in items])[0]
+    net, eos = fitted.nets[0], tok.eos_token_id
+    for it, g in zip(items, got, strict=True):
+        a = tok(it.context + " " + it.true, add_special_tokens=False)["input_ids"]
+        b = tok(it.context + " " + it.false, add_special_tokens=False)["input_ids"]
+        p = next(i for i in range(min(len(a), len(b)) + 1) if i == min(len(a), len(b)) or a[i] != b[i])
+
+        def score(ids: list[int], p: int = p) -> float:
+            x = torch.as_tensor([eos, *ids])[None]
+            with torch.no_grad():
+                lp = torch.log_softmax(net(input_ids=x).logits[0, :-1].double(), -1)
+            return float(lp.gather(-1, x[0, 1:, None])[p:].sum())
+
+        assert g == pytest.approx(score(a) - score(b), abs=1e-4)
 
 
 def test_perplexity_equals_a_hand_computation(source, fitted):
@@ -108,7 +222,7 @@ def test_perplexity_equals_a_hand_computation(source, fitted):
     from collapselab.metrics.text import perplexity
 
     held = source.heldout(SeedTree(0))
-    ctx = MetricContext.make(source, held, np.random.default_rng(0), None, 1)
+    ctx = MetricContext.make(source, held, np.random.default_rng(0), None, 1, n=40)
     stream = held["x"][0].reshape(-1)
     net = fitted.nets[0]
     eos = source.tokenizer.eos_token_id
@@ -191,7 +305,6 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
 
     from safetensors.numpy import load_file
 
-    from collapselab.data import make_source
     from collapselab.families.base import PASSAGE_WINDOWS
     from collapselab.report.passages import SHOW_FROM
     from collapselab.store import ChainStore
@@ -200,14 +313,15 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     chain = ChainStore(folder)
     shown = {g: x for rec in chain.record_generations() for g, x in chain.passages(rec).items()}
     assert sorted(shown) == [0, 1, 2] and all(x.shape == (PASSAGE_WINDOWS, 16) for x in shown.values())
-    src = make_source(exp.data, exp.heldout)
+    src = exp.make_source()
     page = (tmp_path / "full" / "report.html").read_text()
-    real = "".join(src.decode(src.heldout(SeedTree(exp.seed))["x"][0, SHOW_FROM:PASSAGE_WINDOWS]))
+    real = "".join(src.decode(src.heldout(SeedTree(exp.seed), 0)["x"][0, SHOW_FROM:PASSAGE_WINDOWS]))
     assert "<h2>Rewrites</h2>" in page and html.escape(real) in page
     assert html.escape("".join(src.decode(shown[2][SHOW_FROM:]))) in page
     # the knowledge-retention item set is saved with the run
-    saved = items_from_arrays(load_file(tmp_path / "full" / "kr_items.safetensors"))
-    assert saved == src.kr_items(exp.n, exp.seed) and len(saved) > 0
+    arrays = load_file(tmp_path / "full" / "kr_items.safetensors")
+    saved = items_from_arrays({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("b0000/")})
+    assert saved == src.kr_items(SeedTree(exp.seed), 0) and len(saved) > 0
 
 
 def test_rouge_oracle_keeps_the_rewrites_closest_to_their_real_windows(source, fitted):
@@ -216,22 +330,22 @@ def test_rouge_oracle_keeps_the_rewrites_closest_to_their_real_windows(source, f
     from collapselab.curators import CuratorContext, RougeOracle, Subsample, rouge1
     from collapselab.text.lm import Decoding
 
-    real = source.take(SeedTree(0), 0, 1, 0, 24)
+    real = source.take(SeedTree(0), 0, 1, 0, 48)
     ctx = CuratorContext(source)
-    model = CausalLM(CausalLMConfig(**SMALL, decoding=Decoding(repetition_penalty=1.5)), 1, source.spec)
-    model.nets = fitted.nets  # greedy with a repetition penalty: varied rewrites, deterministic
+    model = CausalLM(CausalLMConfig(**SMALL, decoding=Decoding(mode="sample")), 1, source.spec)
+    model.nets = fitted.nets  # sampling: varied rewrites, deterministic for a given stream
     kept = RougeOracle(keep=0.25).curate(model, real, np.random.default_rng(1), ctx)
     rewrites = model.resample(real, np.random.default_rng(1))["x"][0]  # what the curator drew
     scorer = RougeScorer(["rouge1"], use_stemmer=True)
     scores = np.array([scorer.score(r, h)["rouge1"].fmeasure
                        for r, h in zip(source.decode(real["x"][0]), source.decode(rewrites), strict=True)])
-    assert kept.n == 6 and len(set(scores.round(6))) > 6
-    assert np.array_equal(kept["x"][0], rewrites[np.sort(np.argsort(-scores, kind="stable")[:6])])
+    assert kept.n == 12 and len(set(scores.round(6))) >= 5
+    assert np.array_equal(kept["x"][0], rewrites[np.sort(np.argsort(-scores, kind="stable")[:12])])
     assert np.allclose(rouge1(source, real["x"], real["x"]), 1.0)
     a = Subsample(keep=0.25).curate(model, real, np.random.default_rng(1), ctx)["x"][0]
     b = Subsample(keep=0.25).curate(model, real, np.random.default_rng(2), ctx)["x"][0]
     rows = {tuple(r) for r in rewrites}
-    assert len(a) == 6 and all(tuple(r) in rows for r in a) and not np.array_equal(a, b)
+    assert len(a) == 12 and all(tuple(r) in rows for r in a) and not np.array_equal(a, b)
     with pytest.raises(Exception, match="rouge_oracle needs a rewrite"):
         RougeOracle().curate(model, 10, np.random.default_rng(0), ctx)
 
@@ -282,3 +396,26 @@ def test_audit_finds_the_model_more_confident_on_its_own_text(source, fitted, tm
     assert summary["gap_lo"] > 0  # the gap ForTIFAI's loss exploits, resolved by its CI
     assert (tmp_path / "audit" / "confidence.png").read_bytes()[:4] == b"\x89PNG"
     assert cli(argv) == 2 and "already holds an audit" in capsys.readouterr().err  # not replaced silently
+
+
+def test_lm_gamma_follows_the_model_on_a_fixed_clip_set_and_random_drop_keeps_its_share(source, fitted):
+    """A quantile gamma is resolved each epoch on a fixed clip set of training blocks under the current model
+    and drops the stated share of its tokens there; ForTIFAI's dynamic rule gives mean + k std of the clip batches'
+    mean confidences; random_drop keeps 1 - q of the training tokens (the fit records both)."""
+    from collapselab.families.causal_lm import CLIP_BATCH
+    from collapselab.text.lm import token_logprobs
+
+    train = source.take(SeedTree(0), 0, 1, 0, 160)
+    clip = fitted._clip_set(train["x"][0].reshape(-1), np.random.default_rng(0))
+    u = np.exp(token_logprobs(fitted.nets[0], clip.reshape(-1), 64, fitted.eos, "cpu"))
+    for q in (0.25, 0.5):
+        g = fitted._gamma_per_epoch(get_uloss("tce", gamma={"quantile": q}), clip)(fitted.nets[0], 0).gamma
+        assert np.mean(u > g) == pytest.approx(q, abs=0.01)
+    means = u.reshape(len(clip) // CLIP_BATCH, -1).mean(axis=1)
+    g = fitted._gamma_per_epoch(get_uloss("tce", gamma={"dynamic": 1.0}), clip)(fitted.nets[0], 0).gamma
+    assert g == pytest.approx(means.mean() + means.std(), abs=1e-9)
+    fam = CausalLM(CausalLMConfig(**SMALL, epochs=1, lr=1e-3), 1, source.spec)
+    fam.fit_loss(train, get_uloss("random_drop", q=0.25), np.random.default_rng(0))
+    assert fam.fit_stats[0]["kept"] == pytest.approx(0.75, abs=0.02)
+    fam.fit_loss(train, get_uloss("tce", gamma={"quantile": 0.25}), np.random.default_rng(0))
+    assert 0.0 < fam.fit_stats[0]["gamma"] < 1.0 and 0.5 < fam.fit_stats[0]["kept"] < 0.95

@@ -114,26 +114,29 @@ def test_items_round_trip_through_safetensors(items, tmp_path):
 
 
 def test_build_items_on_a_hand_text():
+    """Distractors come from the item's own article; an item is dropped when its true span or every admissible
+    distractor already occurs in its context (the later year, name and number here see the earlier ones)."""
     text = ("Alpha beta gamma delta. The old bridge over the river was built in 1066 by Harold. "
-            "Later the town grew to 2,500 people and hosted a fair.")
-    other = "Some filler words here. A second bridge was finished in 1947 near Paris with 12 arches."
-    got = kr.build_items([text, other], np.random.default_rng(0), per_chunk=10)
-    first = {(it.kind, it.true) for it in got if it.chunk == 0}
-    assert first == {("year", "1066 by Harold."), ("name", "Harold."), ("number", "2,500 people and hosted a fair.")}
-    for it in got:
-        if it.chunk == 0 and it.kind == "year":
-            assert it.context == "Alpha beta gamma delta. The old bridge over the river was built in"
-            assert it.false == "1947 by Harold."
-        if it.chunk == 0 and it.kind == "number":
-            assert it.false == "12 people and hosted a fair."
-        if it.chunk == 0 and it.kind == "name":
-            assert it.false == "Paris."
+            "Later the town grew to 2,500 people and hosted a fair. A second bridge was finished in 1947 near Paris "
+            "with 12 arches.")
+    other = "Some filler words here. A third bridge was opened in 1990 near Rome with 30 arches."
+    got = kr.build_items([[text], [other]], np.random.default_rng(0))
+    first = {(it.kind, it.true, it.false) for it in got if it.chunk == 0}
+    assert first == {("year", "1066 by Harold.", "1947 by Harold."), ("name", "Harold.", "Paris."),
+                     ("number", "2,500 people and hosted a fair.", "12 people and hosted a fair.")}
+    year = next(it for it in got if it.chunk == 0 and it.kind == "year")
+    assert year.context == "Alpha beta gamma delta. The old bridge over the river was built in"
+    assert not [it for it in got if it.chunk == 1]  # one span of each kind: no distractor in its article or chunk
+    # with the second article in the same chunk, its items take distractors from the chunk
+    both = kr.build_items([[text, other]], np.random.default_rng(0))
+    assert {(it.article, it.true.split(" ")[0]) for it in both if it.article == 1} == {(1, "1990"), (1, "Rome"),
+                                                                                      (1, "30")}
+    assert kr.build_items([[text]], np.random.default_rng(0), per_chunk=2) != []
+    assert len(kr.build_items([[text]], np.random.default_rng(0), per_chunk=2)) == 2
 
 
-def test_accuracy_and_truncate():
+def test_accuracy():
     assert kr.accuracy(np.array([1.0, 2.0, 0.0, 5.0]), np.array([0.0, 3.0, 0.0, 1.0])) == pytest.approx(0.625)
-    assert kr.truncate_pair([1, 2, 3], [4, 5]) == ([1, 2], [4, 5])
-    assert kr.truncate_pair(np.array([1]), [4, 5]) == ([1], [4])
     with pytest.raises(ValueError):
         kr.accuracy(np.zeros(2), np.zeros(3))
 

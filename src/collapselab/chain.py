@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from collapselab.curators import CurationError, CuratorContext
-from collapselab.data import make_source
 from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
@@ -120,12 +119,13 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     seeds = task.seeds
     c = len(seeds)
     tree = SeedTree(exp.seed)
-    source = make_source(exp.data, exp.heldout)
+    source = exp.make_source()
     real = source.pool(tree, task.batch, c)
-    heldout = source.heldout(tree)
+    heldout = source.heldout(tree, task.batch)
     model = make_family(arm.family, c, source.spec)
     ctx = CuratorContext(source)
-    mctx = MetricContext.make(source, heldout, None, arm.curator, c, n=exp.n, seed=exp.seed)
+    mctx = MetricContext.make(source, heldout, None, arm.curator, c, n=exp.n, tree=tree, batch=task.batch,
+                              loss=arm.loss)
     n, m = exp.n, arm.n_synthetic
 
     start, state, values = 0, {}, []
@@ -163,7 +163,8 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
             if g == 0:
                 train, state = arm.regime.initial(real, n)
             else:
-                synthetic = arm.curator.curate(model, arm.regime.request(g, n, m, state), stream("synthetic"), ctx)
+                request = arm.regime.request(g, n, m, state)
+                synthetic = None if request is None else arm.curator.curate(model, request, stream("synthetic"), ctx)
                 train, state = arm.regime.build(g, n, m, real, state, synthetic, stream("regime"))
         except CurationError as e:
             raise ChainError(task.arm, task.label(), g, str(e)) from None
@@ -176,7 +177,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         if not finite.all():
             bad = seeds[int(np.argmin(finite))]
             raise ChainError(task.arm, bad, g, "the fit is not finite (NaN or inf parameters)")
-        mctx.rng, mctx.cache = stream("metrics"), {}
+        mctx.rng, mctx.cache, mctx.real_seen = stream("metrics"), {}, arm.regime.real_needed(n, g)
         try:
             measured = compute(exp.metrics, model, mctx)
         except NUMERICAL as e:

@@ -99,9 +99,10 @@ def run(
 ) -> None:
     """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
-    from collapselab.runs import create_run
+    from collapselab.runs import check_data, create_run
 
     exp = load_experiment(experiment, set_, seeds, generations)
+    check_data(exp)
     target = out or Path("runs") / exp.name
     with create_run(exp, target, overwrite) as store:
         summary = _execute(exp, store, workers, quiet)

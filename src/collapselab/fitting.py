@@ -3,7 +3,8 @@
 A u-loss ``l(u)`` has the gradient of CE re-weighted by ``w(u) = -u dl/du`` (detached). For closed-form
 families this is realised as weighted maximum likelihood with ``w`` computed from the model's own
 confidence on its training data, iterated: fit with CE (or start from the warm-start model), then
-``steps`` times: ``u = model.confidence(data)``, refit with weights ``w(u)``. A fixed point satisfies
+``steps`` times: ``u = model.confidence(data)``, refit with weights ``w(u)`` (an adaptive gamma resolved per chain
+from these u; a random-drop loss's mask drawn once). A fixed point satisfies
 ``sum_i w(u_i) grad log p(x_i) = 0``, the stationarity condition of the loss with detached weights.
 For TCE on a continuous family this drops the most typical ``1 - gamma`` fraction of the training set.
 """
@@ -29,8 +30,12 @@ def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Ge
         model.fit(data, None, init=None, rng=rng)
         u = model.confidence(data)
         init = model
+    # a loss that drops targets at random (random_drop) keeps one mask for all refits, drawn after the first fit
+    mask = loss.keep_mask(np.asarray(u, dtype=np.float64), rng)
     for _ in range(max(1, steps)):
-        weights = loss.weight_u(u)
+        weights = loss.weight_chains(u)
+        if mask is not None:
+            weights = weights * mask
         _check_mass(weights, data, loss)
         model.fit(data, weights, init=init, rng=rng)
         init = model

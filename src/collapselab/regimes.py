@@ -14,6 +14,11 @@ default ``n``). Generation 0 trains on ``n`` real samples in every regime.
 | fresh_real(alpha) | round(alpha * n) new real + n - round(alpha * n) samples from model g-1 |
 | fortifai(chunks) | model g-1's same-size rewrite (``resample``) of training set g-1, plus real chunk g (n new |
 |                  | real samples) while g < chunks; warm-started (ForTIFAI) |
+| fortifai(oracle) | the same with the real text in place of every rewrite: real chunks 0..g (the protocol's |
+|                  | ceiling: no synthetic data, the same schedule and warm start) |
+
+A regime whose ``request`` is ``None`` draws nothing from the previous model at that generation (the chain then
+passes ``synthetic=None`` to :meth:`RegimeConfig.build`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collapselab.data.base import RealPool
 from collapselab.samples import SampleSet, concat
 
 State = dict[str, SampleSet]
-Request = int | SampleSet  # how many samples to draw from the previous model, or a set to rewrite
+Request = int | SampleSet | None  # how many samples to draw from the previous model, a set to rewrite, or nothing
 
 
 class RegimeConfig(BaseModel):
@@ -143,15 +148,19 @@ class FreshReal(RegimeConfig):
 
 
 class Fortifai(RegimeConfig):
-    """ForTIFAI's protocol: stage g = model g-1's rewrite of stage g-1's set + real chunk g (n samples)."""
+    """ForTIFAI's protocol: stage g = model g-1's rewrite of stage g-1's set + real chunk g (n samples).
+
+    ``oracle: true`` is its ceiling and control: the real text in place of every rewrite (stage g trains on real
+    chunks 0..g), with the same schedule and warm start."""
 
     name: Literal["fortifai"] = "fortifai"
     chunks: int = Field(6, ge=1)
+    oracle: bool = False
     warm_start: ClassVar[bool] = True
 
     @property
     def rewrites(self) -> bool:
-        return True
+        return not self.oracle
 
     def real_needed(self, n, generations):
         return n * min(self.chunks, generations + 1)
@@ -161,9 +170,12 @@ class Fortifai(RegimeConfig):
         return first, {"train": first}
 
     def request(self, g, n, m, state):
-        return state["train"]
+        return None if self.oracle else state["train"]
 
     def build(self, g, n, m, real, state, synthetic, rng):
+        if self.oracle:
+            train = real.take(0, n * min(g + 1, self.chunks))
+            return train, {"train": train}
         train = concat([synthetic, real.take(g * n, n)]) if g < self.chunks else synthetic
         return train, {"train": train}
 

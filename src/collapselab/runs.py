@@ -95,6 +95,19 @@ def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
             chain.prune(scan.resume)
 
 
+def check_data(exp: Experiment) -> None:
+    """Raise :class:`ConfigError` (one line naming the field) when some seed's real pool cannot serve what an arm
+    consumes over all generations (sources whose pool depends on the seed, e.g. whole-article text chunks); run
+    before anything is written."""
+    from collapselab.seeding import SeedTree
+
+    source = exp.make_source()
+    need = max(arm.regime.real_needed(exp.n, exp.generations) for arm in exp.arms)
+    why = source.check_capacity(SeedTree(exp.seed), exp.n_batches, need)
+    if why:
+        raise ConfigError(why)
+
+
 def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, progress: Progress | None = None,
             warn: Warn | None = None, prepared: bool = False, outputs: Outputs | None = None) -> Results:
     """Run (or resume) every chain of ``exp``; returns the values per (arm, batch).
@@ -104,7 +117,9 @@ def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, prog
     stays in memory. ``outputs`` (an :class:`Outputs`) starts on each arm's outputs as soon as its chains
     are done.
     """
-    if run is not None and not prepared:
+    if run is None:
+        check_data(exp)
+    elif not prepared:
         prepare(exp, run, warn)
     tasks = make_tasks(exp, None if run is None else str(run.root))
     return backend_for(workers).run(tasks, progress, None if outputs is None else outputs.task_done)

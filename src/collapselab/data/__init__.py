@@ -48,9 +48,9 @@ def source_class(config: SourceConfig) -> type[Source]:
     return SOURCES[config.source]
 
 
-def make_source(config: SourceConfig, heldout: int) -> Source:
-    """The data source for ``config`` with ``heldout`` held-out samples."""
-    return source_class(config)(config, heldout)
+def make_source(config: SourceConfig, heldout: int, n: int = 0) -> Source:
+    """The data source for ``config`` with ``heldout`` held-out samples (``n``: real samples per generation)."""
+    return source_class(config)(config, heldout, n)
 
 
 __all__ = ["SOURCES", "DataSettings", "FiniteSource", "ImageSource", "RealPool", "Source", "SourceConfig",

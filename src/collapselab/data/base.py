@@ -51,9 +51,11 @@ class Source(abc.ABC):
     #: True for sources whose truth is known exactly (closed-form metrics apply).
     has_truth: ClassVar[bool] = False
 
-    def __init__(self, config: SourceConfig, heldout: int) -> None:
+    def __init__(self, config: SourceConfig, heldout: int, n: int = 0) -> None:
         self.config = config
         self.heldout_size = int(heldout)
+        #: the experiment's real samples per generation (a text source lays its chunks out in units of it)
+        self.n = int(n)
 
     @property
     @abc.abstractmethod
@@ -78,9 +80,15 @@ class Source(abc.ABC):
         """Why the held-out size cannot be served (one line naming ``heldout``), or ``None``."""
         return None
 
+    def check_capacity(self, tree: SeedTree, batches: int, need: int) -> str | None:
+        """Why some of the first ``batches`` chain batches cannot be served ``need`` real samples (one line), or
+        ``None``; checked before a run starts (sources whose pool depends on the batch override it)."""
+        return None
+
     @abc.abstractmethod
-    def heldout(self, tree: SeedTree) -> SampleSet:
-        """Held-out real data ``[1, m, ...]``, shared by all chains and arms."""
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
+        """Held-out real data ``[1, m, ...]`` of chain batch ``batch`` (shared by all arms; most sources hold out
+        one set for every batch)."""
 
     def pool(self, tree: SeedTree, batch: int, n_chains: int) -> RealPool:
         return RealPool(self, tree, batch, n_chains)
@@ -102,7 +110,7 @@ class TruthSource(Source):
     def take(self, tree: SeedTree, batch: int, n_chains: int, offset: int, count: int) -> SampleSet:
         return self.draw(n_chains, count, tree.rng("data", batch, "real", offset))
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         return self.draw(1, self.heldout_size, tree.rng("data", "heldout"))
 
 
@@ -142,6 +150,6 @@ class FiniteSource(Source):
         order = np.stack([rng.permutation(n) for _ in range(n_chains)])[:, offset:offset + count]
         return SampleSet({k: v[order] for k, v in train.items()})
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         _, held = self._split(tree)
         return SampleSet({k: v[None] for k, v in held.items()})

@@ -170,7 +170,7 @@ class ImageSource(FiniteSource):
     @property
     def spec(self) -> dict[str, Any]:
         x = self.splits()["train"][0]
-        return {"shape": tuple(int(s) for s in x.shape[1:]), "classes": self.classes, "source": self.config.source}
+        return {"shape": tuple(int(s) for s in x.shape[1:]), "classes": self.classes, "source": self}
 
     def load(self) -> dict[str, np.ndarray]:
         x, y = self.splits()["train"]
@@ -194,7 +194,7 @@ class ImageSource(FiniteSource):
                           for _ in range(n_chains)])[:, offset:offset + count]
         return SampleSet({"x": x[order], "y": y[order]})
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         x, y = self.splits()["test"]
         idx = np.sort(tree.rng("data", "heldout").permutation(len(y))[: self.heldout_size])
         return SampleSet({"x": x[idx][None], "y": y[idx][None]})

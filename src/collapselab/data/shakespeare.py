@@ -109,5 +109,5 @@ class Shakespeare(FiniteSource):
         pick = tree.rng("data", "heldout").permutation(len(held))[: self.heldout_size]
         return self.load(), {"x": held[np.sort(pick)]}
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         return SampleSet({"x": self._split(tree)[1]["x"][None]})

@@ -3,19 +3,27 @@
 Documents (:mod:`collapselab.text.corpus`, in their fixed order) are dealt in turn to four parts, per
 ``pretrain + pool + validation + test`` consecutive documents: the **pretraining** documents (the tiny model's
 tokenizer and pretraining; unused by other models), the **training pool** (the experiment's real chunks),
-**validation** and **test** documents. Each part is one token stream (documents joined by the end-of-text
-token) under the model's tokenizer (``tokenizer``, filled from the arms' ``family.model``), cut into windows
-of ``window`` tokens: a sample is ``{"x": [C, n, window] int64}``.
+**validation** and **test** documents. Text is encoded by the model's tokenizer (``tokenizer``, filled from the
+arms' ``family.model``); a sample is a window of ``window`` tokens, ``{"x": [C, n, window] int64}``.
 
-Real windows are taken **in order** and are the same for every chain (ForTIFAI cuts the training text into
-F chunks in order; chains differ by their seeds): generation 0 trains on windows ``[0, n)``, the ``fortifai``
-regime's chunk g is ``[g n, (g + 1) n)``. The held-out set is the first ``heldout`` windows of the test
-stream. ``window`` is ForTIFAI's ``new_tokens``: a rewrite regenerates each window from the
-``family.context_tokens`` tokens before it.
+**Seeds replicate the data.** Per chain batch (a seed, for the one-chain causal-LM family) the source draws:
+
+- which pool articles form which **chunk**: the articles in a random order, packed whole into chunks of ``n``
+  windows (each article's tokens followed by the end-of-text token); the article that fills a chunk is cut
+  there and its rest is not used, so **no article spans two chunks** and later real chunks never re-teach an
+  earlier chunk's facts. Chunk ``k`` is pool windows ``[k n, (k + 1) n)``: generation 0 trains on chunk 0,
+  the ``fortifai`` regime's stage g adds chunk g;
+- the knowledge-retention **items** (:mod:`collapselab.text.kr`, from the chunks' articles);
+- the **held-out** windows: ``heldout`` consecutive windows of the test articles, in a random order of the
+  articles and from a random start.
+
+Arms share all of it (common random numbers). ``window`` is ForTIFAI's ``new_tokens``: a rewrite regenerates
+each window from the ``family.context_tokens`` tokens before it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -44,8 +52,10 @@ class TextConfig(SourceConfig):
     pool: int = Field(5, ge=1, le=100)
     validation: int = Field(1, ge=0, le=100)
     test: int = Field(1, ge=1, le=100)
-    chunks: int = Field(6, ge=1, le=16, description="real chunks of n windows the knowledge-retention probe covers")
-    kr_items: int = Field(64, ge=1, le=100_000, description="knowledge-retention items per chunk (at most)")
+    chunks: int = Field(6, ge=1, le=16, description="real chunks of n windows the knowledge-retention probe and "
+                                                  "the memorisation metrics cover")
+    kr_items: int | None = Field(None, ge=1, le=100_000,
+                                 description="knowledge-retention items per chunk (at most; default: every candidate)")
 
 
 class WikipediaConfig(TextConfig):
@@ -62,6 +72,19 @@ class PlaysConfig(TextConfig):
     pool: int = Field(2, ge=1, le=100)
     validation: int = Field(0, ge=0, le=100)
     test: int = Field(1, ge=1, le=100)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One chain batch's real pool: ``windows [K n, W]`` (chunk k = rows ``[k n, (k + 1) n)``) and, per chunk,
+    the pool documents it holds with the number of their tokens it uses (the last one cut where it fills)."""
+
+    windows: np.ndarray
+    pieces: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def chunks(self) -> int:
+        return len(self.pieces)
 
 
 class TextSource(Source):
@@ -119,6 +142,18 @@ class TextSource(Source):
 
         return load_tokenizer(self.tokenizer_folder)
 
+    @cached_property
+    def encoded(self) -> dict[str, list[np.ndarray]]:
+        """Each part's documents as token arrays, each followed by the end-of-text token."""
+        tok = self.tokenizer
+        eos = tok.eos_token_id
+        out = {}
+        for part in PARTS:
+            docs = self.documents[part]
+            ids = tok([d.text for d in docs], add_special_tokens=False)["input_ids"] if docs else []
+            out[part] = [np.array([*seq, eos], dtype=np.int64) for seq in ids]
+        return out
+
     def encode_documents(self, docs: list[Document]) -> np.ndarray:
         """One stream of token ids: each document's tokens followed by the end-of-text token."""
         tok = self.tokenizer
@@ -128,11 +163,11 @@ class TextSource(Source):
 
     @cached_property
     def streams(self) -> dict[str, np.ndarray]:
-        """Token streams of the four parts."""
-        return {p: self.encode_documents(self.documents[p]) for p in PARTS}
+        """Token streams of the four parts (documents in corpus order)."""
+        return {p: np.concatenate(self.encoded[p]) if self.encoded[p] else np.empty(0, np.int64) for p in PARTS}
 
     def windows(self, part: str) -> np.ndarray:
-        """The part's stream cut into ``[N, window]`` windows (the tail is dropped)."""
+        """The part's stream (corpus order) cut into ``[N, window]`` windows (the tail is dropped)."""
         s, w = self.streams[part], self.config.window
         return s[: len(s) // w * w].reshape(-1, w)
 
@@ -140,9 +175,48 @@ class TextSource(Source):
     def spec(self) -> dict[str, Any]:
         return {"window": self.config.window, "tokenizer": str(self.tokenizer_folder), "source": self}
 
+    # -- one chain batch's data -------------------------------------------------------------------------
+    def _chunk_windows(self) -> int:
+        if self.n < 1:
+            raise ValueError("the text source lays its pool out in chunks of n windows: build it with n >= 1 "
+                             "(make_source(config, heldout, n))")
+        return self.n
+
+    def layout(self, tree: SeedTree, batch: int) -> Layout:
+        """Chain batch ``batch``'s chunks: pool articles in a drawn order, packed whole (see the module docstring)."""
+        key = (tree.seed, batch)
+        cache = self.__dict__.setdefault("_layouts", {})
+        if key not in cache:
+            n, w = self._chunk_windows(), self.config.window
+            size = n * w
+            docs = self.encoded["pool"]
+            order = tree.rng("data", batch, "articles").permutation(len(docs))
+            rows, pieces, current, used = [], [], [], 0
+            for d in order.tolist():
+                take = min(len(docs[d]), size - used)
+                current.append((d, take))
+                used += take
+                if used == size:
+                    rows.append(np.concatenate([docs[i][:t] for i, t in current]))
+                    pieces.append(tuple(current))
+                    current, used = [], 0
+            windows = np.concatenate(rows).reshape(-1, w) if rows else np.empty((0, w), np.int64)
+            cache[key] = Layout(windows, tuple(pieces))
+        return cache[key]
+
     @property
-    def pool_size(self) -> int:
-        return len(self.windows("pool"))
+    def pool_size(self) -> int | None:
+        return None  # per chain batch: see check_capacity
+
+    def check_capacity(self, tree: SeedTree, batches: int, need: int) -> str | None:
+        """Why some chain batch's pool cannot serve ``need`` real windows (one line), or ``None``."""
+        n = self._chunk_windows()
+        have = min(self.layout(tree, b).chunks for b in range(batches))
+        if need > have * n:
+            return (f"n: the pool articles of {self.config.source!r} make {have} whole-article chunks of n = {n} "
+                    f"windows for some seed, {have * n} windows, but an arm needs {need}; use a smaller n, fewer "
+                    f"chunks or generations, or a larger data.pool")
+        return None
 
     def check_heldout(self) -> str | None:
         have = len(self.windows("test"))
@@ -152,36 +226,49 @@ class TextSource(Source):
         return None
 
     def take(self, tree: SeedTree, batch: int, n_chains: int, offset: int, count: int) -> SampleSet:
-        pool = self.windows("pool")
+        pool = self.layout(tree, batch).windows
         if offset + count > len(pool):
-            raise ValueError(f"real pool exhausted: windows up to {offset + count} asked of {len(pool)}")
+            raise ValueError(f"real pool exhausted: windows up to {offset + count} asked of {len(pool)} (the "
+                             f"whole-article chunks of chain batch {batch})")
         x = pool[offset:offset + count]
         return SampleSet({"x": np.broadcast_to(x, (n_chains, *x.shape)).copy()})
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
-        return SampleSet({"x": self.windows("test")[None, : self.heldout_size]})
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
+        """``heldout`` consecutive windows of the test articles, in chain batch ``batch``'s drawn order of the
+        articles and from a drawn start (read cyclically)."""
+        docs = self.encoded["test"]
+        rng = tree.rng("data", batch, "heldout")
+        order = rng.permutation(len(docs))
+        stream = np.concatenate([docs[i] for i in order.tolist()])
+        w = self.config.window
+        windows = stream[: len(stream) // w * w].reshape(-1, w)
+        start = int(rng.integers(len(windows)))
+        return SampleSet({"x": np.roll(windows, -start, axis=0)[None, : self.heldout_size]})
 
-    def chunk_text(self, start: int, count: int) -> str:
-        """The text of pool windows ``[start, start + count)`` (decoded)."""
-        return self.tokenizer.decode(self.windows("pool")[start:start + count].reshape(-1).tolist())
+    def chunk_count(self, tree: SeedTree, batch: int) -> int:
+        """Real chunks the probe and the memorisation metrics cover (as many of ``chunks`` as the pool holds)."""
+        return min(self.config.chunks, self.layout(tree, batch).chunks)
 
-    def chunk_count(self, n: int) -> int:
-        """Real chunks of ``n`` windows the probe covers (as many of ``chunks`` as the pool holds)."""
-        return max(0, min(self.config.chunks, len(self.windows("pool")) // max(n, 1)))
+    def chunk_articles(self, tree: SeedTree, batch: int, k: int) -> list[str]:
+        """The texts of chunk ``k``'s articles as the chunk holds them (the last one cut where it fills)."""
+        docs = self.encoded["pool"]
+        return [self.tokenizer.decode(docs[d][:t].tolist(), skip_special_tokens=True)
+                for d, t in self.layout(tree, batch).pieces[k]]
 
-    def training_tokens(self, n: int) -> np.ndarray:
-        """The real training text the chunks hold (pool windows ``[0, chunks n)``) as one token stream."""
-        return self.windows("pool")[: max(1, self.chunk_count(n)) * n].reshape(-1)
+    def training_tokens(self, tree: SeedTree, batch: int) -> np.ndarray:
+        """The real training text the probed chunks hold, as one token stream."""
+        n = self._chunk_windows()
+        return self.layout(tree, batch).windows[: max(1, self.chunk_count(tree, batch)) * n].reshape(-1)
 
-    def kr_items(self, n: int, seed: int) -> list:
-        """The knowledge-retention items of chunks of ``n`` windows (fixed by the corpus, ``n`` and ``seed``)."""
+    def kr_items(self, tree: SeedTree, batch: int) -> list:
+        """Chain batch ``batch``'s knowledge-retention items (drawn from its own chunks and stream)."""
         from collapselab.text.kr import build_items
 
-        key = (n, seed)
+        key = (tree.seed, batch)
         cache = self.__dict__.setdefault("_kr_cache", {})
         if key not in cache:
-            chunks = [self.chunk_text(f * n, n) for f in range(self.chunk_count(n))]
-            cache[key] = build_items(chunks, SeedTree(seed).rng("data", "kr"), per_chunk=self.config.kr_items)
+            chunks = [self.chunk_articles(tree, batch, k) for k in range(self.chunk_count(tree, batch))]
+            cache[key] = build_items(chunks, tree.rng("data", batch, "kr"), per_chunk=self.config.kr_items)
         return cache[key]
 
     def decode(self, x: np.ndarray) -> list[str]:

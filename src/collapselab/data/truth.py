@@ -137,7 +137,7 @@ class LinearTruth(TruthSource):
         truth = self.truth.tile(n_chains)
         return SampleSet({"x": x, "y": truth.label(x, rng)})
 
-    def heldout(self, tree: SeedTree) -> SampleSet:
+    def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         rng = tree.rng("data", "heldout")
         x = rng.standard_normal((1, self.heldout_size, self.config.dim))
         return SampleSet({"x": x, "y": self.truth.label(x, rng)})

@@ -57,6 +57,7 @@ class ArmOverride(BaseModel):
     curator: dict[str, Any] | None = None
     loss: dict[str, Any] | None = None
     n_synthetic: int | None = Field(None, ge=1)
+    control_of: str | None = Field(None, description="the arm this one is the matched control of (reports mark it)")
 
     @field_validator("name")
     @classmethod
@@ -76,6 +77,7 @@ class Arm(BaseModel):
     curator: CuratorSettings
     loss: LossConfig
     n_synthetic: int
+    control_of: str | None = None
 
 
 class Experiment(BaseModel):
@@ -123,6 +125,12 @@ class Experiment(BaseModel):
         lo = batch * self.chains_per_batch
         return list(range(lo, min(self.seeds, lo + self.chains_per_batch)))
 
+    def make_source(self) -> Any:
+        """The experiment's data source (held-out size and real samples per generation set)."""
+        from collapselab.data import make_source
+
+        return make_source(self.data, self.heldout, self.n)
+
     @property
     def rules(self) -> list[FailureRule]:
         """The failure rules, primary first (empty without a rule)."""
@@ -150,6 +158,9 @@ class Experiment(BaseModel):
             raise ValueError(f"arms: duplicate arm names {dup}")
         if self.reference_arm is not None and self.reference_arm not in names:
             raise ValueError(f"reference_arm: {self.reference_arm!r} is not an arm; arms: {names}")
+        for i, arm in enumerate(self.arms):
+            if arm.control_of is not None and (arm.control_of not in names or arm.control_of == arm.name):
+                raise ValueError(f"arms.{i}.control_of: {arm.control_of!r} is not another arm; arms: {names}")
         source_cls = source_class(self.data)
         kind = source_cls.kind
         for arm in self.arms:
@@ -229,11 +240,11 @@ class Experiment(BaseModel):
 
     def _check_pool(self, source_cls: type) -> None:
         """A finite real data set must hold what every arm's regime consumes over all generations."""
-        from collapselab.data import FiniteSource, make_source
+        from collapselab.data import FiniteSource
 
         if not issubclass(source_cls, FiniteSource):
             return
-        source = make_source(self.data, self.heldout)
+        source = self.make_source()
         try:
             available = source.pool_size
         except (OSError, ValueError) as e:
@@ -368,6 +379,8 @@ def resolve(raw: dict[str, Any]) -> Experiment:
             if merged is not None:
                 full[k] = merged
         full["n_synthetic"] = arm.get("n_synthetic", raw.get("n_synthetic") or raw.get("n"))
+        if arm.get("control_of") is not None:
+            full["control_of"] = arm["control_of"]
         resolved.append(full)
     doc = {k: v for k, v in raw.items() if k not in ("arms", "grid")}
     doc["arms"] = resolved
@@ -423,13 +436,13 @@ def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> s
 def _union_tags() -> set[str]:
     """Tag values of the tagged unions: pydantic puts them in error locations, users never write them."""
     from collapselab.curators import CURATORS
-    from collapselab.losses.ulosses import ULOSS_NAMES
+    from collapselab.losses.ulosses import GAMMA_TAGS, ULOSS_NAMES
     from collapselab.regimes import REGIMES
     from collapselab.rewards import Coordinate, Distance
 
     classes = (*CURATORS, *REGIMES, Coordinate, Distance, SymbolValues)
     return (set(FAMILIES) | set(SOURCES) | set(ULOSS_NAMES) | {c.model_fields["name"].default for c in classes}
-            | {"failure-rule", "failure-rules"})
+            | {"failure-rule", "failure-rules", *GAMMA_TAGS})
 
 
 _UNION_TAGS = _union_tags()

@@ -103,6 +103,11 @@ class Family(abc.ABC):
     def confidence(self, data: SampleSet) -> np.ndarray:
         """``u`` in [0, 1] per sample (or per token), the input of every u-loss."""
 
+    def loss_confidence(self, data: SampleSet) -> np.ndarray:
+        """The ``u`` the arm's loss acts on in training (default: :meth:`confidence`; a VAE trained per image
+        uses its image-level confidence)."""
+        return self.confidence(data)
+
     def export(self) -> dict[str, bytes] | None:
         """The fitted model in a standard on-disk form (relative path -> bytes, e.g. a Hugging Face folder)
         that checkpoints hold instead of the :meth:`state_dict` arrays; ``None`` (the default): the arrays."""

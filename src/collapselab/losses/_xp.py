@@ -1,6 +1,6 @@
 """The few array operations the u-loss definitions need, for numpy arrays and torch tensors alike.
 
-Hand-written rather than array-api-compat: five functions do not justify a dependency, and torch's
+Hand-written rather than array-api-compat: a handful of functions do not justify a dependency, and torch's
 ``where``/``clamp`` signatures differ from numpy's in ways the compat layer does not hide for scalars.
 """
 
@@ -36,6 +36,10 @@ class _Numpy:
         x = np.asarray(x)
         return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
 
+    @staticmethod
+    def to_numpy(x: Any) -> np.ndarray:
+        return np.asarray(x)
+
 
 class _Torch:
     def __init__(self) -> None:
@@ -55,6 +59,10 @@ class _Torch:
     @staticmethod
     def as_float(x: Any) -> Any:
         return x if x.is_floating_point() else x.double()
+
+    @staticmethod
+    def to_numpy(x: Any) -> np.ndarray:
+        return x.detach().double().cpu().numpy()
 
 
 _NP = _Numpy()

@@ -27,15 +27,19 @@ Reduction = Literal["mean", "sum", "none"]
 
 class _BinaryULoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: torch.Tensor, t: torch.Tensor, loss: U.ULoss, sample_weight: torch.Tensor | None):
+    def forward(ctx, z: torch.Tensor, t: torch.Tensor, loss: U.ULoss, sample_weight: torch.Tensor | None,
+                generator: torch.Generator | None = None):
         acc = torch.float64 if z.dtype == torch.float64 else torch.float32
         zf, tf = z.detach().to(acc), t.to(acc)
         log_u = -F.binary_cross_entropy_with_logits(zf, tf, reduction="none")
-        if isinstance(loss, U.TCE):  # the common case without the generic helpers' temporaries
+        if isinstance(loss, U.TCE) and not loss.adaptive:  # the common case without the generic temporaries
             keep = -log_u >= -math.log(loss.gamma)  # in log space, as ulosses.TCE
             value, w = torch.where(keep, -log_u, 0.0), keep.to(acc)
         else:
             value, w = loss.value(log_u), loss.weight(log_u)
+        mask = loss.keep_mask(log_u, generator)
+        if mask is not None:
+            value, w = value * mask, w * mask
         if sample_weight is not None:
             sw = sample_weight.to(acc).reshape(sample_weight.shape + (1,) * (z.dim() - sample_weight.dim()))
             value, w = value * sw, w * sw
@@ -46,17 +50,19 @@ class _BinaryULoss(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
         up = float(grad_output) if grad_output.dim() == 0 else grad_output.to(grad.dtype)  # no rounding to half
-        return grad * up, None, None, None
+        return grad * up, None, None, None, None
 
 
 def binary_uloss(logits: torch.Tensor, target: torch.Tensor, loss: U.ULoss | None = None,
-                 reduction: Reduction = "mean", sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+                 reduction: Reduction = "mean", sample_weight: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """The u-loss ``loss`` (default CE) of Bernoulli ``logits`` for ``target`` values in [0, 1], element-wise.
 
     ``reduction``: ``"none"`` (per element, ``logits``' shape), ``"sum"``, or ``"mean"`` (over elements).
     ``sample_weight``: optional weights for the leading dimensions (e.g. one per image ``[N]``), multiplied
     into the loss and its gradient (how image-level u-weights apply). ``loss=CE()`` equals
-    ``F.binary_cross_entropy_with_logits``.
+    ``F.binary_cross_entropy_with_logits``. A loss that drops targets at random (``random_drop``) draws its mask
+    from ``generator`` (default: torch's global generator).
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -67,7 +73,7 @@ def binary_uloss(logits: torch.Tensor, target: torch.Tensor, loss: U.ULoss | Non
     if sample_weight is not None and sample_weight.shape != logits.shape[: sample_weight.dim()]:
         raise ValueError(f"sample_weight shape {tuple(sample_weight.shape)} must match the leading dimensions "
                          f"of logits {tuple(logits.shape)}")
-    per = _BinaryULoss.apply(logits, target, loss if loss is not None else U.CE(), sample_weight)
+    per = _BinaryULoss.apply(logits, target, loss if loss is not None else U.CE(), sample_weight, generator)
     if reduction == "none":
         return per
     return per.sum() if reduction == "sum" else per.mean()

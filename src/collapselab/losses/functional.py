@@ -209,7 +209,16 @@ def uloss(input: torch.Tensor, target: torch.Tensor, weigh: Weigh, weight: torch
     return loss
 
 
-def _weigh_by(loss: U.ULoss) -> Weigh:
+def _weigh_by(loss: U.ULoss, generator: torch.Generator | None = None) -> Weigh:
+    """The weighing of the u-loss ``loss``; a loss that drops targets at random (``random_drop``) draws its mask
+    from ``generator`` (default: torch's global generator)."""
+    if loss.keep_share < 1.0:
+        def masked(log_u: torch.Tensor, valid: torch.Tensor):
+            m = loss.keep_mask(log_u, generator)
+            return loss.value(log_u) * m, loss.weight(log_u) * m, None
+
+        return masked
+
     def weigh(log_u: torch.Tensor, valid: torch.Tensor):
         return loss.value(log_u), loss.weight(log_u), None
 

@@ -20,8 +20,21 @@ All functions take ``log_u`` (natural log of u; clamped below at ``log(tiny)`` o
 | agce(a, q) | ((a+1)^q - (a+u)^q) / q | u (a+u)^(q-1) | unconfident |
 | ael(a) | exp(-u/a) | (u/a) exp(-u/a) | unconfident |
 | vce(a) | -log(a + u) | u / (a + u) | unconfident |
+| random_drop(q) | m (-log u), m ~ Bernoulli(1 - q) per target | m | a random q share (the control) |
 
 (*) focal's weight rises a little for small u before it falls to 0 at u = 1.
+
+**Gamma that follows the model.** TCE's ``gamma`` is a number, or ``{quantile: q}`` (drop the most confident
+``q`` share of the targets: gamma is the ``1 - q`` quantile of their u) or ``{dynamic: k}`` (ForTIFAI's rule:
+gamma = mean + k std of the mean confidence of groups of targets). Called directly, an adaptive TCE resolves its
+gamma from the u it is given (per call, i.e. per batch); the gradient-trained families resolve it once per epoch
+on a fixed clip set of the training data, as ForTIFAI does (:meth:`TCE.at` gives the fixed-gamma loss they train
+with), and the closed-form families per chain from the training set (:meth:`ULoss.weight_chains`).
+
+**The matched control.** ``random_drop(q)`` drops a random ``q`` share of the targets whatever their u (a fresh
+Bernoulli mask per use: per token, pixel or sample), with TCE's normalisation (the mean over all targets, the
+dropped ones counted), so a truncating loss can be compared with dropping as much at random: the mask is drawn
+by whoever applies the loss (:meth:`ULoss.keep_mask`), from the run's seed tree.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
 from collapselab.losses._xp import namespace
 
@@ -83,6 +96,22 @@ class ULoss(BaseModel):
         """True when the loss is plain cross entropy (w == 1), so a weighted fit is not needed."""
         return False
 
+    @property
+    def keep_share(self) -> float:
+        """The expected share of targets a random mask keeps (1 for a loss without one)."""
+        return 1.0
+
+    def keep_mask(self, like: Any, generator: Any) -> Any:
+        """A random 0/1 mask shaped like ``like`` (numpy array with a numpy ``Generator``, or torch tensor with a
+        ``torch.Generator``, ``None``: torch's global one) for a loss that drops targets at random; ``None`` (the
+        default): no mask."""
+        return None
+
+    def weight_chains(self, u: np.ndarray) -> np.ndarray:
+        """``w(u)`` of a closed-form family's confidences ``[C, n, ...]``, a loss with an adaptive setting resolved
+        per chain (the default: :meth:`weight_u`)."""
+        return self.weight_u(u)
+
     def label(self) -> str:
         """Short human name, e.g. ``tce(gamma=0.99)``."""
         params = ", ".join(f"{k}={v}" for k, v in self.model_dump().items() if k != "name")
@@ -105,26 +134,107 @@ class CE(ULoss):
         return True
 
 
+class GammaQuantile(BaseModel):
+    """Drop the most confident ``quantile`` share of the targets (gamma = the ``1 - quantile`` quantile of u)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    quantile: float = Field(gt=0.0, lt=1.0)
+
+    def resolve(self, u: np.ndarray, groups: int | None = None) -> float:
+        return float(np.quantile(np.asarray(u, dtype=np.float64), 1.0 - self.quantile))
+
+
+class GammaDynamic(BaseModel):
+    """ForTIFAI's rule: gamma = mean + ``dynamic`` x std (population) of the groups' mean confidences (their
+    ``alpha``; a group is one clip batch of theirs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    dynamic: float = Field(ge=-10.0, le=10.0)
+
+    def resolve(self, u: np.ndarray, groups: int | None = None) -> float:
+        a = np.asarray(u, dtype=np.float64)
+        means = a.reshape(groups or len(a), -1).mean(axis=1) if a.ndim else a.reshape(1)
+        return float(means.mean() + self.dynamic * means.std())
+
+
+def _gamma_tag(v: Any) -> str:
+    if isinstance(v, dict):
+        return "gamma-dynamic" if "dynamic" in v and "quantile" not in v else "gamma-quantile"
+    if isinstance(v, (GammaQuantile, GammaDynamic)):
+        return "gamma-quantile" if isinstance(v, GammaQuantile) else "gamma-dynamic"
+    return "gamma-number"
+
+
+#: a number, ``{quantile: q}`` or ``{dynamic: k}``; tagged so that an error names ``gamma.<field>`` only
+Gamma = Annotated[Annotated[float, Tag("gamma-number")] | Annotated[GammaQuantile, Tag("gamma-quantile")]
+                  | Annotated[GammaDynamic, Tag("gamma-dynamic")], Discriminator(_gamma_tag)]
+#: the tags above (pydantic puts them in error locations; users never write them)
+GAMMA_TAGS = ("gamma-number", "gamma-quantile", "gamma-dynamic")
+
+
+def _clip_gamma(g: float) -> float:
+    """A resolved gamma as TCE takes it: >= 1 keeps every target (ForTIFAI's code), <= 0 none."""
+    return min(max(g, 1e-12), 1.0)
+
+
 class TCE(ULoss):
     """Truncated cross entropy (ForTIFAI): ``1[u <= gamma] (-log u)``, ``w = 1[u <= gamma]``.
 
     The mask is taken in log space (``-log u >= -log gamma``), so u close to 1 is handled exactly;
-    gamma = 1 keeps every target (equals CE).
+    gamma = 1 keeps every target (equals CE). ``gamma`` may follow the model (``{quantile: q}``,
+    ``{dynamic: k}``; see the module docstring).
     """
 
     name: Literal["tce"] = "tce"
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    gamma: Gamma = Field(0.99)
     direction: ClassVar[Direction] = "confident"
     source: ClassVar[str] = "ForTIFAI (arXiv 2509.08972): gamma 0.9-0.99"
+
+    @field_validator("gamma")
+    @classmethod
+    def _range(cls, g: Any) -> Any:
+        if isinstance(g, float) and not 0.0 < g <= 1.0:
+            raise ValueError(f"must be in (0, 1], {{quantile: q}} or {{dynamic: k}}; got {g!r}")
+        return g
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether gamma follows the model (resolved from confidences) rather than being a number."""
+        return not isinstance(self.gamma, float)
+
+    def resolve(self, u: Any, groups: int | None = None) -> float:
+        """The gamma this loss uses for confidences ``u`` (``groups``: rows of ``u`` for the dynamic rule)."""
+        if not self.adaptive:
+            return float(self.gamma)
+        return _clip_gamma(self.gamma.resolve(u, groups))
+
+    def at(self, gamma: float) -> TCE:
+        """The same loss with a fixed ``gamma`` (how an adaptive one is trained for an epoch)."""
+        return TCE(gamma=_clip_gamma(float(gamma)))
+
+    def _fixed(self, log_u: Any) -> TCE:
+        if not self.adaptive:
+            return self
+        xp = namespace(log_u)
+        u = np.asarray(xp.to_numpy(xp.exp(log_u)), dtype=np.float64)
+        return self.at(self.resolve(u.reshape(-1)))
 
     def _keep(self, log_u: Any) -> Any:
         return -log_u >= -math.log(self.gamma)
 
     def _value(self, xp, log_u, u, om):
-        return xp.where(self._keep(log_u), -log_u, log_u * 0)
+        t = self._fixed(log_u)
+        return xp.where(t._keep(log_u), -log_u, log_u * 0)
 
     def _weight(self, xp, log_u, u, om):
-        return xp.where(self._keep(log_u), log_u * 0 + 1, log_u * 0)
+        t = self._fixed(log_u)
+        return xp.where(t._keep(log_u), log_u * 0 + 1, log_u * 0)
+
+    def weight_chains(self, u: np.ndarray) -> np.ndarray:
+        if not self.adaptive:
+            return self.weight_u(u)
+        u = np.asarray(u, dtype=np.float64)
+        return np.stack([self.at(self.resolve(uc.reshape(-1), len(uc))).weight_u(uc) for uc in u])
 
     @property
     def is_ce(self) -> bool:
@@ -268,8 +378,40 @@ class VCE(ULoss):
         return u / (self.a + u)
 
 
-ULOSS_CLASSES: tuple[type[ULoss], ...] = (CE, TCE, Focal, Linear, Poly1, GCE, SCE, AGCE, AEL, VCE)
-LossConfig = Annotated[CE | TCE | Focal | Linear | Poly1 | GCE | SCE | AGCE | AEL | VCE,
+class RandomDrop(ULoss):
+    """The control of a truncating loss: cross entropy with a random ``q`` share of the targets dropped, whatever
+    their u (``l = m (-log u)``, ``w = m``, ``m ~ Bernoulli(1 - q)``), normalised over all targets as TCE."""
+
+    name: Literal["random_drop"] = "random_drop"
+    q: float = Field(0.25, ge=0.0, lt=1.0)
+    source: ClassVar[str] = "matched control (drops as many targets as a truncating loss, at random)"
+
+    def _value(self, xp, log_u, u, om):
+        return -log_u
+
+    def _weight(self, xp, log_u, u, om):
+        return log_u * 0 + 1
+
+    @property
+    def keep_share(self) -> float:
+        return 1.0 - self.q
+
+    def keep_mask(self, like: Any, generator: Any) -> Any:
+        if isinstance(like, np.ndarray) or np.isscalar(like):
+            return (generator.random(np.shape(like)) >= self.q).astype(np.float64)
+        import torch
+
+        device = generator.device if generator is not None else like.device
+        draw = torch.rand(like.shape, generator=generator, device=device, dtype=torch.float32)
+        return (draw >= self.q).to(device=like.device, dtype=like.dtype)
+
+    @property
+    def is_ce(self) -> bool:
+        return self.q == 0.0
+
+
+ULOSS_CLASSES: tuple[type[ULoss], ...] = (CE, TCE, Focal, Linear, Poly1, GCE, SCE, AGCE, AEL, VCE, RandomDrop)
+LossConfig = Annotated[CE | TCE | Focal | Linear | Poly1 | GCE | SCE | AGCE | AEL | VCE | RandomDrop,
                        Field(discriminator="name")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(LossConfig)
 ULOSS_NAMES: tuple[str, ...] = tuple(c.model_fields["name"].default for c in ULOSS_CLASSES)

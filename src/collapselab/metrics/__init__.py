@@ -5,6 +5,7 @@ from collapselab.metrics import (  # noqa: F401  (registration)
     features,
     fidelity,
     images,
+    losses,
     params,
     reward,
     text,

@@ -15,7 +15,9 @@ import numpy as np
 from collapselab.curators import CuratorConfig
 from collapselab.data.base import Source
 from collapselab.families.base import Family
+from collapselab.losses.ulosses import CE, ULoss
 from collapselab.samples import SampleSet
+from collapselab.seeding import SeedTree
 
 
 @dataclass
@@ -31,16 +33,29 @@ class MetricContext:
     cache: dict = field(default_factory=dict)
     #: for the chain batch's life (e.g. features of the held-out real data)
     static: dict = field(default_factory=dict)
-    #: the experiment's real samples per generation and root seed (probes built from the real chunks)
+    #: the experiment's real samples per generation and the run's seed tree
     n: int = 0
-    seed: int = 0
+    tree: SeedTree = field(default_factory=lambda: SeedTree(0))
+    #: the chain batch measured (its own real data: chunks, probe items, held-out windows)
+    batch: int = 0
+    #: real samples the chain has trained on up to this generation (the regime's ``real_needed``)
+    real_seen: int = 0
+    #: the arm's loss (the metrics of what it drops)
+    loss: ULoss = field(default_factory=CE)
 
     @classmethod
     def make(cls, source: Source, heldout: SampleSet, rng: np.random.Generator, curator: CuratorConfig,
-             n_chains: int, n: int = 0, seed: int = 0) -> MetricContext:
+             n_chains: int, n: int = 0, tree: SeedTree | None = None, batch: int = 0,
+             loss: ULoss | None = None) -> MetricContext:
         """A context whose truth is tiled over ``n_chains``."""
         t = source.truth
-        return cls(source, heldout, rng, curator, None if t is None else t.tile(n_chains), n=n, seed=seed)
+        return cls(source, heldout, rng, curator, None if t is None else t.tile(n_chains), n=n,
+                   tree=tree or SeedTree(0), batch=batch, loss=loss or CE())
+
+    @property
+    def chunks_seen(self) -> int:
+        """Real chunks of ``n`` samples trained on so far."""
+        return -(-self.real_seen // self.n) if self.n else 0
 
 
 MetricFn = Callable[[Family, MetricContext], np.ndarray]

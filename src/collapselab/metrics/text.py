@@ -2,11 +2,14 @@
 
 - ``perplexity``: ``exp(total NLL / total tokens)`` of the held-out test windows (token-weighted; each chain's
   windows read as one stream in blocks of the family's ``block_size``, every token predicted).
-- ``kr_accuracy`` and ``kr_split_<s>``: a knowledge-retention probe built from the real training chunks
-  (:mod:`collapselab.text.kr`; chunk s = pool windows ``[s n, (s + 1) n)``): an item is right when the true
-  continuation's summed token log-probability beats the false one's (both truncated to the shorter
-  tokenisation). It is a KR-test-style probe, not the paper's GPT-4o-mini item set. The item set is fixed by
-  the corpus, ``n`` and the experiment's seed (rebuilt identically on resume).
+- ``kr_accuracy``, ``kr_split_<s>`` and ``kr_unseen``: a knowledge-retention probe built from the chain's real
+  chunks (:mod:`collapselab.text.kr`; chunk s = pool windows ``[s n, (s + 1) n)``, whole articles): an item is
+  right when the true continuation (the differing span and the rest of the sentence) is more likely than the
+  false one. ``kr_unseen`` is the probe on the chunks the chain has **not** trained on yet: the probe's chance
+  level, measured (it should read 0.5; a familiarity effect would show here). It is a KR-test-style probe, not
+  the paper's GPT-4o-mini item set; items are drawn per seed (rebuilt identically on resume).
+- ``memorization_<k>``: nats per token by which the model predicts real chunk k better than the pretrained
+  model it started from (base NLL minus the model's); 0 for a model that never saw the chunk, its chance level.
 - On the model's **rewrite** of the held-out windows (its own decoding): ``unigram_kl``
   (KL of the rewrites' unigram distribution from the real training
   text's, :func:`collapselab.text.stats.unigram_kl`), ``distinct_1/2/3``, ``self_bleu``,
@@ -28,7 +31,7 @@ from collapselab.samples import SampleSet
 TEXT = ("text",)
 #: the run output holding the knowledge-retention item set (:func:`kr_items_bytes`).
 KR_FILE = "kr_items.safetensors"
-#: knowledge-retention split metrics registered (kr_split_0 .. kr_split_{MAX_SPLITS - 1}).
+#: per-chunk metrics registered (kr_split_0 .. kr_split_{MAX_SPLITS - 1}, memorization_0 ...).
 MAX_SPLITS = 16
 
 
@@ -55,22 +58,24 @@ def perplexity(model: Family, ctx: MetricContext) -> np.ndarray:
 
 def uses_kr(metrics: list[str]) -> bool:
     """Whether ``metrics`` include the knowledge-retention probe."""
-    return any(m == "kr_accuracy" or m.startswith("kr_split_") for m in metrics)
+    return any(m in ("kr_accuracy", "kr_unseen") or m.startswith("kr_split_") for m in metrics)
 
 
-def kr_items_bytes(source: Any, n: int, seed: int) -> bytes:
-    """The probe's item set for ``n`` windows per chunk and ``seed`` as safetensors bytes (read them back with
-    ``safetensors.numpy.load`` and :func:`collapselab.text.kr.items_from_arrays`)."""
+def kr_items_bytes(source: Any, tree: Any, batches: int) -> bytes:
+    """The probe's item sets of chain batches ``0 .. batches - 1`` as safetensors bytes: the arrays of
+    :func:`collapselab.text.kr.items_to_arrays` under ``b<batch>/`` (read one back with ``safetensors.numpy.load``,
+    the keys of a batch without their prefix, and :func:`collapselab.text.kr.items_from_arrays`)."""
     from collapselab.store import tensors_bytes
     from collapselab.text.kr import items_to_arrays
 
-    return tensors_bytes(items_to_arrays(source.kr_items(n, seed)), {"n": n, "seed": seed})
+    arrays = {f"b{b:04d}/{k}": v for b in range(batches) for k, v in items_to_arrays(source.kr_items(tree, b)).items()}
+    return tensors_bytes(arrays, {"n": source.n, "seed": tree.seed, "batches": batches})
 
 
 def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     """``(correct [C, items], chunk [items])`` of the knowledge-retention probe (once per generation)."""
     if "kr" not in ctx.cache:
-        items = ctx.source.kr_items(ctx.n, ctx.seed)
+        items = ctx.source.kr_items(ctx.tree, ctx.batch)
         diff = model.compare_continuations([i.context for i in items], [i.true for i in items],
                                            [i.false for i in items])
         correct = (diff > 0) + 0.5 * (diff == 0)
@@ -78,20 +83,32 @@ def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarra
     return ctx.cache["kr"]
 
 
+def _kr_mean(model: Family, ctx: MetricContext, sel: np.ndarray) -> np.ndarray:
+    correct, _ = kr_results(model, ctx)
+    return correct[:, sel].mean(axis=1) if sel.any() else np.full(model.n_chains, np.nan)
+
+
 @metric("kr_accuracy", TEXT, "knowledge retention: share of probe items from all real chunks where the true "
         "continuation is more likely than the false one (chance 0.5)", better="higher",
         needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy",
         chance=0.5)
 def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
-    correct, _ = kr_results(model, ctx)
-    return correct.mean(axis=1) if correct.shape[1] else np.full(model.n_chains, np.nan)
+    _, chunk = kr_results(model, ctx)
+    return _kr_mean(model, ctx, np.ones(len(chunk), dtype=bool))
+
+
+@metric("kr_unseen", TEXT, "the knowledge-retention probe on the real chunks not yet trained on: the probe's "
+        "measured chance level (0.5 for a valid probe)", better="higher", needs="compare_continuations",
+        title="Knowledge retention on chunks not yet trained on (chance level)", axis="KR accuracy", chance=0.5)
+def kr_unseen(model: Family, ctx: MetricContext) -> np.ndarray:
+    _, chunk = kr_results(model, ctx)
+    return _kr_mean(model, ctx, chunk >= ctx.chunks_seen)
 
 
 def _kr_split(s: int):
     def fn(model: Family, ctx: MetricContext) -> np.ndarray:
-        correct, chunk = kr_results(model, ctx)
-        sel = chunk == s
-        return correct[:, sel].mean(axis=1) if sel.any() else np.full(model.n_chains, np.nan)
+        _, chunk = kr_results(model, ctx)
+        return _kr_mean(model, ctx, chunk == s)
 
     return fn
 
@@ -100,6 +117,33 @@ for _s in range(MAX_SPLITS):
     metric(f"kr_split_{_s}", TEXT, f"knowledge retention on the probe items of real chunk {_s} (chance 0.5)",
            better="higher", needs="compare_continuations", title=f"Knowledge retention, chunk {_s}",
            axis="KR accuracy", chance=0.5)(_kr_split(_s))
+
+
+def _chunk_logprobs(model: Family, ctx: MetricContext, k: int) -> np.ndarray:
+    """Per-token log-probabilities ``[C, n, W]`` of real chunk ``k`` under ``model``."""
+    return model.log_prob(ctx.source.take(ctx.tree, ctx.batch, 1, k * ctx.n, ctx.n))
+
+
+def _memorization(k: int):
+    def fn(model: Family, ctx: MetricContext) -> np.ndarray:
+        if k >= ctx.source.chunk_count(ctx.tree, ctx.batch):
+            return np.full(model.n_chains, np.nan)
+        key = ("base_chunk", k)
+        if key not in ctx.static:  # the pretrained start point's log-likelihood, once per chain batch
+            if "base_model" not in ctx.static:
+                ctx.static["base_model"] = model.pretrained()
+            ctx.static[key] = _chunk_logprobs(ctx.static["base_model"], ctx, k).reshape(-1).mean()
+        lp = _chunk_logprobs(model, ctx, k)
+        return lp.reshape(lp.shape[0], -1).mean(axis=1) - ctx.static[key]
+
+    return fn
+
+
+for _k in range(MAX_SPLITS):
+    metric(f"memorization_{_k}", TEXT, f"memorisation of real chunk {_k}: the pretrained base model's NLL on it minus "
+           f"this model's, nats per token (0 for a model that never saw it)", better="higher", needs="pretrained",
+           title=f"Memorisation of real chunk {_k}", axis="base NLL - model NLL (nats/token)",
+           chance=0.0)(_memorization(_k))
 
 
 def _rewrite_stat(fn):
@@ -112,7 +156,7 @@ def _rewrite_stat(fn):
 
 def _real_tokens(ctx: MetricContext) -> np.ndarray:
     if "real_tokens" not in ctx.static:
-        ctx.static["real_tokens"] = ctx.source.training_tokens(ctx.n)
+        ctx.static["real_tokens"] = ctx.source.training_tokens(ctx.tree, ctx.batch)
     return ctx.static["real_tokens"]
 
 

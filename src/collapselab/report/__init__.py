@@ -42,10 +42,10 @@ def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStat
     files.update({f"figures/{name}": data for name, data in figures})
     files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp),
                                         passages).encode()
-    if uses_kr(exp.metrics):  # the probe's item set, saved with the run
-        from collapselab.data import make_source
+    if uses_kr(exp.metrics):  # the probe's item sets (one per seed), saved with the run
+        from collapselab.seeding import SeedTree
 
-        files[KR_FILE] = kr_items_bytes(make_source(exp.data, exp.heldout), exp.n, exp.seed)
+        files[KR_FILE] = kr_items_bytes(exp.make_source(), SeedTree(exp.seed), exp.n_batches)
     return summary, files
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.data import make_source
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
 from collapselab.metrics.timing import (
@@ -35,7 +34,7 @@ def theory_curves(exp: Experiment) -> dict[str, dict[str, TheoryCurve]]:
     """``{arm: {metric: curve}}`` of every applicable prediction listed in ``exp.theory``."""
     if not exp.theory:
         return {}
-    source = make_source(exp.data, exp.heldout)
+    source = exp.make_source()
     out: dict[str, dict[str, TheoryCurve]] = {}
     for arm in exp.arms:
         for name in exp.theory:

@@ -45,14 +45,13 @@ def gallery_generations(exp: Experiment) -> list[int]:
 
 def collect_gallery(exp: Experiment, store: Any) -> Gallery:
     """Samples of seed 0 per arm and shown generation, from the verified checkpoints of ``store``."""
-    from collapselab.data import make_source
     from collapselab.families import make_family
     from collapselab.seeding import SeedTree
 
     arms = arms_overriding(exp, "gallery")
     if not arms:
         return {}
-    spec = make_source(exp.data, exp.heldout).spec
+    spec = exp.make_source().spec
     tree = SeedTree(exp.seed)
     chains = len(exp.batch_seeds(0))
     out: Gallery = {}

@@ -22,7 +22,7 @@ color:#555;font-size:13px;padding-top:.4em}figure{margin:1em 0}figure img{max-wi
 border:1px solid #eee}figcaption{font-size:13px;color:#555}
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
-details summary{cursor:pointer;font-weight:600}.flag{color:#b00020}
+details summary{cursor:pointer;font-weight:600}.flag{color:#b00020}.ctl{color:#555;font-size:12px;font-weight:normal}
 td.text,blockquote.text{font-family:Georgia,serif;font-size:13.5px;max-width:32em}
 blockquote.text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}"""
 
@@ -39,14 +39,22 @@ def _table(exp: Experiment, summary: dict[str, Any]) -> str:
             parts = [e(lines[0])] + [f"<span class='{'th' if ln.startswith(('theory', 'bound')) else 'ci'}'>"
                                      f"{e(ln)}</span>" for ln in lines[1:]]
             tds.append(f"<td class='num'>{'<br>'.join(parts)}</td>")
-        body.append(f"<tr><th>{e(arm.name)}</th>{''.join(tds)}</tr>")
+        body.append(f"<tr><th>{_arm_cell(arm)}</th>{''.join(tds)}</tr>")
     return f"<table>{head}{''.join(body)}<caption>{e(caption(exp, summary))}</caption></table>"
+
+
+def _arm_cell(arm: Any) -> str:
+    """An arm's name in a table, a matched control marked."""
+    e = html.escape
+    if arm.control_of is None:
+        return e(arm.name)
+    return f"{e(arm.name)}<br><span class='ctl'>control of {e(arm.control_of)}</span>"
 
 
 def _cols_table(exp: Experiment, cols: list) -> str:
     e = html.escape
     head = "<tr><th>arm</th>" + "".join(f"<th>{e(h)}</th>" for h, _ in cols) + "</tr>"
-    body = "".join(f"<tr><th>{e(arm.name)}</th>" + "".join(
+    body = "".join(f"<tr><th>{_arm_cell(arm)}</th>" + "".join(
         f"<td class='num'>{e(c[i][0])}<br><span class='ci'>{e(' '.join(c[i][1:]))}</span></td>" for _, c in cols)
         + "</tr>" for i, arm in enumerate(exp.arms))
     return f"<table>{head}{body}</table>"

@@ -29,7 +29,6 @@ def has_passages(exp: Experiment) -> bool:
 def collect_passages(exp: Experiment, store: Any) -> Passages:
     """The real passage and seed 0's rewrites of it per arm and shown generation, read from the verified
     checkpoints of ``store``."""
-    from collapselab.data import make_source
     from collapselab.families import make_family
     from collapselab.families.base import PASSAGE_WINDOWS
     from collapselab.seeding import SeedTree
@@ -37,8 +36,8 @@ def collect_passages(exp: Experiment, store: Any) -> Passages:
     arms = arms_overriding(exp, "passages")
     if not arms:
         return {}
-    source = make_source(exp.data, exp.heldout)
-    heldout = source.heldout(SeedTree(exp.seed))["x"][0]
+    source = exp.make_source()
+    heldout = source.heldout(SeedTree(exp.seed), 0)["x"][0]
     gens = thinned(list(range(exp.generations + 1)), MAX_ROWS)
     chains = len(exp.batch_seeds(0))
     texts: dict[str, dict[int, str]] = {}

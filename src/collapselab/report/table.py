@@ -34,6 +34,11 @@ def _g(x: Any, last: int) -> str:
     return f">{last}" if x == float("inf") else f"{x:.1f}"
 
 
+def arm_label(arm: Any, sep: str = " ") -> str:
+    """An arm's name, with ``(control of X)`` for a matched control."""
+    return arm.name if arm.control_of is None else f"{arm.name}{sep}(control of {arm.control_of})"
+
+
 def plural(n: int, word: str) -> str:
     """``1 seed``, ``8 seeds``."""
     return f"{n} {word}{'s' * (n != 1)}"
@@ -125,7 +130,7 @@ def cells(exp: Experiment, summary: dict[str, Any]) -> tuple[list[str], list[lis
     """Header and one-line rows (the HTML report's table)."""
     cols = columns(exp, summary)
     header = ["arm"] + [h for h, _ in cols]
-    rows = [[arm.name] + [" ".join(c[i]) for _, c in cols] for i, arm in enumerate(exp.arms)]
+    rows = [[arm_label(arm)] + [" ".join(c[i]) for _, c in cols] for i, arm in enumerate(exp.arms)]
     return header, rows
 
 
@@ -135,7 +140,7 @@ def _table(exp: Experiment, chunk: list[Column], arm_w: int, title: str | None) 
     for header, _ in chunk:
         t.add_column(header, overflow="fold")
     for a, arm in enumerate(exp.arms):
-        t.add_row(arm.name, *["\n".join(c[a]) for _, c in chunk], end_section=a < len(exp.arms) - 1)
+        t.add_row(arm_label(arm, "\n"), *["\n".join(c[a]) for _, c in chunk], end_section=a < len(exp.arms) - 1)
     return t
 
 

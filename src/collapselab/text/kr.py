@@ -2,7 +2,7 @@
 
 Each item is a context from the real corpus and two continuations of it: ``true``, the rest of the sentence as
 written, and ``false``, the same words with one fact-bearing span (a year, another number or a capitalised
-name) swapped for another span of the same kind drawn from the corpus. A model that retained the text gives
+name) swapped for another span of the same kind from the same article. A model that retained the text gives
 the true continuation the higher log-probability; :func:`accuracy` is the share of items where it does.
 
 This is **not** the paper's item set (ForTIFAI had GPT-4o-mini write true/false sentence pairs for
@@ -14,13 +14,26 @@ a pure test of the fact rather than of the wording.
   decimal part; not glued to letters, as in ``6th``) or a name (a maximal run of 1-4 Capitalised words that
   does not start the sentence; month and weekday names and leading function words are not names). Only spans
   preceded by a single space and not among the chunk's first 3 words are used.
-- Context: the text before the span, at most ``context_chars`` characters of the same paragraph, cut at a
-  word boundary, always including the start of the span's sentence (items whose sentence prefix is longer
-  are skipped), with at least 5 words. The corpus reads ``context + " " + true``; score the continuation
-  with its leading space (:attr:`KRItem.continuations`), as ForTIFAI scores ``question + " " + answer``.
-- Distractor: another occurrence of a span of the same kind, drawn uniformly over all the occurrences in
-  all chunks (so true and false spans have the same corpus frequency profile), whose string differs from
-  the true span.
+- Context: the text before the span, at most ``context_chars`` characters of the same paragraph, cut at a word
+  boundary (the rest of the sentence after the span is cut to ``context_chars`` the same way), always including the
+  start of the span's sentence (items whose sentence prefix is longer are skipped), with at least 5 words. The corpus
+  reads ``context + " " + true``; score the continuation with its leading space (:attr:`KRItem.continuations`), as
+  ForTIFAI scores ``question + " " + answer``.
+- Distractor: another occurrence of a span of the same kind **from the same article** (else the same chunk),
+  drawn uniformly over its occurrences, whose string differs from the true span. True and false spans then
+  come from one frequency profile and both appeared in the text a model trained on, so familiarity with the
+  chunk's names cannot tell them apart: a model that never saw the article scores chance (tested).
+- Leaks: an item whose true span already occurs (as a whole word sequence) in its context is dropped (17% of
+  the items of an earlier version), and a distractor that occurs in the context is not drawn.
+- Items: every candidate by default (``per_chunk=None``), or at most ``per_chunk`` per chunk, balanced over
+  the span kinds.
+- Scoring (:meth:`collapselab.families.causal_lm.CausalLM.compare_continuations`): ``context + " " + true``
+  and ``context + " " + false`` are tokenised as wholes and each is scored from the first token where the
+  two differ to its end (the differing span and the rest of the sentence after it), log-probabilities
+  summed. ForTIFAI's code scores both up to the shorter joint tokenisation and the KR-Test paper (Zibakhsh
+  et al., arXiv 2601.03505) sums up to the shorter continuation, so a longer span is cut and a pair of spans
+  with one shared first token can compare no token of the span at all; here no token of either span or of
+  what follows it is left out.
 """
 
 from __future__ import annotations
@@ -58,13 +71,15 @@ _LEADING = {"The", "A", "An", "In", "On", "At", "Of", "And", "But", "Or", "For",
 
 @dataclass(frozen=True)
 class KRItem:
-    """One probe item: ``context`` then either the ``true`` or the ``false`` continuation."""
+    """One probe item: ``context`` then either the ``true`` or the ``false`` continuation (from article
+    ``article`` of chunk ``chunk``)."""
 
     context: str
     true: str
     false: str
     kind: str
     chunk: int
+    article: int = 0
 
     @property
     def continuations(self) -> tuple[str, str]:
@@ -159,47 +174,75 @@ def _quotas(available: Sequence[int], total: int) -> list[int]:
     return quota
 
 
-def _draw_other(pool: Sequence[str], true: str, rng: np.random.Generator) -> str | None:
-    """A uniformly drawn element of ``pool`` whose string differs from ``true`` (None if there is none)."""
-    for _ in range(64):
-        cand = pool[int(rng.integers(len(pool)))]
-        if cand != true:
-            return cand
-    others = [s for s in pool if s != true]
-    return others[int(rng.integers(len(others)))] if others else None
+def _occurs(span: str, text: str) -> bool:
+    """Whether ``span`` occurs in ``text`` as a whole (not inside a longer word or number)."""
+    return re.search(rf"(?<![\w.,-]){re.escape(span)}(?![\w]|[.,]\d)", text) is not None
 
 
-def build_items(chunks: Sequence[str], rng: np.random.Generator, per_chunk: int = 64,
+def _draw_other(pools: Sequence[Sequence[str]], true: str, context: str, rng: np.random.Generator) -> str | None:
+    """A uniformly drawn element of the first pool that has an admissible one (a string that differs from
+    ``true`` and does not occur in ``context``), or None."""
+    ok = lambda s: s != true and not _occurs(s, context)  # noqa: E731
+    for pool in pools:
+        for _ in range(64):  # rejection sampling: uniform over the admissible elements, O(1) expected
+            if not pool:
+                break
+            cand = pool[int(rng.integers(len(pool)))]
+            if ok(cand):
+                return cand
+        others = [s for s in pool if ok(s)]
+        if others:
+            return others[int(rng.integers(len(others)))]
+    return None
+
+
+def _clip(rest: str, chars: int) -> str:
+    """The rest of a sentence cut to at most ``chars`` characters at a word boundary (long sentences)."""
+    if len(rest) <= chars:
+        return rest
+    cut = rest.rfind(" ", 0, chars)
+    return rest[:cut] if cut > 0 else rest[:chars]
+
+
+Chunk = str | Sequence[str]  # a chunk's text, or the texts of its articles
+
+
+def build_items(chunks: Sequence[Chunk], rng: np.random.Generator, per_chunk: int | None = None,
                 context_chars: int = 200) -> list[KRItem]:
-    """Up to ``per_chunk`` items from each chunk (``chunk`` = its index), balanced over the span kinds.
+    """Probe items from each chunk (``chunk`` = its index; a chunk given as a list of article texts gives each
+    item its ``article``): every usable candidate, or at most ``per_chunk`` balanced over the span kinds.
 
-    Deterministic for a given ``rng`` state; the candidate spans of a chunk are sampled without replacement
-    and the distractor spans drawn from the occurrences of the same kind over all chunks.
+    Deterministic for a given ``rng`` state. Distractors come from the same article, else the same chunk (see
+    the module docstring); items whose true span occurs in their context, or with no admissible distractor,
+    are left out.
     """
-    if per_chunk < 0 or context_chars < 1:
-        raise ValueError("per_chunk must be >= 0 and context_chars >= 1")
-    spans = [_spans(text) for text in chunks]
-    pools: dict[str, list[str]] = {k: [] for k in KINDS}
-    for text, found in zip(chunks, spans, strict=True):
-        for sp in found:
-            pools[sp.kind].append(text[sp.start:sp.end])
+    if (per_chunk is not None and per_chunk < 0) or context_chars < 1:
+        raise ValueError("per_chunk must be >= 0 (or None: all) and context_chars >= 1")
+    arts = [[c] if isinstance(c, str) else list(c) for c in chunks]
+    spans = [[_spans(text) for text in chunk] for chunk in arts]
     items: list[KRItem] = []
-    for c, (text, found) in enumerate(zip(chunks, spans, strict=True)):
-        cands: dict[str, list[tuple[_Span, str]]] = {k: [] for k in KINDS}
-        for sp in found:
-            ctx = _context(text, sp, context_chars)
-            if ctx is not None:
-                cands[sp.kind].append((sp, ctx))
-        quotas = _quotas([len(cands[k]) for k in KINDS], per_chunk)
-        for kind, quota in zip(KINDS, quotas, strict=True):
-            if quota == 0:
-                continue
-            for i in sorted(rng.choice(len(cands[kind]), size=quota, replace=False).tolist()):
-                sp, ctx = cands[kind][i]
-                span, rest = text[sp.start:sp.end], text[sp.end:sp.sent_end]
-                other = _draw_other(pools[kind], span, rng)
+    for c, (chunk, found) in enumerate(zip(arts, spans, strict=True)):
+        pools = [{k: [text[sp.start:sp.end] for sp in f if sp.kind == k] for k in KINDS}
+                 for text, f in zip(chunk, found, strict=True)]
+        whole = {k: [s for p in pools for s in p[k]] for k in KINDS}
+        cands: dict[str, list[KRItem]] = {k: [] for k in KINDS}
+        for a, (text, f) in enumerate(zip(chunk, found, strict=True)):
+            for sp in f:
+                ctx = _context(text, sp, context_chars)
+                span = text[sp.start:sp.end]
+                if ctx is None or _occurs(span, ctx):
+                    continue
+                other = _draw_other((pools[a][sp.kind], whole[sp.kind]), span, ctx, rng)
                 if other is not None:
-                    items.append(KRItem(ctx, span + rest, other + rest, kind, c))
+                    rest = _clip(text[sp.end:sp.sent_end], context_chars)
+                    cands[sp.kind].append(KRItem(ctx, span + rest, other + rest, sp.kind, c, a))
+        if per_chunk is None:
+            chosen = [it for k in KINDS for it in cands[k]]
+        else:
+            quotas = _quotas([len(cands[k]) for k in KINDS], per_chunk)
+            chosen = [cands[k][i] for k, q in zip(KINDS, quotas, strict=True) if q
+                      for i in rng.choice(len(cands[k]), size=q, replace=False).tolist()]
+        items += sorted(chosen, key=lambda it: (it.article, KINDS.index(it.kind)))  # a stable, readable order
     return items
 
 
@@ -220,13 +263,14 @@ def items_to_arrays(items: Sequence[KRItem]) -> dict[str, np.ndarray]:
     """The item set as plain numpy arrays (safetensors-ready: no pickle, no object arrays).
 
     ``{field}_bytes`` (uint8, the UTF-8 strings concatenated) and ``{field}_offsets`` (int64, n + 1) for
-    context/true/false, ``kind`` (int64 index into :data:`KINDS`) and ``chunk`` (int64).
+    context/true/false, ``kind`` (int64 index into :data:`KINDS`), ``chunk`` and ``article`` (int64).
     """
     out: dict[str, np.ndarray] = {}
     for field in ("context", "true", "false"):
         out[f"{field}_bytes"], out[f"{field}_offsets"] = _pack([getattr(it, field) for it in items])
     out["kind"] = np.array([KINDS.index(it.kind) for it in items], dtype=np.int64)
     out["chunk"] = np.array([it.chunk for it in items], dtype=np.int64)
+    out["article"] = np.array([it.article for it in items], dtype=np.int64)
     return out
 
 
@@ -235,10 +279,11 @@ def items_from_arrays(arrays: dict[str, np.ndarray]) -> list[KRItem]:
     fields = {f: _unpack(arrays[f"{f}_bytes"], arrays[f"{f}_offsets"]) for f in ("context", "true", "false")}
     kinds, chunks = np.asarray(arrays["kind"]), np.asarray(arrays["chunk"])
     n = len(kinds)
-    if any(len(v) != n for v in fields.values()) or len(chunks) != n:
+    article = np.asarray(arrays.get("article", np.zeros(n, dtype=np.int64)))
+    if any(len(v) != n for v in fields.values()) or len(chunks) != n or len(article) != n:
         raise ValueError("KR arrays disagree in length")
     return [KRItem(fields["context"][i], fields["true"][i], fields["false"][i], KINDS[int(kinds[i])],
-                   int(chunks[i])) for i in range(n)]
+                   int(chunks[i]), int(article[i])) for i in range(n)]
 
 
 def accuracy(true_scores: np.ndarray, false_scores: np.ndarray) -> float:
@@ -247,9 +292,3 @@ def accuracy(true_scores: np.ndarray, false_scores: np.ndarray) -> float:
     if t.shape != f.shape or t.size == 0:
         raise ValueError(f"need two non-empty score arrays of one shape, got {t.shape} and {f.shape}")
     return float(np.mean((t > f) + 0.5 * (t == f)))
-
-
-def truncate_pair(true_ids: Sequence[int], false_ids: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Both token sequences cut to the shorter length (ForTIFAI scores up to the shorter tokenisation)."""
-    n = min(len(true_ids), len(false_ids))
-    return [int(i) for i in true_ids[:n]], [int(i) for i in false_ids[:n]]

@@ -1,0 +1,90 @@
+"""What the arm's loss did, per generation: the gamma it trained with and the shares of targets it drops.
+
+- ``loss_gamma``: the gamma of the fit's last epoch (the realised one for an adaptive ``{quantile: q}`` or
+  ``{dynamic: k}``); NaN for a loss without a gamma; 1 for cross entropy (it truncates nothing).
+- ``loss_kept``: the share of the training targets (tokens, pixels or images) the loss kept in the fit's last
+  epoch, i.e. the mean of its weight ``w(u)`` there (with a random-drop mask applied).
+- ``drop_own`` / ``drop_real``: the share of the model's own samples' targets (its rewrite of the held-out windows,
+  or its samples) and of held-out real data's that the loss, at that gamma, would drop: ``1 - mean(w(u))`` times
+  a random mask's keep share. A truncating loss should drop more of its own text than of real text (ForTIFAI's
+  premise): the difference is what it can act on.
+- ``image_confidence_gap`` / ``image_confidence_gap_mean`` (VAE): the mean image-level confidence of the model's
+  Bernoulli samples (decoder-mean images) minus that of held-out real images (0.5 for unseen real images by
+  construction): positive when the model is over-confident on its own samples, as TCE assumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from collapselab.families.base import Family
+from collapselab.metrics.base import MetricContext, metric
+from collapselab.metrics.fidelity import _own_sample
+
+GRADIENT = ("text", "images")
+
+
+def _gamma(model: Family, ctx: MetricContext, c: int) -> float:
+    stats = model.fit_stats[c] if c < len(model.fit_stats) else {}
+    if "gamma" in stats:
+        return float(stats["gamma"])
+    g = getattr(ctx.loss, "gamma", None)
+    if isinstance(g, float):
+        return g
+    return 1.0 if ctx.loss.is_ce else float("nan")
+
+
+@metric("loss_gamma", GRADIENT, "the gamma of the fit's last epoch (realised for an adaptive gamma; 1 for cross "
+        "entropy, NaN for a loss without one)", needs="fit_stats", title="Gamma used in training", axis="gamma")
+def loss_gamma(model: Family, ctx: MetricContext) -> np.ndarray:
+    return np.array([_gamma(model, ctx, c) for c in range(model.n_chains)])
+
+
+@metric("loss_kept", GRADIENT, "share of the training targets the loss kept in the fit's last epoch (mean w(u))",
+        better="higher", needs="fit_stats", title="Share of training targets kept by the loss", axis="share kept")
+def loss_kept(model: Family, ctx: MetricContext) -> np.ndarray:
+    return np.array([float(model.fit_stats[c].get("kept", 1.0)) if c < len(model.fit_stats) else np.nan
+                     for c in range(model.n_chains)])
+
+
+def _dropped(model: Family, ctx: MetricContext, data) -> np.ndarray:
+    u = model.loss_confidence(data)
+    out = np.empty(model.n_chains)
+    for c in range(model.n_chains):
+        loss = ctx.loss.at(_gamma(model, ctx, c)) if getattr(ctx.loss, "adaptive", False) else ctx.loss
+        w = np.asarray(loss.weight_u(np.asarray(u[c], dtype=np.float64)), dtype=np.float64)
+        out[c] = 1.0 - float(np.mean(w)) * loss.keep_share
+    return out
+
+
+@metric("drop_own", GRADIENT, "share of the targets of the model's own samples (its rewrite of the held-out "
+        "windows) that the arm's loss, at its realised gamma, drops", needs="loss_confidence",
+        title="Share of the model's own targets the loss drops", axis="share dropped")
+def drop_own(model: Family, ctx: MetricContext) -> np.ndarray:
+    return _dropped(model, ctx, _own_sample(model, ctx))
+
+
+@metric("drop_real", GRADIENT, "share of the targets of held-out real data that the arm's loss, at its realised "
+        "gamma, drops", needs="loss_confidence", title="Share of real targets the loss drops",
+        axis="share dropped")
+def drop_real(model: Family, ctx: MetricContext) -> np.ndarray:
+    return _dropped(model, ctx, ctx.heldout)
+
+
+def _image_gap(kind: str):
+    def fn(model: Family, ctx: MetricContext) -> np.ndarray:
+        own = model.image_confidence(model.draw(ctx.heldout.n, ctx.rng, kind))
+        real = model.image_confidence(ctx.heldout)
+        return own.mean(axis=1) - real.mean(axis=1)
+
+    return fn
+
+
+metric("image_confidence_gap", ("images",), "mean image-level confidence of the model's Bernoulli samples minus "
+       "that of held-out real images (u = rank of ELBO_model - ELBO_ref among unseen real images; > 0: the model "
+       "is over-confident on its own samples)", needs="image_confidence",
+       title="Image confidence, own Bernoulli samples minus real", axis="mean u (own) - mean u (real)",
+       chance=0.0)(_image_gap("bernoulli"))
+metric("image_confidence_gap_mean", ("images",), "as image_confidence_gap for the model's decoder-mean images",
+       needs="image_confidence", title="Image confidence, own mean images minus real",
+       axis="mean u (own) - mean u (real)", chance=0.0)(_image_gap("mean"))
