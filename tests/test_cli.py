@@ -47,9 +47,9 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
             "figures", "chains"} <= names
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0] == "arm,seed,generation,metric,value"
-    assert len(lines) == 1 + 3 * 2 * 4 * 4  # arms x seeds x generations x metrics
+    assert len(lines) == 1 + 4 * 2 * 4 * 4  # arms x seeds x generations x metrics
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["arms"]) == {"ce", "tce-0.99", "accumulate"}
+    assert set(summary["arms"]) == {"ce", "tce-0.99", "random-drop-0.01", "accumulate"}
     assert {p.name for p in (out / "figures").iterdir()} == {f"{m}.png" for m in (
         "tail_mass", "heldout_nll", "variance_ratio", "w1", "time_to_failure")}
     before = tree(out)
@@ -190,7 +190,7 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
     ("resume-not-a-run", _nothing, ["resume", "."], "not a collapselab run directory"),
     ("report-missing-dir", _nothing, ["report", "nonexistent-dir"], "not a collapselab run directory"),
     ("resume-edited-regime", _edit_run("regime:\n    name: accumulate", "regime:\n    name: replace"),
-     ["resume", "run"], "no longer matches the run (arms.2.regime.name, arms.2.regime.rewrite changed"),
+     ["resume", "run"], "no longer matches the run (arms.3.regime.name, arms.3.regime.rewrite changed"),
     ("resume-fewer-generations", _finished_run, ["resume", "run", "--generations", "1"],
      "generations: a run can only be extended (it has 3, 1 asked)"),
     ("resume-broken-yaml", _edit_run("generations: 3", "generations: [3"), ["resume", "run"], "not valid YAML"),
@@ -206,10 +206,10 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "family.arch: Input should be 'mlp' or 'conv'"),
     ("vae-latent-0", _nothing, ["run", "quickstart-images", "--set", "family.latent=0"],
      "family.latent: Input should be greater than or equal to 1 (got 0)"),
-    ("keep-0", _nothing, ["run", "quickstart-images", "--set", "arms.2.curator.keep=0"],
-     "arms.2.curator.keep: Input should be greater than 0 (got 0)"),
-    ("keep-above-1", _nothing, ["run", "quickstart-images", "--set", "arms.2.curator.keep=1.5"],
-     "arms.2.curator.keep: Input should be less than or equal to 1 (got 1.5)"),
+    ("keep-0", _nothing, ["run", "quickstart-images", "--set", "arms.4.curator.keep=0"],
+     "arms.4.curator.keep: Input should be greater than 0 (got 0)"),
+    ("keep-above-1", _nothing, ["run", "quickstart-images", "--set", "arms.4.curator.keep=1.5"],
+     "arms.4.curator.keep: Input should be less than or equal to 1 (got 1.5)"),
     ("discriminator-needs-images", _nothing, ["run", "quickstart", "--set", "curator={name: discriminator}"],
      "curator discriminator needs image data; source 'digits'"),
     ("unknown-scale", _nothing, ["run", "yi-vae", "--set", "scale=huge"],
@@ -385,7 +385,7 @@ def test_stopped_runs_resume_to_the_same_files(full_run, tmp_path, sig, code):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code
     if sig != signal.SIGKILL:
-        assert re.fullmatch(r"collapselab: error: interrupted after generation \d+ \(\d of 3 chain batches "
+        assert re.fullmatch(r"collapselab: error: interrupted after generation \d+ \(\d of 4 chain batches "
                             r"finished\); continue with `collapselab resume \S+`\n", err), err
     assert not (killed / "metrics.csv").exists()
     done = subprocess.run([sys.executable, "-m", "collapselab", "resume", str(killed), "-q"], capture_output=True)

@@ -32,11 +32,15 @@ def test_catalog_is_complete_and_round_trips():
 
 def test_a_scale_preset_is_one_set_away_and_explicit_sets_win():
     paper = load_experiment("yi-vae", ["scale=paper"])
-    assert (paper.scale, paper.generations, paper.arms[1].n_synthetic) == ("paper", 40, 20_000)
+    assert (paper.scale, paper.generations, [paper.arms[1].synthetic(g) for g in (1, 2, 50)]) == \
+        ("paper", 50, [5_000, 10_000, 250_000])  # Yi et al.'s ELBO_experiment.py: delta 5,000 x round, 50 rounds
     assert paper.arms[1].curator.real == 50_000 and paper.arms[0].curator.keep == 1.0
+    assert paper.arms[1].curator.synthetic == 60_000 and paper.arms[1].curator.patience == 5
+    assert paper.overrides == ["scale=paper"]
     assert load_experiment("yi-vae", ["generations=7", "scale=paper"]).generations == 7
     default = load_experiment("yi-vae")
-    assert (default.scale, default.generations, default.arms[1].n_synthetic) == (None, 4, 3000)
+    assert (default.scale, default.generations, [default.arms[1].synthetic(g) for g in (1, 2, 3, 4)]) == \
+        (None, 4, [1000, 2000, 3000, 4000])
     with pytest.raises(ConfigError, match=r"^scale: 'huge' is not one of the experiment's scales \(paper\)$"):
         load_experiment("yi-vae", ["scale=huge"])
 

@@ -70,6 +70,40 @@ def test_discriminator_separates_real_digits_from_noise():
     assert (s_real[:, None] > s_noise[None, :]).mean() > 0.99  # AUC
 
 
+def test_discriminator_with_yi_et_al_regularisers_and_early_stopping():
+    """Dropout after the first two hidden layers, spectral norm on the output layer, label smoothing and early
+    stopping on a held-out share (the best epoch kept): the network is built as stated, stops well before its epoch
+    limit on an easy task, and still separates real digits from noise."""
+    import torch
+
+    net = D.build(64, 10, dropout=0.1, spectral_norm=True)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net) == 2 and isinstance(net[2], torch.nn.Dropout)
+    assert hasattr(net[-1], "parametrizations") and not hasattr(net[0], "parametrizations")
+    src = _source()
+    real = src.splits()["train"][0]
+    rng = np.random.default_rng(0)
+    noise = (rng.random(real.shape) < 0.3).astype(np.float32)
+    calls = []
+    orig = torch.optim.Adam.step
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return orig(self, *a, **k)
+
+    torch.optim.Adam.step = counting
+    try:
+        net = D.train(real, noise, rng, epochs=200, lr=1e-3, batch=64, dropout=0.1, spectral_norm=True,
+                      label_smoothing=0.05, patience=2)
+    finally:
+        torch.optim.Adam.step = orig
+    per_epoch = -(-int(0.9 * (2 * len(real)) + 1) // 64)
+    assert len(calls) < 50 * per_epoch  # stopped early, far before 200 epochs
+    held = src.splits()["test"][0]
+    s_real, s_noise = D.score(net, held), D.score(net, (rng.random(held.shape) < 0.3).astype(np.float32))
+    assert (s_real[:, None] > s_noise[None, :]).mean() > 0.99
+    assert not net.training  # scoring in eval mode: no dropout
+
+
 @pytest.mark.parametrize("keep", [0.25, 1.0])
 def test_discriminator_curation_fills_every_class_quota_exactly(keep):
     src = _source()

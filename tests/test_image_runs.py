@@ -18,7 +18,7 @@ IMAGE_EXP = {
              {"name": "verifier-once", "curator": {"name": "discriminator", "keep": 0.5, "train": "once",
                                                     "epochs": 1, "real": 300}},
              {"name": "fortifai-image", "regime": {"name": "fortifai", "chunks": 2},
-              "loss": {"name": "tce", "gamma": 0.9}, "family": {"granularity": "image", "confidence_samples": 50}}],
+              "loss": {"name": "tce", "gamma": 0.9}, "family": {"granularity": "image"}}],
 }
 
 
@@ -42,6 +42,30 @@ def test_the_sample_grid_shows_checkpointed_generations_thinned_evenly():
     grid = mosaic(rows, gap=1, fill=0.5)
     assert grid.shape == (2 * 8 + 1, PER_ROW * 9 - 1)
     assert (grid[:8, :8] == 0).all() and (grid[9:, :8] == 1).all() and (grid[8] == 0.5).all()
+
+
+def test_the_sample_grid_is_legible_labelled_and_shows_means_beside_draws():
+    """Each sample at least 56 px wide, a conditional model's columns labelled by class, and the decoder's means
+    of the same codes beside the Bernoulli draws passed on."""
+    import io
+
+    from PIL import Image
+
+    from collapselab.families import make_family
+    from collapselab.report.figures import SAMPLE_PX, samples_png
+    from collapselab.seeding import SeedTree
+
+    exp = make_experiment(**IMAGE_EXP)
+    src = exp.make_source()
+    fam = make_family(exp.arms[0].family, 1, src.spec)
+    fam.fit(src.take(SeedTree(0), 0, 1, 0, 200), rng=np.random.default_rng(0))
+    shown = fam.gallery(PER_ROW, np.random.default_rng(1))
+    assert shown["draws"].shape == shown["means"].shape == (PER_ROW, 8, 8)
+    assert set(np.unique(shown["draws"])) <= {0.0, 1.0} and 0 < shown["means"].mean() < 1
+    assert shown["labels"].tolist() == list(range(PER_ROW))
+    png = samples_png(exp, {a.name: [(0, shown), (3, shown)] for a in exp.arms})
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width >= PER_ROW * SAMPLE_PX and height >= len(exp.arms) * 4 * SAMPLE_PX
 
 
 def test_shumailov_vae_loses_spread_and_classes_generation_after_generation():

@@ -176,3 +176,22 @@ def test_unbiased_gaussian_metric_rows_are_per_chain():
                                                           .pool(SeedTree(1), 0, 3).take(0, 30))
     vals = compute(["heldout_nll", "confidence_gap"], model, ctx)
     assert vals["heldout_nll"].shape == (3,) and np.all(np.abs(vals["confidence_gap"]) < 0.2)
+
+
+def test_an_uninformative_rule_is_flagged_in_the_summary_and_the_caption(tmp_path):
+    """A fixed threshold every seed crosses in the first generation interval (here at generation 0 already) is
+    reported as measuring nothing."""
+    from collapselab.experiments import load_experiment
+    from collapselab.report import summarize
+    from collapselab.report.table import caption
+    from collapselab.runs import assemble, execute
+
+    exp = load_experiment("quickstart", seeds=4, generations=6,
+                          sets=["failure=[{metric: variance_ratio, threshold: 5, direction: below}, "
+                                "{metric: heldout_nll, threshold: 2, baseline: generation0}]"])
+    summary, _ = summarize(exp, assemble(exp, execute(exp)))
+    first, second = summary["rules"]
+    assert not first["informative"] and any("first generation interval" in f for f in first["flags"])
+    assert "NOT INFORMATIVE" in caption(exp, summary)
+    assert summary["flags"] and summary["flags"][0].startswith("rule 'variance_ratio below 5'")
+    assert summary["arms"]["tce-0.99"]["rules"][1]["label"] == second["label"]

@@ -136,3 +136,36 @@ def test_knowledge_ball_quota_filter_and_failure(rng):
     with pytest.raises(CurationError, match="still rejected"):
         far.curate(model, 40, rng, ctx)
     assert NoCurator().curate(model, 40, rng, ctx).n == 40
+
+
+def test_fortifai_oracle_trains_on_the_real_chunks_and_draws_nothing():
+    _, real = _pool(DigitsConfig(dims=2))
+    n, f = 10, Fortifai(chunks=3, oracle=True)
+    train, state = f.initial(real, n)
+    assert not f.rewrites and f.warm_start and f.request(1, n, n, state) is None
+    for g, size in ((1, 20), (2, 30), (3, 30)):
+        train, state = f.build(g, n, n, real, state, None, None)
+        np.testing.assert_array_equal(train["x"], real.take(0, size)["x"])  # real chunks 0..g (3 at most)
+
+
+def test_a_growing_synthetic_schedule_draws_start_plus_step_per_generation(tmp_path):
+    """Yi et al.'s delta x round: ``n_synthetic: {start, step}`` (or a list) sets each generation's synthetic size;
+    under accumulate the pool grows by exactly those sizes (read back from the checkpoints' regime state)."""
+    from collapselab.chain import ChainTask, run_chain
+    from collapselab.store import ChainStore
+
+    from .conftest import make_experiment
+
+    for size, want in (({"start": 5, "step": 5}, [5, 10, 15]), ([7, 3, 11], [7, 3, 11]), (6, [6, 6, 6])):
+        exp = make_experiment(n=20, n_synthetic=size, regime={"name": "accumulate"}, seeds=2)
+        assert [exp.arms[0].synthetic(g) for g in (1, 2, 3)] == want
+        run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        from collapselab.runs import create_run
+
+        chain = ChainStore(run / "chains" / exp.arms[0].name / "b0000", run)
+        sizes = []
+        with create_run(exp, run) as store:
+            for g in (1, 2, 3):  # the regime's state is kept for the newest two checkpoints: read each in turn
+                run_chain(ChainTask(exp, exp.arms[0].name, 0, str(store.root)), stop_after=g)
+                sizes.append(chain.load(g)[1]["pool.x"].shape[1])
+        assert np.diff([20, *sizes]).tolist() == want

@@ -126,7 +126,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     ctx = CuratorContext(source)
     mctx = MetricContext.make(source, heldout, None, arm.curator, c, n=exp.n, tree=tree, batch=task.batch,
                               loss=arm.loss)
-    n, m = exp.n, arm.n_synthetic
+    n = exp.n
 
     start, state, values = 0, {}, []
     shown: dict[int, np.ndarray] = {}  # the report's passages of the generations since the last checkpoint
@@ -163,6 +163,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
             if g == 0:
                 train, state = arm.regime.initial(real, n)
             else:
+                m = arm.synthetic(g)
                 request = arm.regime.request(g, n, m, state)
                 synthetic = None if request is None else arm.curator.curate(model, request, stream("synthetic"), ctx)
                 train, state = arm.regime.build(g, n, m, real, state, synthetic, stream("regime"))

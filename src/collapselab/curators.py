@@ -222,6 +222,13 @@ class Discriminator(CuratorConfig):
     batch: int = Field(128, ge=1)
     max_rounds: int = Field(100, ge=1)
     conditional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after the first two hidden layers (Yi: 0.1)")
+    spectral_norm: bool = Field(False, description="spectral norm on the output layer (Yi: true)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="targets t (1 - eps) + eps / 2 (Yi: 0.05)")
+    patience: int | None = Field(None, ge=1, le=10_000, description="early stopping on the validation loss "
+                                                                   "(epochs without improvement; None: all epochs)")
+    validation: float = Field(0.1, gt=0.0, lt=1.0, description="share held out for early stopping")
+    beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam's beta1 (GAN practice 0.5; Yi et al.: 0.9)")
 
     def _classes(self, ctx: CuratorContext) -> int:
         return int(ctx.source.spec.get("classes", 0)) if self.conditional else 0
@@ -234,14 +241,16 @@ class Discriminator(CuratorConfig):
             return ctx.cache["nets"]
         if self.train == "once" and ctx.state:
             nets = [D.from_state({k.split(".", 1)[1]: v for k, v in ctx.state.items() if k.startswith(f"c{c}.")},
-                                 pixels, classes) for c in range(model.n_chains)]
+                                 pixels, classes, self.dropout, self.spectral_norm) for c in range(model.n_chains)]
         else:
             train = ctx.source.load()
             n_real = min(self.real or len(train["x"]), len(train["x"]))
             pick = np.sort(rng.permutation(len(train["x"]))[:n_real])
             real, real_y = train["x"][pick], train["y"][pick]
             fake = model.sample(self.synthetic or n_real, rng)
-            nets = [D.train(real, fake["x"][c], rng, self.epochs, self.lr, self.batch, real_y, fake["y"][c], classes)
+            nets = [D.train(real, fake["x"][c], rng, self.epochs, self.lr, self.batch, real_y, fake["y"][c], classes,
+                            self.dropout, self.spectral_norm, self.label_smoothing, self.patience, self.validation,
+                            (self.beta1, 0.999))
                     for c in range(model.n_chains)]
             if self.train == "once":
                 ctx.state.update({f"c{c}.{k}": v for c, net in enumerate(nets) for k, v in D.state(net).items()})

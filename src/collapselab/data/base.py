@@ -80,6 +80,11 @@ class Source(abc.ABC):
         """Why the held-out size cannot be served (one line naming ``heldout``), or ``None``."""
         return None
 
+    def stand_in(self, like: SampleSet | int, rng: np.random.Generator) -> SampleSet | None:
+        """Real samples standing in for a model's (``like``: what a model would rewrite, or a count) in the
+        reference rows of the sample metrics (:mod:`collapselab.metrics.reference`); ``None``: none defined."""
+        return None
+
     def check_capacity(self, tree: SeedTree, batches: int, need: int) -> str | None:
         """Why some of the first ``batches`` chain batches cannot be served ``need`` real samples (one line), or
         ``None``; checked before a run starts (sources whose pool depends on the batch override it)."""

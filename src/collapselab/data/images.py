@@ -199,6 +199,14 @@ class ImageSource(FiniteSource):
         idx = np.sort(tree.rng("data", "heldout").permutation(len(y))[: self.heldout_size])
         return SampleSet({"x": x[idx][None], "y": y[idx][None]})
 
+    def stand_in(self, like: SampleSet | int, rng: np.random.Generator) -> SampleSet:
+        """As many real images of the validation split (disjoint from the test images the metrics compare
+        with), drawn at random: the reference row of the sample metrics."""
+        n = like if isinstance(like, int) else like.n
+        x, y = self.validation()
+        idx = rng.permutation(len(y))[:n]
+        return SampleSet({"x": x[idx][None], "y": y[idx][None]})
+
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """The validation split ``(images, labels)`` (real, disjoint from train and test)."""
         return self.splits()["validation"]

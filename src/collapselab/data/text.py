@@ -24,7 +24,7 @@ each window from the ``family.context_tokens`` tokens before it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +74,38 @@ class PlaysConfig(TextConfig):
     test: int = Field(1, ge=1, le=100)
 
 
+def split_documents(config: TextConfig) -> dict[str, list[Document]]:
+    """The corpus's documents dealt to the four parts (see the module docstring)."""
+    docs = list(CORPORA[config.source if config.source != "plays" else "shakespeare"]())
+    if config.documents is not None:
+        docs = docs[: config.documents]
+    sizes = [config.pretrain, config.pool, config.validation, config.test]
+    cycle = sum(sizes)
+    out: dict[str, list[Document]] = {p: [] for p in PARTS}
+    for i, d in enumerate(docs):
+        r, k = i % cycle, 0
+        while r >= sizes[k]:
+            r -= sizes[k]
+            k += 1
+        out[PARTS[k]].append(d)
+    return out
+
+
+@lru_cache(maxsize=4)
+def _encoded(config: TextConfig, folder: str) -> dict[str, list[np.ndarray]]:
+    from collapselab.text.models import load_tokenizer
+
+    tok = load_tokenizer(Path(folder))
+    eos = tok.eos_token_id
+    parts = split_documents(config)
+    out = {}
+    for part in PARTS:
+        docs = parts[part]
+        ids = tok([d.text for d in docs], add_special_tokens=False)["input_ids"] if docs else []
+        out[part] = [np.array([*seq, eos], dtype=np.int64) for seq in ids]
+    return out
+
+
 @dataclass(frozen=True)
 class Layout:
     """One chain batch's real pool: ``windows [K n, W]`` (chunk k = rows ``[k n, (k + 1) n)``) and, per chunk,
@@ -96,20 +128,7 @@ class TextSource(Source):
     @cached_property
     def documents(self) -> dict[str, list[Document]]:
         """The corpus's documents dealt to the four parts."""
-        docs = list(CORPORA[self.config.source if self.config.source != "plays" else "shakespeare"]())
-        if self.config.documents is not None:
-            docs = docs[: self.config.documents]
-        cfg = self.config
-        sizes = [cfg.pretrain, cfg.pool, cfg.validation, cfg.test]
-        cycle = sum(sizes)
-        out: dict[str, list[Document]] = {p: [] for p in PARTS}
-        for i, d in enumerate(docs):
-            r, k = i % cycle, 0
-            while r >= sizes[k]:
-                r -= sizes[k]
-                k += 1
-            out[PARTS[k]].append(d)
-        return out
+        return split_documents(self.config)
 
     def content_key(self) -> str:
         """A key of the pretraining text (what the tiny tokenizer and model are built from)."""
@@ -144,15 +163,9 @@ class TextSource(Source):
 
     @cached_property
     def encoded(self) -> dict[str, list[np.ndarray]]:
-        """Each part's documents as token arrays, each followed by the end-of-text token."""
-        tok = self.tokenizer
-        eos = tok.eos_token_id
-        out = {}
-        for part in PARTS:
-            docs = self.documents[part]
-            ids = tok([d.text for d in docs], add_special_tokens=False)["input_ids"] if docs else []
-            out[part] = [np.array([*seq, eos], dtype=np.int64) for seq in ids]
-        return out
+        """Each part's documents as token arrays, each followed by the end-of-text token (cached per process:
+        every chain task of a worker reads the same corpus)."""
+        return _encoded(self.config, str(self.tokenizer_folder))
 
     def encode_documents(self, docs: list[Document]) -> np.ndarray:
         """One stream of token ids: each document's tokens followed by the end-of-text token."""
@@ -270,6 +283,13 @@ class TextSource(Source):
             chunks = [self.chunk_articles(tree, batch, k) for k in range(self.chunk_count(tree, batch))]
             cache[key] = build_items(chunks, tree.rng("data", batch, "kr"), per_chunk=self.config.kr_items)
         return cache[key]
+
+    def stand_in(self, like: SampleSet | int, rng: np.random.Generator) -> SampleSet:
+        """A real model's rewrite of real windows is the windows themselves (``like``); ``n`` windows of the test
+        articles for a count."""
+        if isinstance(like, SampleSet):
+            return SampleSet({"x": np.asarray(like["x"]).copy()})
+        return SampleSet({"x": self.windows("test")[None, :like]})
 
     def decode(self, x: np.ndarray) -> list[str]:
         """Each window of ``x [n, W]`` as text."""

@@ -87,6 +87,11 @@ def apply_overrides(raw: dict[str, Any], sets: list[str] | None = None, seeds: i
         out["seeds"] = seeds
     if generations is not None:
         out["generations"] = generations
+    applied = [*(sets or []), *([f"seeds={seeds}"] if seeds is not None else []),
+               *([f"generations={generations}"] if generations is not None else [])]
+    if applied:
+        before = out.get("overrides") if isinstance(out.get("overrides"), list) else []
+        out["overrides"] = [*before, *applied]
     return out
 
 

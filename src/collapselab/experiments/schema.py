@@ -43,6 +43,37 @@ from collapselab.rewards import SymbolValues
 FailureSetting = Annotated[Annotated[FailureRule, Tag("failure-rule")] | Annotated[list[FailureRule],
                                                                                   Tag("failure-rules")],
                            UnionTag(lambda v: "failure-rules" if isinstance(v, list) else "failure-rule")]
+class SyntheticSchedule(BaseModel):
+    """A synthetic set that grows with the generation: ``start`` at generation 1, ``step`` more each generation
+    after (Yi et al.'s ``delta x round``: ``{start: delta, step: delta}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    start: int = Field(ge=1, le=10_000_000)
+    step: int = Field(0, ge=0, le=10_000_000)
+
+
+def _size_tag(v: Any) -> str:
+    if isinstance(v, list):
+        return "size-list"
+    return "size-schedule" if isinstance(v, (dict, SyntheticSchedule)) else "size-number"
+
+
+#: synthetic samples per generation: a number, ``{start, step}`` or one number per generation 1..G
+SyntheticSize = Annotated[Annotated[int, Tag("size-number"), Field(ge=1, le=10_000_000)]
+                          | Annotated[SyntheticSchedule, Tag("size-schedule")]
+                          | Annotated[list[Annotated[int, Field(ge=1, le=10_000_000)]], Tag("size-list")],
+                          UnionTag(_size_tag)]
+
+
+def synthetic_size(size: int | SyntheticSchedule | list[int], g: int) -> int:
+    """Synthetic samples drawn at generation ``g >= 1`` under ``size`` (see :data:`SyntheticSize`)."""
+    if isinstance(size, int):
+        return size
+    if isinstance(size, SyntheticSchedule):
+        return size.start + size.step * (g - 1)
+    return size[min(g, len(size)) - 1]
+
+
 ARM_KEYS = ("family", "regime", "curator", "loss", "n_synthetic")
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 
@@ -56,7 +87,7 @@ class ArmOverride(BaseModel):
     regime: dict[str, Any] | None = None
     curator: dict[str, Any] | None = None
     loss: dict[str, Any] | None = None
-    n_synthetic: int | None = Field(None, ge=1)
+    n_synthetic: SyntheticSize | None = None
     control_of: str | None = Field(None, description="the arm this one is the matched control of (reports mark it)")
 
     @field_validator("name")
@@ -76,8 +107,12 @@ class Arm(BaseModel):
     regime: RegimeSettings
     curator: CuratorSettings
     loss: LossConfig
-    n_synthetic: int
+    n_synthetic: SyntheticSize
     control_of: str | None = None
+
+    def synthetic(self, g: int) -> int:
+        """Synthetic samples this arm draws at generation ``g >= 1``."""
+        return synthetic_size(self.n_synthetic, g)
 
 
 class Experiment(BaseModel):
@@ -89,7 +124,7 @@ class Experiment(BaseModel):
     family: FamilySettings
     data: DataSettings
     n: int = Field(ge=1, le=10_000_000, description="real training samples per generation")
-    n_synthetic: int | None = Field(None, ge=1, le=10_000_000)
+    n_synthetic: SyntheticSize | None = None
     generations: int = Field(ge=0, le=100_000)
     seeds: int = Field(ge=1, le=1_000_000)
     seed: int = Field(0, ge=0)
@@ -111,6 +146,8 @@ class Experiment(BaseModel):
     scale: str | None = Field(None, description="the preset of ``scales`` applied (``--set scale=NAME``)")
     scales: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                               description="named presets of dotted overrides, e.g. a paper's scale")
+    overrides: list[str] | None = Field(None, description="the --set / --seeds / --generations this run applied to "
+                                                          "the experiment as written (recorded; the report lists them)")
 
     @property
     def chains_per_batch(self) -> int:
@@ -202,8 +239,13 @@ class Experiment(BaseModel):
                 token_reward = isinstance(arm.curator.reward, SymbolValues)
                 if token_reward != (kind == "tokens"):
                     raise ValueError(f"{where}: reward {arm.curator.reward.name!r} does not apply to {kind} data")
-            if fam == "linear" and arm.family.design == "block" and arm.n_synthetic % self.data.dim:
-                raise ValueError(f"{where}: the block design needs n_synthetic ({arm.n_synthetic}) to be a "
+            if isinstance(arm.n_synthetic, list) and len(arm.n_synthetic) < self.generations:
+                raise ValueError(f"{where + ': ' if len(self.arms) > 1 else ''}n_synthetic: {len(arm.n_synthetic)} "
+                                 f"sizes for {self.generations} generations; give one per generation "
+                                 f"1..{self.generations}")
+            sizes = {arm.synthetic(g) for g in range(1, self.generations + 1)}
+            if fam == "linear" and arm.family.design == "block" and any(m % self.data.dim for m in sizes):
+                raise ValueError(f"{where}: the block design needs n_synthetic ({sorted(sizes)}) to be a "
                                  f"multiple of data.dim ({self.data.dim})")
         self._check_rules()
         self._check_pool(source_cls)
@@ -442,7 +484,7 @@ def _union_tags() -> set[str]:
 
     classes = (*CURATORS, *REGIMES, Coordinate, Distance, SymbolValues)
     return (set(FAMILIES) | set(SOURCES) | set(ULOSS_NAMES) | {c.model_fields["name"].default for c in classes}
-            | {"failure-rule", "failure-rules", *GAMMA_TAGS})
+            | {"failure-rule", "failure-rules", "size-number", "size-schedule", "size-list", *GAMMA_TAGS})
 
 
 _UNION_TAGS = _union_tags()

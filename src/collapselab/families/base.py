@@ -84,9 +84,10 @@ class Family(abc.ABC):
         """Fresh samples with the conditioning of ``like`` (unconditional: ``sample(like.n)``)."""
         return self.sample(like.n, rng)
 
-    def gallery(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
-        """``n`` samples of chain 0 as greyscale images ``[n, H, W]`` in [0, 1] for the report's sample grid;
-        ``None`` (the default) for families whose samples are not images."""
+    def gallery(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        """``n`` samples of chain 0 for the report's sample grid: ``draws`` (greyscale ``[n, H, W]`` in [0, 1], as
+        passed on), optionally ``means`` (the same samples' expected images) and ``labels`` (``[n]``, a conditional
+        model's classes); ``None`` (the default) for families whose samples are not images."""
         return None
 
     def passages(self, real: SampleSet, rng: np.random.Generator) -> np.ndarray | None:

@@ -54,8 +54,6 @@ class VAEConfig(GradientConfig):
     samples: Literal["bernoulli", "mean"] = Field(
         "bernoulli", description="what sample() returns: Bernoulli draws of the pixels or the decoder's means")
     iw_samples: int = Field(1, ge=1, le=10_000, description="log_prob: importance samples (1 = the ELBO)")
-    confidence_samples: int = Field(1000, ge=10, le=1_000_000,
-                                    description="model samples behind an image's density-quantile confidence")
 
 
 class VAE(GradientFamily):
@@ -145,11 +143,23 @@ class VAE(GradientFamily):
                     out[c, i:i + len(y)] = p.cpu().numpy()
         return SampleSet({"x": out, "y": np.broadcast_to(ys, (self.n_chains, like.n)).copy()})
 
-    def gallery(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` samples of chain 0 as they are passed on (Bernoulli or means); a CVAE's labels run 0, 1, 2, ..."""
+    def gallery(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Chain 0's samples for the report: ``draws`` (as passed on: Bernoulli draws or means), ``means`` (the
+        decoder's means of the same codes) ``[n, H, W]`` and, for a CVAE, ``labels`` (0, 1, 2, ...)."""
+        import torch
+
         y = np.arange(n, dtype=np.int64) % self.classes if self.classes else np.full(n, -1, dtype=np.int64)
-        like = SampleSet({"x": np.zeros((1, n, 1, 1, 1), np.float32), "y": y[None]})
-        return self.chains([0]).resample(like, rng)["x"][0, :, 0]
+        g = torch_generator(rng, self.device)
+        net = self.nets[0]
+        with torch.inference_mode():
+            yt = torch.as_tensor(y, device=self.device) if self.classes else None
+            z = torch.randn(n, self.config.latent, generator=g, device=self.device)
+            p = torch.sigmoid(net.decode(z, yt))
+            draws = torch.bernoulli(p, generator=g) if self.config.samples == "bernoulli" else p
+        out = {"draws": draws[:, 0].cpu().numpy(), "means": p[:, 0].cpu().numpy()}
+        if self.classes:
+            out["labels"] = y
+        return out
 
     def nelbo_parts(self, data: SampleSet, iw: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """``(reconstruction, KL)`` per image ``[C, n]`` in nats (one code per image from a fixed stream, so

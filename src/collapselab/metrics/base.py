@@ -77,6 +77,12 @@ class Metric:
     axis: str = ""
     #: the value a model that learned nothing scores (a failure rule may be anchored at it), if there is one.
     chance: float | None = None
+    #: where the metric's reference row comes from: ``real`` (the metric of real data standing in for the
+    #: model's samples: :class:`collapselab.metrics.reference.RealData`), ``base`` (the pretrained model every
+    #: fit starts from) or ``None``
+    reference: str | None = None
+    #: the band (as ratios to the reference) a sound generation 0 lies in; a run outside it is flagged
+    band: tuple[float, float] | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -84,14 +90,15 @@ METRICS: dict[str, Metric] = {}
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
            better: str = "lower", needs: str | None = None, title: str = "",
-           axis: str = "", chance: float | None = None) -> Callable[[MetricFn], MetricFn]:
+           axis: str = "", chance: float | None = None, reference: str | None = None,
+           band: tuple[float, float] | None = None) -> Callable[[MetricFn], MetricFn]:
     """Register a metric function under ``name`` (``title``/``axis``: how figures label it; ``chance``: the
-    value of a model that learned nothing, where one exists)."""
+    value of a model that learned nothing, where one exists; ``reference`` and ``band``: see :class:`Metric`)."""
 
     def deco(fn: MetricFn) -> MetricFn:
         METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs,
                                title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "),
-                               chance)
+                               chance, reference, band)
         return fn
 
     return deco

@@ -101,40 +101,43 @@ def _prdc(model: Family, ctx: MetricContext, name: str) -> np.ndarray:
 
 @metric("frechet_cnn", IMAGES, "Fréchet distance between model samples and real test images in the 128-d "
         "features of a CNN trained on the real training images (FID's formula; not Inception FID)",
-        title="Fréchet distance to real test images (CNN features)", axis="Fréchet distance (CNN features)")
+        title="Fréchet distance to real test images (CNN features)", axis="Fréchet distance (CNN features)",
+        reference="real")
 def frechet_cnn(model: Family, ctx: MetricContext) -> np.ndarray:
     real = _real_features(ctx)
     return np.array([frechet_distance(real, f) for f in _fake_features(model, ctx)])
 
 
 @metric("precision", IMAGES, "share of model samples inside the k-NN balls (k=5) of real test images, in CNN "
-        "features (Naeem et al.)", better="higher", title="Precision (k-NN, CNN features)", axis="precision")
+        "features (Naeem et al.)", better="higher", title="Precision (k-NN, CNN features)", axis="precision",
+        reference="real")
 def precision(model: Family, ctx: MetricContext) -> np.ndarray:
     return _prdc(model, ctx, "precision")
 
 
 @metric("recall", IMAGES, "share of real test images inside the k-NN balls (k=5) of model samples, in CNN "
-        "features", better="higher", title="Recall (k-NN, CNN features)", axis="recall")
+        "features", better="higher", title="Recall (k-NN, CNN features)", axis="recall",
+        reference="real")
 def recall(model: Family, ctx: MetricContext) -> np.ndarray:
     return _prdc(model, ctx, "recall")
 
 
 @metric("density", IMAGES, "mean number of real k-NN balls (k=5) holding each model sample, over k (Naeem et "
         "al.; 1 when samples are distributed like real images)", better="higher",
-        title="Density (k-NN, CNN features)", axis="density")
+        title="Density (k-NN, CNN features)", axis="density", reference="real")
 def density(model: Family, ctx: MetricContext) -> np.ndarray:
     return _prdc(model, ctx, "density")
 
 
 @metric("coverage", IMAGES, "share of real test images whose k-NN ball (k=5) holds at least one model sample",
-        better="higher", title="Coverage (k-NN, CNN features)", axis="coverage")
+        better="higher", title="Coverage (k-NN, CNN features)", axis="coverage", reference="real")
 def coverage(model: Family, ctx: MetricContext) -> np.ndarray:
     return _prdc(model, ctx, "coverage")
 
 
 @metric("class_coverage", IMAGES, "share of classes receiving at least half their expected share of the model's "
         "samples (by the reference classifier)", better="higher",
-        title="Classes the model still generates", axis="share of classes covered")
+        title="Classes the model still generates", axis="share of classes covered", reference="real")
 def class_coverage(model: Family, ctx: MetricContext) -> np.ndarray:
     k = ctx.source.classes
     return np.array([(np.bincount(p, minlength=k) >= len(p) / (2 * k)).mean() for p in _predicted(model, ctx)])
@@ -142,7 +145,7 @@ def class_coverage(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("class_entropy", IMAGES, "entropy (nats) of the classes the reference classifier sees in the model's "
         "samples (log 10 = 2.303 when balanced over 10 classes)", better="higher",
-        title="Class entropy of model samples", axis="entropy (nats)")
+        title="Class entropy of model samples", axis="entropy (nats)", reference="real")
 def class_entropy(model: Family, ctx: MetricContext) -> np.ndarray:
     k = ctx.source.classes
     out = []
@@ -162,7 +165,8 @@ def label_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("latent_std", IMAGES, "spread of the model's samples in a fixed encoder trained on real images: mean "
         "over latent dimensions of the std of the posterior means (falls as samples lose diversity)",
-        better="higher", title="Spread of samples in a real-data encoder's latent space", axis="latent std")
+        better="higher", title="Spread of samples in a real-data encoder's latent space", axis="latent std",
+        reference="real")
 def latent_std(model: Family, ctx: MetricContext) -> np.ndarray:
     from collapselab.metrics.feature_nets import reference_encoder
 

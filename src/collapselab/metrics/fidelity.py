@@ -126,5 +126,17 @@ def tail_mass(model: Family, ctx: MetricContext) -> np.ndarray:
         "mean confidence u of the model on its own samples minus on held-out real data",
         title="Confidence on own samples minus on real data", axis="mean u (own) - mean u (real)")
 def confidence_gap(model: Family, ctx: MetricContext) -> np.ndarray:
-    own = model.confidence(_own_sample(model, ctx))
-    return _sample_mean(own) - _sample_mean(model.confidence(ctx.heldout))
+    return _sample_mean(confidence_of(model, ctx, "own")) - _sample_mean(confidence_of(model, ctx, "heldout"))
+
+
+def confidence_of(model: Family, ctx: MetricContext, which: str, method: str = "confidence") -> np.ndarray:
+    """The model's ``confidence`` (or ``loss_confidence``) of its own sample (``which="own"``) or of the held-out
+    real data (``"heldout"``), computed once per generation (a family whose loss confidence is its confidence
+    shares one)."""
+    if method == "loss_confidence" and type(model).loss_confidence is Family.loss_confidence:
+        method = "confidence"
+    key = (method, which)
+    if key not in ctx.cache:
+        data = _own_sample(model, ctx) if which == "own" else ctx.heldout
+        ctx.cache[key] = getattr(model, method)(data)
+    return ctx.cache[key]

@@ -19,7 +19,7 @@ import numpy as np
 
 from collapselab.families.base import Family
 from collapselab.metrics.base import MetricContext, metric
-from collapselab.metrics.fidelity import _own_sample
+from collapselab.metrics.fidelity import confidence_of
 
 GRADIENT = ("text", "images")
 
@@ -47,8 +47,8 @@ def loss_kept(model: Family, ctx: MetricContext) -> np.ndarray:
                      for c in range(model.n_chains)])
 
 
-def _dropped(model: Family, ctx: MetricContext, data) -> np.ndarray:
-    u = model.loss_confidence(data)
+def _dropped(model: Family, ctx: MetricContext, which: str) -> np.ndarray:
+    u = confidence_of(model, ctx, which, "loss_confidence")
     out = np.empty(model.n_chains)
     for c in range(model.n_chains):
         loss = ctx.loss.at(_gamma(model, ctx, c)) if getattr(ctx.loss, "adaptive", False) else ctx.loss
@@ -61,14 +61,14 @@ def _dropped(model: Family, ctx: MetricContext, data) -> np.ndarray:
         "windows) that the arm's loss, at its realised gamma, drops", needs="loss_confidence",
         title="Share of the model's own targets the loss drops", axis="share dropped")
 def drop_own(model: Family, ctx: MetricContext) -> np.ndarray:
-    return _dropped(model, ctx, _own_sample(model, ctx))
+    return _dropped(model, ctx, "own")
 
 
 @metric("drop_real", GRADIENT, "share of the targets of held-out real data that the arm's loss, at its realised "
         "gamma, drops", needs="loss_confidence", title="Share of real targets the loss drops",
         axis="share dropped")
 def drop_real(model: Family, ctx: MetricContext) -> np.ndarray:
-    return _dropped(model, ctx, ctx.heldout)
+    return _dropped(model, ctx, "heldout")
 
 
 def _image_gap(kind: str):

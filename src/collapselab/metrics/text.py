@@ -50,7 +50,7 @@ def probe_rewrite(model: Family, ctx: MetricContext) -> SampleSet:
 
 
 @metric("perplexity", TEXT, "perplexity of the real held-out test windows: exp(total NLL / total tokens)",
-        title="Perplexity on real test text", axis="perplexity")
+        title="Perplexity on real test text", axis="perplexity", reference="base")
 def perplexity(model: Family, ctx: MetricContext) -> np.ndarray:
     lp = heldout_logprobs(model, ctx)
     return np.exp(-lp.reshape(lp.shape[0], -1).mean(axis=1))
@@ -91,7 +91,7 @@ def _kr_mean(model: Family, ctx: MetricContext, sel: np.ndarray) -> np.ndarray:
 @metric("kr_accuracy", TEXT, "knowledge retention: share of probe items from all real chunks where the true "
         "continuation is more likely than the false one (chance 0.5)", better="higher",
         needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy",
-        chance=0.5)
+        chance=0.5, reference="base")
 def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
     _, chunk = kr_results(model, ctx)
     return _kr_mean(model, ctx, np.ones(len(chunk), dtype=bool))
@@ -99,7 +99,8 @@ def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("kr_unseen", TEXT, "the knowledge-retention probe on the real chunks not yet trained on: the probe's "
         "measured chance level (0.5 for a valid probe)", better="higher", needs="compare_continuations",
-        title="Knowledge retention on chunks not yet trained on (chance level)", axis="KR accuracy", chance=0.5)
+        title="Knowledge retention on chunks not yet trained on (chance level)", axis="KR accuracy", chance=0.5,
+        reference="base")
 def kr_unseen(model: Family, ctx: MetricContext) -> np.ndarray:
     _, chunk = kr_results(model, ctx)
     return _kr_mean(model, ctx, chunk >= ctx.chunks_seen)
@@ -116,7 +117,7 @@ def _kr_split(s: int):
 for _s in range(MAX_SPLITS):
     metric(f"kr_split_{_s}", TEXT, f"knowledge retention on the probe items of real chunk {_s} (chance 0.5)",
            better="higher", needs="compare_continuations", title=f"Knowledge retention, chunk {_s}",
-           axis="KR accuracy", chance=0.5)(_kr_split(_s))
+           axis="KR accuracy", chance=0.5, reference="base")(_kr_split(_s))
 
 
 def _chunk_logprobs(model: Family, ctx: MetricContext, k: int) -> np.ndarray:
@@ -162,7 +163,7 @@ def _real_tokens(ctx: MetricContext) -> np.ndarray:
 
 @metric("unigram_kl", TEXT, "KL(rewrites || real training text) of the unigram token distributions, nats (ForTIFAI's "
         "direction; add-one smoothing over the vocabulary on both sides)",
-        title="Unigram KL, real text vs rewrites", axis="KL (nats)")
+        title="Unigram KL, real text vs rewrites", axis="KL (nats)", reference="real")
 @_rewrite_stat
 def unigram_kl(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
     from collapselab.text.stats import unigram_kl as kl
@@ -181,11 +182,13 @@ def _distinct(n: int):
 
 for _n in (1, 2, 3):
     metric(f"distinct_{_n}", TEXT, f"distinct {_n}-grams / all {_n}-grams in the model's rewrites", better="higher",
-           title=f"Distinct {_n}-grams in rewrites", axis=f"distinct-{_n}")(_rewrite_stat(_distinct(_n)))
+           title=f"Distinct {_n}-grams in rewrites", axis=f"distinct-{_n}", reference="real",
+           band=(0.5, 1.5))(_rewrite_stat(_distinct(_n)))
 
 
 @metric("self_bleu", TEXT, "self-BLEU (0-100) of the model's rewrites (sacrebleu; up to 200 subsampled, each "
-        "against the others): higher = less diverse", title="Self-BLEU of rewrites", axis="self-BLEU")
+        "against the others): higher = less diverse", title="Self-BLEU of rewrites", axis="self-BLEU",
+        reference="real")
 @_rewrite_stat
 def self_bleu(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
     from collapselab.text.stats import self_bleu as sb
@@ -194,7 +197,7 @@ def self_bleu(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
 
 
 @metric("vocab_coverage", TEXT, "share of the real training text's token types that occur in the model's rewrites",
-        better="higher", title="Vocabulary coverage of rewrites", axis="coverage")
+        better="higher", title="Vocabulary coverage of rewrites", axis="coverage", reference="real")
 @_rewrite_stat
 def vocab_coverage(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
     from collapselab.text.stats import vocab_coverage as vc

@@ -27,15 +27,15 @@ def report_names(exp: Experiment) -> list[str]:
 
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
                  theory: dict[str, dict[str, TheoryCurve]] | None = None,
-                 gallery: Gallery | None = None,
-                 passages: Passages | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+                 gallery: Gallery | None = None, passages: Passages | None = None,
+                 refs: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``, and
     ``kr_items.safetensors`` with the knowledge-retention probe's item set when it is measured; paths
     relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]`` (or the arms'
     precomputed ``stats`` with the ``theory`` they were computed with); ``gallery`` (from
     :func:`collect_gallery`) adds the sample grid, ``passages`` (from :func:`collect_passages`) the rewrites."""
     theory = theory_curves(exp) if theory is None else theory
-    summary, bands = summarize(exp, values, theory, stats)
+    summary, bands = summarize(exp, values, theory, stats, refs)
     jobs = figure_jobs(exp, summary, bands, theory, gallery)
     figures = render_figures(jobs)
     files = {"summary.json": dumps_json(summary).encode()}

@@ -141,21 +141,38 @@ def arm_stats(exp: Experiment, a: int, values: np.ndarray, weights: np.ndarray,
     return ArmStats(mean, low, high, timings, {m: c for m, c in checks.items() if c is not None})
 
 
+def detectable_ratio(ref_boot: np.ndarray, z: float = 1.959964 + 0.841621) -> float:
+    """The smallest fidelity ratio the design detects with 80% power at the 5% level (two-sided): from the spread
+    of the reference arm's bootstrap times to failure, ``exp((z_0.975 + z_0.8) sqrt(2) SE(log time))`` (an arm as
+    noisy as the reference, unpaired: common random numbers make a paired comparison somewhat tighter). NaN when
+    the reference rarely fails within the run."""
+    b = np.asarray(ref_boot, dtype=np.float64)
+    ok = np.isfinite(b) & (b > 0)
+    if ok.mean() < 0.9:
+        return float("nan")
+    return float(np.exp(z * np.sqrt(2.0) * np.std(np.log(b[ok]), ddof=1)))
+
+
 def _timing_entry(t: dict[str, Any]) -> dict[str, Any]:
     return {"value": num(t["ttf"]), "low": num(t["low"]), "high": num(t["high"]),
             "censored": not np.isfinite(t["ttf"]), "per_seed": [num(v) for v in t["per_seed"]]}
 
 
 def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict[str, TheoryCurve]] | None = None,
-              stats: list[ArmStats] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+              stats: list[ArmStats] | None = None,
+              refs: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``summary.json`` content and the band arrays ``mean/low/high [arms, G+1, metrics]``.
 
-    ``stats`` (one :class:`ArmStats` per arm) may be given instead of computing them from ``values``.
+    ``stats`` (one :class:`ArmStats` per arm) may be given instead of computing them from ``values``; ``refs``
+    (:func:`collapselab.metrics.reference.reference_values`) instead of computing them.
     """
+    from collapselab.metrics.reference import reference_summary, reference_values
+
     theory = theory or {}
+    weights = report_weights(exp)
     if stats is None:
-        weights = report_weights(exp)
         stats = [arm_stats(exp, a, values[a], weights, theory) for a in range(len(exp.arms))]
+    refs = reference_values(exp) if refs is None else refs
     bands = {key: np.stack([getattr(st, key) for st in stats]) for key in ("mean", "low", "high")}
     rules = exp.rules
     summary: dict[str, Any] = {
@@ -172,7 +189,8 @@ def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict
             t = ref_stats.timings[i]
             flags = rule_flags(rule, np.asarray(t["start"])[:, None], t["curves"], t["per_seed"], t["baseline"])
             summary["rules"].append({"label": rule.label(), "primary": i == 0, **rule.model_dump(),
-                                     "informative": not flags, "flags": flags})
+                                     "informative": not flags, "flags": flags,
+                                     "detectable_ratio": num(detectable_ratio(t["boot"]))})
     for arm, st in zip(exp.arms, stats, strict=True):
         entry: dict[str, Any] = {"settings": arm.model_dump(mode="json", exclude={"name"}), "final": {}}
         for k, m in enumerate(exp.metrics):
@@ -191,4 +209,34 @@ def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict
     if theory:
         summary["theory_curves"] = {arm: {m: [num(v) for v in c.values] for m, c in ms.items()}
                                     for arm, ms in theory.items()}
+    reference, flags = reference_summary(exp, refs, weights, bands["mean"][:, 0])
+    if reference:
+        summary["reference"] = reference
+    flags = [f"rule {r['label']!r} is not informative: " + "; ".join(r["flags"])
+             for r in summary.get("rules", []) if not r["informative"]] + flags
+    summary["flags"] = flags
+    notes = _premise_notes(exp, bands)
+    if notes:
+        summary["notes"] = notes
     return summary, bands
+
+
+#: metrics that measure a confidence-aware loss's premise: the model is more confident on its own samples
+PREMISE = {"image_confidence_gap": "Bernoulli samples", "image_confidence_gap_mean": "decoder-mean images",
+           "confidence_gap": "own samples"}
+
+
+def _premise_notes(exp: Experiment, bands: dict[str, np.ndarray]) -> list[str]:
+    """Where the model is not more confident on its own samples than on real data (a seed-mean gap <= 0 at some
+    generation), one line per metric naming the arms: TCE's premise does not hold there."""
+    out = []
+    for m, what in PREMISE.items():
+        if m not in exp.metrics:
+            continue
+        k = exp.metrics.index(m)
+        arms = [arm.name for a, arm in enumerate(exp.arms) if np.nanmin(bands["mean"][a, :, k]) <= 0]
+        if arms:
+            out.append(f"{m}: the model is not more confident on its {what} than on real data at some generation "
+                       f"for arm{'s' * (len(arms) > 1)} {', '.join(arms)}; a loss that truncates confident targets "
+                       f"acts there on real-like and on its own samples alike")
+    return out

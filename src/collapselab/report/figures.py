@@ -93,10 +93,28 @@ def _seeds(exp: Experiment) -> str:
     return f"{exp.seeds} seed{'s' * (exp.seeds != 1)}"
 
 
+#: per arm (cycled): line styles and markers, so arms whose curves coincide stay visible
+ARM_STYLES = ("-", "--", "-.", ":")
+ARM_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _identical(bands, k: int, names: list[str]) -> dict[int, str]:
+    """Arms whose seed-mean curve of metric ``k`` equals an earlier arm's: index -> that arm's name."""
+    out = {}
+    for a in range(len(names)):
+        for b in range(a):
+            if np.array_equal(bands["mean"][a, :, k], bands["mean"][b, :, k], equal_nan=True):
+                out[a] = names[b]
+                break
+    return out
+
+
 def _draw_arm(ax, g, bands, a: int, k: int, color, label: str | None, curve) -> None:
     mean, lo, hi = (bands[x][a, :, k] for x in ("mean", "low", "high"))
-    marker = "o" if len(g) <= 12 else None
-    ax.plot(g, mean, color=color, lw=1.8, label=label, marker=marker, ms=3.5)
+    few = len(g) <= 30
+    ax.plot(g, mean, color=color, lw=1.8, label=label, ls=ARM_STYLES[a % len(ARM_STYLES)],
+            marker=ARM_MARKERS[a % len(ARM_MARKERS)] if few else None, ms=4.5 - 0.4 * (a % 3),
+            markevery=max(1, len(g) // 12), fillstyle="none" if a % 2 else "full")
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any():
         ax.fill_between(g, np.where(ok, lo, np.nan), np.where(ok, hi, np.nan), color=color, alpha=0.18, lw=0)
@@ -110,7 +128,8 @@ def _draw_arm(ax, g, bands, a: int, k: int, color, label: str | None, curve) -> 
 _STYLE_WORDS = {"--": "dashed", ":": "dotted", "-.": "dash-dot", "-": "solid"}
 
 
-def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, thresholds: list) -> list:
+def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, thresholds: list,
+                 ref: dict[str, Any] | None = None) -> list:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -122,6 +141,8 @@ def _key_handles(exp: Experiment, has_theory: bool, has_bound: bool, thresholds:
         handles.append(Line2D([], [], color="0.3", ls=":", lw=1.4, label="theory (upper bound)"))
     if thresholds:
         handles.append(Line2D([], [], color="#c0392b", ls="-.", lw=1.2, label=_threshold_label(thresholds)))
+    if ref is not None:
+        handles.append(Line2D([], [], color="0.35", ls=":", lw=1.8, label=f"{ref['source']} (reference)"))
     return handles
 
 
@@ -143,23 +164,27 @@ def _reused_axes():
     return fig, ax
 
 
-def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list):
+def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list, ref: dict | None = None):
     """All arms in one panel, the legend outside on the right (layout computed from the label widths)."""
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
     m = METRICS[exp.metrics[k]]
     fig, ax = _reused_axes()
-    labels = [a.name for a in exp.arms] + [h.get_label() for h in keys] + ["arm"]
+    same = _identical(bands, k, [a.name for a in exp.arms])
+    names = [arm.name + (f" (identical to {same[a]})" if a in same else "") for a, arm in enumerate(exp.arms)]
+    labels = names + [h.get_label() for h in keys] + ["arm"]
     legend_w = _text_width(fig, labels, LEGEND_PT) + 3.4 * LEGEND_PT * DPI / 72  # handles and paddings
     right = max(0.45, 1.0 - (legend_w + 14) / (fig.get_figwidth() * DPI))
     ax.set_position((0.085, 0.12, right - 0.1, 0.78))
     g = np.arange(exp.generations + 1)
     colors = colormaps["tab10"]
-    for a, arm in enumerate(exp.arms):
-        _draw_arm(ax, g, bands, a, k, colors(a % 10), arm.name, curves[a])
+    for a in range(len(exp.arms)):
+        _draw_arm(ax, g, bands, a, k, colors(a % 10), names[a], curves[a])
     for rule in thresholds:
         ax.axhline(rule.threshold, color="#c0392b", ls="-.", lw=1.2)
+    if ref is not None:
+        ax.axhline(ref["mean"], color="0.35", ls=":", lw=1.8)
     ax.grid(alpha=0.3)
     _integer_generations(ax, exp.generations)
     ax.tick_params(labelsize=LEGEND_PT)
@@ -173,7 +198,8 @@ def _overlaid(exp: Experiment, k: int, bands, curves, keys: list, thresholds: li
     return fig
 
 
-def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list):
+def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresholds: list,
+                     ref: dict | None = None):
     """One panel per arm (shared axes), for more arms than one panel can show readably."""
     from matplotlib import colormaps
 
@@ -195,6 +221,8 @@ def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresho
         ax.set_title(_wrap(arm.name), fontsize=LEGEND_PT)
         for rule in thresholds:
             ax.axhline(rule.threshold, color="#c0392b", ls="-.", lw=1.2)
+        if ref is not None:
+            ax.axhline(ref["mean"], color="0.35", ls=":", lw=1.8)
         ax.grid(alpha=0.3)
         _integer_generations(ax, exp.generations)
         ax.tick_params(labelsize=LEGEND_PT)
@@ -206,16 +234,17 @@ def _small_multiples(exp: Experiment, k: int, bands, curves, keys: list, thresho
     return fig
 
 
-def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]]) -> bytes:
+def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: dict[str, dict[str, Any]],
+               ref: dict[str, Any] | None = None) -> bytes:
     """The figure of metric ``k``: all arms in one panel, or small multiples beyond ``MAX_OVERLAID`` arms."""
     name = exp.metrics[k]
     curves = [theory.get(arm.name, {}).get(name) for arm in exp.arms]
     has_theory = any(c is not None and not c.bound for c in curves)
     has_bound = any(c is not None and c.bound for c in curves)
     thresholds = _threshold_rules(exp, name)
-    keys = _key_handles(exp, has_theory, has_bound, thresholds)
+    keys = _key_handles(exp, has_theory, has_bound, thresholds, ref)
     draw = _overlaid if len(exp.arms) <= MAX_OVERLAID else _small_multiples
-    return _png(draw(exp, k, bands, curves, keys, thresholds))
+    return _png(draw(exp, k, bands, curves, keys, thresholds, ref))
 
 
 def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.ndarray],
@@ -224,7 +253,8 @@ def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.nd
     jobs: list[Job] = [(name, forest_png, (exp, summary, i)) for i, name in enumerate(forest_names(exp))]
     if gallery:
         jobs.append(("samples.png", samples_png, (exp, gallery)))
-    jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
+    refs = summary.get("reference", {})
+    jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory, refs.get(m))) for k, m in enumerate(exp.metrics)]
     if _is_grid(exp):
         jobs += [(f"heatmap_{m}.png", heatmap_png, (exp, k, bands, theory)) for k, m in enumerate(exp.metrics)]
     return jobs
@@ -255,10 +285,11 @@ def forest_png(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> bytes
     """Each arm's time to failure under rule ``rule`` (0: the primary) with its 95% CI."""
     G = exp.generations
     arms = [a.name for a in exp.arms]
+    controls = {a.name for a in exp.arms if a.control_of is not None}
     height = 1.3 + 0.38 * len(arms)
     fig = _figure((8.6, height))
     width_px = fig.get_figwidth() * DPI
-    left = (_text_width(fig, arms, LEGEND_PT) + 16) / width_px
+    left = (_text_width(fig, [f"{a} (control)" for a in arms], LEGEND_PT) + 16) / width_px
     label_w = (_text_width(fig, [f">{G}  (reference)", f"{G:.1f}  ratio 10.00"], LEGEND_PT) + 12) / width_px
     ax = fig.add_axes((left, 0.55 / height, 1 - left - label_w - 0.01, 1 - 1.15 / height))
     right = G * 1.06
@@ -267,7 +298,7 @@ def forest_png(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> bytes
         t = entry["rules"][rule]["time_to_failure"] if rule else entry["time_to_failure"]
         v, lo, hi = (float(t[x]) for x in ("value", "low", "high"))
         y = len(arms) - 1 - i
-        color = "#c0392b" if name == exp.reference else "#1f4e79"
+        color = "#c0392b" if name == exp.reference else "#8a8f94" if name in controls else "#1f4e79"
         if np.isfinite(lo):
             ax.plot([lo, min(hi, right)], [y, y], color=color, lw=2.2, solid_capstyle="butt")
         if not np.isfinite(hi):
@@ -285,7 +316,8 @@ def forest_png(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> bytes
             label += f"  ratio {float(ratio['value']):.2f}"
         ax.text(right * 1.01, y, label, va="center", fontsize=LEGEND_PT, clip_on=False)
     ax.axvline(G, color="0.5", ls=":", lw=1)
-    ax.set_yticks(range(len(arms)), list(reversed(arms)), fontsize=LEGEND_PT)
+    ticks = [f"{a} (control)" if a in controls else a for a in arms]
+    ax.set_yticks(range(len(arms)), list(reversed(ticks)), fontsize=LEGEND_PT)
     ax.set_xlim(0, right)
     ax.set_ylim(-0.7, len(arms) - 0.3)
     ax.set_xlabel("time to failure (generation, interpolated)", fontsize=10)
@@ -341,29 +373,51 @@ def heatmap_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: d
     return _png(fig)
 
 
+#: the smallest size of one sample in the grid, in pixels
+SAMPLE_PX = 56
+
+
 def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
-    """``samples.png``: per arm, a row of seed 0's samples per shown generation (dark ink on white)."""
+    """``samples.png``: per arm (one panel each, stacked), seed 0's samples per shown generation: the images passed
+    on (``draws``) and, beside them, the decoder's means of the same codes; columns labelled by class for a
+    conditional model; every sample at least :data:`SAMPLE_PX` pixels wide (dark ink on white)."""
     arms = [a.name for a in exp.arms if a.name in gallery]
-    cols = min(3, len(arms))
-    rows = math.ceil(len(arms) / cols)
-    first = gallery[arms[0]]
-    h, w = first[0][1].shape[1:]
-    aspect = (len(first) * (h + 1)) / (first[0][1].shape[0] * (w + 1))
-    panel_w = 3.6
-    fig = _figure((panel_w * cols, (panel_w * aspect + 0.55) * rows + 0.5))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(arms):]:
-        ax.set_axis_off()
-    for ax, name in zip(axes.flat, arms, strict=False):
+    first = gallery[arms[0]][0][1]
+    k = first["draws"].shape[0]
+    kinds = [x for x in ("draws", "means") if x in first]
+    rows_per_arm = len(gallery[arms[0]]) * len(kinds)
+    h, w = first["draws"].shape[1:]
+    cell = SAMPLE_PX / DPI  # inches per sample
+    label_w = 1.3
+    fig_w = label_w + k * cell * (w + 1) / w + 0.3
+    panel_h = rows_per_arm * cell * (h + 1) / h
+    fig = _figure((fig_w, len(arms) * (panel_h + 0.55) + 0.45))
+    total_h = fig.get_figheight()
+    y = total_h - 0.45
+    for name in arms:
         entries = gallery[name]
-        ax.imshow(mosaic([images for _, images in entries]), cmap="gray_r", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(entries))], [f"g{g}" for g, _ in entries],
-                      fontsize=LEGEND_PT)
-        ax.set_xticks([])
-        ax.set_title(name, fontsize=10, loc="left")
+        rows, ticks = [], []
+        for g, imgs in entries:
+            for kind in kinds:
+                rows.append(imgs[kind])
+                ticks.append(f"g{g} {'draws' if kind == 'draws' else 'means'}")
+        y -= 0.45
+        ax = fig.add_axes((label_w / fig_w, (y - panel_h) / total_h, k * cell * (w + 1) / w / fig_w,
+                           panel_h / total_h))
+        y -= panel_h + 0.1
+        ax.imshow(mosaic(rows), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(rows))], ticks, fontsize=LEGEND_PT)
+        labels = entries[0][1].get("labels")
+        if labels is not None:
+            ax.set_xticks([i * (w + 1) + w / 2 for i in range(k)], [str(int(c)) for c in labels], fontsize=LEGEND_PT)
+            ax.xaxis.tick_top()
+        else:
+            ax.set_xticks([])
+        ax.set_title(name, fontsize=10, loc="left", pad=14 if labels is not None else 4)
         for side in ax.spines.values():
             side.set_visible(False)
-    fig.suptitle(f"Samples passed on by seed 0's model, by generation (rows) and arm; {plural(PER_ROW, 'sample')} "
-                 f"per row", fontsize=10, x=0.01, ha="left")
-    return _png(fig, tight=True)
+    what = "images passed on (draws) and the decoder's means of the same codes"
+    fig.suptitle(f"Samples of seed 0's model by arm and generation: {what}; {plural(PER_ROW, 'sample')} per row"
+                 + ("; columns: the class asked for" if first.get("labels") is not None else ""),
+                 fontsize=10, x=0.01, ha="left", y=1 - 0.15 / total_h)
+    return _png(fig)

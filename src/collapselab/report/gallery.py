@@ -15,7 +15,8 @@ from collapselab.experiments.schema import Experiment
 
 MAX_ROWS = 6
 PER_ROW = 10
-Gallery = dict[str, list[tuple[int, np.ndarray]]]  # arm -> [(generation, images [PER_ROW, H, W])]
+#: arm -> [(generation, {"draws": [PER_ROW, H, W], "means": ..., "labels": [PER_ROW]})]
+Gallery = dict[str, list[tuple[int, dict[str, np.ndarray]]]]
 
 
 def arms_overriding(exp: Experiment, method: str) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
 from collapselab.report.passages import Passages, passages_html
-from collapselab.report.table import caption, columns, plural, rule_columns
+from collapselab.report.table import REFERENCE_LABEL, caption, columns, plural, reference_row, rule_columns
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1.2em;color:#1d1d1f;line-height:1.45}
@@ -23,6 +23,7 @@ border:1px solid #eee}figcaption{font-size:13px;color:#555}
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
 details summary{cursor:pointer;font-weight:600}.flag{color:#b00020}.ctl{color:#555;font-size:12px;font-weight:normal}
+tr.ref{background:#fafafa;color:#444}
 td.text,blockquote.text{font-family:Georgia,serif;font-size:13.5px;max-width:32em}
 blockquote.text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}"""
 
@@ -40,6 +41,11 @@ def _table(exp: Experiment, summary: dict[str, Any]) -> str:
                                      f"{e(ln)}</span>" for ln in lines[1:]]
             tds.append(f"<td class='num'>{'<br>'.join(parts)}</td>")
         body.append(f"<tr><th>{_arm_cell(arm)}</th>{''.join(tds)}</tr>")
+    ref = reference_row(exp, summary, cols)
+    if ref is not None:
+        body.append(f"<tr class='ref'><th>{REFERENCE_LABEL}</th>" + "".join(
+            f"<td class='num'>{e(c[0])}" + (f"<br><span class='ci'>{e(c[1])}</span>" if len(c) > 1 else "") + "</td>"
+            for c in ref) + "</tr>")
     return f"<table>{head}{''.join(body)}<caption>{e(caption(exp, summary))}</caption></table>"
 
 
@@ -75,8 +81,11 @@ def _rules(exp: Experiment, summary: dict[str, Any], forests: list[str]) -> str:
     for i, info in enumerate(summary.get("rules", [])):
         verdict = ("informative" if info["informative"] else
                    "<b class='flag'>not informative</b>: " + e("; ".join(info["flags"])))
+        mde = info.get("detectable_ratio")
+        power = (f"; smallest fidelity ratio detectable at {plural(exp.seeds, 'seed')} (80% power): "
+                 f"{float(mde):.2f}" if mde not in (None, "nan") else "")
         out.append(f"<li><b>{'primary' if i == 0 else f'rule {i}'}</b>: <code>{e(info['label'])}</code> "
-                   f"({verdict})</li>")
+                   f"({verdict}{power})</li>")
     out.append("</ul>")
     for i in range(1, len(exp.rules)):
         out.append(f"<h3>Rule {i}: <code>{e(exp.rules[i].label())}</code></h3>"
@@ -129,13 +138,25 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
     figs += "<div class='figs'>" + "".join(_figure(f, title_of.get(f, f)) for f in per_metric) + "</div>"
     metrics = "".join(f"<li><b>{e(m)}</b> ({e(METRICS[m].title.lower())}): {e(d)}</li>"
                       for m, d in summary["metrics"].items())
+    changed = ""
+    if exp.overrides or exp.scale:
+        items = ([f"scale={exp.scale}"] if exp.scale and not any(o.startswith("scale=") for o in exp.overrides or [])
+                 else []) + list(exp.overrides or [])
+        changed = (f"<p class='flag'><b>This run changes the experiment described above</b>: "
+                   f"{', '.join(f'<code>{e(o)}</code>' for o in items)} (the description, and any wall time it "
+                   f"quotes, are of the experiment as written).</p>")
+    flags = [f for f in summary.get("flags", []) if not f.startswith("rule ")]
+    if flags:
+        changed += "<p class='flag'><b>Flagged</b>: " + "; ".join(e(f) for f in flags) + "</p>"
+    for note in summary.get("notes", []):
+        changed += f"<p class='flag'><b>Note</b>: {e(note)}</p>"
     setup = (f"{plural(len(exp.arms), 'arm')} x {plural(exp.seeds, 'seed')}; generations 0 to {exp.generations} "
              f"(generation 0 trains on real data only); n = {exp.n} real samples per generation; data "
              f"<code>{e(exp.data.source)}</code>; family <code>{e(exp.family.name)}</code>.")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{e(exp.name)} - collapselab"
             f"</title><style>{_CSS}</style></head><body><h1>{e(exp.name)}</h1><p>{e(exp.description)}</p>"
-            f"<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{_rules(exp, summary, forests)}"
+            f"{changed}<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{_rules(exp, summary, forests)}"
             f"{_theory_table(exp, summary)}"
             f"<h2>Figures</h2><p class='ci'>Lines: seed mean per arm; bands: 95% bootstrap CI over "
             f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}{passages_html(passages or {})}"

@@ -109,6 +109,18 @@ def columns(exp: Experiment, summary: dict[str, Any]) -> list[Column]:
     return out
 
 
+def reference_row(exp: Experiment, summary: dict[str, Any], cols: list[Column]) -> list[list[str]] | None:
+    """The reference row's cells (a metric's value on real data or on the pretrained base, over the seeds'
+    held-out data), one per column, or ``None`` when no metric has one."""
+    refs = summary.get("reference") or {}
+    if not refs:
+        return None
+    return [[_v(refs[h]["mean"]), f"({refs[h]['source']})"] if h in refs else [""] for h, _ in cols]
+
+
+REFERENCE_LABEL = "reference"
+
+
 def caption(exp: Experiment, summary: dict[str, Any] | None = None) -> str:
     """What the numbers are: last generation, seed mean [95% bootstrap CI], failure rule (and whether it is
     informative)."""
@@ -123,6 +135,11 @@ def caption(exp: Experiment, summary: dict[str, Any] | None = None) -> str:
             text += f"; {plural(len(exp.rules) - 1, 'more rule')} in the report"
     if exp.theory:
         text += "; theory: closed form and z = (simulation - theory) / standard error"
+    if (summary or {}).get("reference"):
+        text += "; reference: the metric on real data in place of the model's samples, or of the pretrained base"
+    flags = [f for f in (summary or {}).get("flags", []) if not f.startswith("rule ")]
+    if flags:
+        text += "; FLAGGED: " + "; ".join(flags)
     return text
 
 
@@ -131,16 +148,23 @@ def cells(exp: Experiment, summary: dict[str, Any]) -> tuple[list[str], list[lis
     cols = columns(exp, summary)
     header = ["arm"] + [h for h, _ in cols]
     rows = [[arm_label(arm)] + [" ".join(c[i]) for _, c in cols] for i, arm in enumerate(exp.arms)]
+    ref = reference_row(exp, summary, cols)
+    if ref is not None:
+        rows.append([REFERENCE_LABEL] + [" ".join(c) for c in ref])
     return header, rows
 
 
-def _table(exp: Experiment, chunk: list[Column], arm_w: int, title: str | None) -> Table:
+def _table(exp: Experiment, chunk: list[Column], arm_w: int, title: str | None,
+           ref: list[list[str]] | None = None) -> Table:
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), title=title, title_justify="left", pad_edge=False)
     t.add_column("arm", overflow="fold", max_width=arm_w)
     for header, _ in chunk:
         t.add_column(header, overflow="fold")
     for a, arm in enumerate(exp.arms):
-        t.add_row(arm_label(arm, "\n"), *["\n".join(c[a]) for _, c in chunk], end_section=a < len(exp.arms) - 1)
+        t.add_row(arm_label(arm, "\n"), *["\n".join(c[a]) for _, c in chunk],
+                  end_section=a < len(exp.arms) - 1 or ref is not None)
+    if ref is not None:
+        t.add_row(REFERENCE_LABEL, *["\n".join(c) for c in ref], style="dim")
     return t
 
 
@@ -151,12 +175,19 @@ def rich_table(exp: Experiment, summary: dict[str, Any], width: int | None = Non
     width = width or 80
     measure = Console(width=10_000).measure
     cols = columns(exp, summary)
-    arm_w = min(max(len(a.name) for a in exp.arms), 24)
+    arm_w = min(max(len(REFERENCE_LABEL), *(len(a.name) for a in exp.arms)), 24)
     chunks: list[list[Column]] = [[]]
     for col in cols:  # greedy: add columns while the table's natural width fits
         if chunks[-1] and measure(_table(exp, chunks[-1] + [col], arm_w, None)).maximum > width:
             chunks.append([])
         chunks[-1].append(col)
     title = f"{exp.name}: {plural(len(exp.arms), 'arm')} x {plural(exp.seeds, 'seed')}, generations 0-{exp.generations}"
-    tables = [_table(exp, chunk, arm_w, title if i == 0 else None) for i, chunk in enumerate(chunks)]
+    ref = reference_row(exp, summary, cols)
+    at, tables = 0, []
+    for i, chunk in enumerate(chunks):
+        part = None if ref is None else ref[at:at + len(chunk)]
+        at += len(chunk)
+        if part is not None and not any(c != [""] for c in part):
+            part = None
+        tables.append(_table(exp, chunk, arm_w, title if i == 0 else None, part))
     return Group(*tables, Text(caption(exp, summary), style="dim"))

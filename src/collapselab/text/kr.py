@@ -15,7 +15,7 @@ a pure test of the fact rather than of the wording.
   does not start the sentence; month and weekday names and leading function words are not names). Only spans
   preceded by a single space and not among the chunk's first 3 words are used.
 - Context: the text before the span, at most ``context_chars`` characters of the same paragraph, cut at a word
-  boundary (the rest of the sentence after the span is cut to ``context_chars`` the same way), always including the
+  boundary (the rest of the sentence after the span is cut to ``rest_chars`` the same way), always including the
   start of the span's sentence (items whose sentence prefix is longer are skipped), with at least 5 words. The corpus
   reads ``context + " " + true``; score the continuation with its leading space (:attr:`KRItem.continuations`), as
   ForTIFAI scores ``question + " " + answer``.
@@ -208,7 +208,7 @@ Chunk = str | Sequence[str]  # a chunk's text, or the texts of its articles
 
 
 def build_items(chunks: Sequence[Chunk], rng: np.random.Generator, per_chunk: int | None = None,
-                context_chars: int = 200) -> list[KRItem]:
+                context_chars: int = 200, rest_chars: int = 100) -> list[KRItem]:
     """Probe items from each chunk (``chunk`` = its index; a chunk given as a list of article texts gives each
     item its ``article``): every usable candidate, or at most ``per_chunk`` balanced over the span kinds.
 
@@ -234,7 +234,7 @@ def build_items(chunks: Sequence[Chunk], rng: np.random.Generator, per_chunk: in
                     continue
                 other = _draw_other((pools[a][sp.kind], whole[sp.kind]), span, ctx, rng)
                 if other is not None:
-                    rest = _clip(text[sp.end:sp.sent_end], context_chars)
+                    rest = _clip(text[sp.end:sp.sent_end], rest_chars)
                     cands[sp.kind].append(KRItem(ctx, span + rest, other + rest, sp.kind, c, a))
         if per_chunk is None:
             chosen = [it for k in KINDS for it in cands[k]]

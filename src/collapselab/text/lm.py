@@ -263,27 +263,51 @@ def token_logprobs(model: Any, stream: np.ndarray, block: int, bos: int, device:
 
 
 def continuation_logprobs(model: Any, contexts: list[np.ndarray], continuations: list[np.ndarray], pad: int,
-                          device: Any, batch: int = 32) -> np.ndarray:
-    """Summed ``log p`` of each continuation given its context (right-padded batches with attention masks)."""
+                          device: Any, tokens: int = 2048) -> np.ndarray:
+    """Summed ``log p`` of each continuation given its context.
+
+    Pairs are scored in order of length (right-padded batches of about ``tokens`` tokens, attention masks), and
+    the output layer is applied only at the continuations' positions: for a small model with a large vocabulary
+    the output layer is most of the cost of a forward pass.
+    """
     import torch
 
     out = np.empty(len(contexts), dtype=np.float64)
+    lens = np.array([len(a) + len(b) for a, b in zip(contexts, continuations, strict=True)])
+    order = np.argsort(lens, kind="stable")
+    head = model.get_output_embeddings()
     model.eval()
     with torch.inference_mode():
-        for i in range(0, len(contexts), batch):
-            ctx, cont = contexts[i:i + batch], continuations[i:i + batch]
-            lens = [len(a) + len(b) for a, b in zip(ctx, cont, strict=True)]
-            L = max(lens)
-            ids = np.full((len(ctx), L), pad, dtype=np.int64)
-            mask = np.zeros((len(ctx), L), dtype=np.int64)
-            for r, (a, b) in enumerate(zip(ctx, cont, strict=True)):
+        i = 0
+        while i < len(order):
+            m = 1  # as many of the next pairs (ascending length) as fit in the token budget
+            while i + m < len(order) and (m + 1) * lens[order[i + m]] <= tokens:
+                m += 1
+            rows = order[i:i + m]
+            L = int(lens[rows].max())
+            ids = np.full((len(rows), L), pad, dtype=np.int64)
+            mask = np.zeros((len(rows), L), dtype=np.int64)
+            where_r, where_t, targets = [], [], []
+            for r, k in enumerate(rows):
+                a, b = contexts[k], continuations[k]
                 ids[r, :len(a) + len(b)] = np.concatenate([a, b])
                 mask[r, :len(a) + len(b)] = 1
+                where_r += [r] * len(b)
+                where_t += range(len(a) - 1, len(a) + len(b) - 1)
+                targets += list(b)
             t_ids = torch.from_numpy(ids).to(device)
-            logits = model(input_ids=t_ids, attention_mask=torch.from_numpy(mask).to(device)).logits.float()
-            lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, t_ids[:, 1:, None])[..., 0].cpu().numpy()
-            for r, (a, b) in enumerate(zip(ctx, cont, strict=True)):
-                out[i + r] = lp[r, len(a) - 1:len(a) + len(b) - 1].sum()
+            t_mask = torch.from_numpy(mask).to(device)
+            sel = (torch.as_tensor(where_r, device=device), torch.as_tensor(where_t, device=device))
+            if head is not None:  # hidden states, then the output layer at the scored positions only
+                hidden = model.base_model(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+                logits = head(hidden[sel]).float()
+            else:
+                logits = model(input_ids=t_ids, attention_mask=t_mask).logits[sel].float()
+            tgt = torch.as_tensor(targets, device=device, dtype=torch.int64)
+            lp = (logits.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).double().cpu().numpy()
+            sums = np.bincount(np.asarray(where_r, dtype=np.int64), weights=lp, minlength=len(rows))
+            out[rows] = sums
+            i += len(rows)
     return out
 
 

@@ -30,7 +30,8 @@ def prediction(name: str) -> Callable[[Prediction], Prediction]:
 
 
 def _plain(arm) -> bool:
-    return arm.loss.is_ce and isinstance(arm.curator, NoCurator)
+    """Cross entropy, no curator, and a constant synthetic size (what the closed forms assume)."""
+    return arm.loss.is_ce and isinstance(arm.curator, NoCurator) and isinstance(arm.n_synthetic, int)
 
 
 @prediction("shumailov")
@@ -88,7 +89,8 @@ def dohmatob(exp, arm, source: Source) -> Curves:
 
 
 def _yi_setting(exp, arm, source: Source):
-    ok = (arm.family.name == "linear" and arm.family.design == "block" and arm.family.noise == "fixed"
+    ok = (isinstance(arm.n_synthetic, int) and arm.family.name == "linear" and arm.family.design == "block"
+          and arm.family.noise == "fixed"
           and isinstance(arm.curator, KnowledgeBall) and arm.curator.mode == "quota" and arm.loss.is_ce
           and arm.regime.name == "replace" and exp.data.source == "linear"
           and exp.data.design in ("fixed_gaussian", "orthogonal") and arm.family.sigma == exp.data.sigma)
