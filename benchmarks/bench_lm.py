@@ -9,11 +9,11 @@
 2. **Rewrite throughput** (new tokens per second): ForTIFAI's rewrite of 64 windows (32 new tokens after 96
    of context), batched (64 windows per ``generate`` call, left padding, attention masks, KV cache) against
    one ``generate`` call per window, greedy and sampling. Target: >= 5x.
-3. **Knowledge-probe scoring** (item pairs per second): :func:`collapselab.text.lm.continuation_logprobs` (pairs
-   in order of length, batches of ~2k tokens, the output layer applied only at the scored positions) against
-   the straightforward loop it replaced (batches of 32 pairs in item order, full logits and log-softmax), on the
-   probe items of `fortifai-tiny`'s seed 0 (4 chunks of 200 windows) under its pretrained 2 x 128 model.
-   Target: >= 2x, scores equal to 1e-4.
+3. **Knowledge-probe scoring** (items per second, each a true and a false text):
+   :func:`collapselab.text.lm.continuation_logprobs` (pairs in order of length, batches of ~2k tokens, the output
+   layer applied only at the scored positions) against the straightforward loop it replaced (batches of 32 pairs in
+   item order, full logits and log-softmax), on the probe items of `fortifai-tiny`'s seed 0 (4 chunks of 200
+   windows) under its pretrained 2 x 128 model. Target: >= 2x, scores equal to 1e-4.
 4. ``--smollm2``: peak memory of one SmolLM2-135M training step (batch 4 x 256 tokens; CUDA peak allocated on
    a GPU, else the growth of the process's peak RSS).
 5. ``--fortifai``: the wall time of ``collapselab run fortifai-tiny`` (the CPU default; target <= 30 minutes).
@@ -161,9 +161,9 @@ def probe_scoring(repeats: int) -> None:
             c[k] = out
     diff = float(np.max(np.abs(c["ours"] - c["reference"])))
     a, b = (statistics.median(times[k]) for k in runs)
-    pairs = len(c["contexts"]) // 2
-    print(f"\n3. knowledge probe, {pairs} item pairs ({len(items)} items): ours {pairs / a:.0f} pairs/s, "
-          f"reference {pairs / b:.0f} pairs/s: x{b / a:.2f} (target >= 2x); max |difference| {diff:.1e}")
+    n = len(items)  # each item scores two texts (true and false)
+    print(f"\n3. knowledge probe, {n} items: ours {n / a:.0f} items/s, reference {n / b:.0f} items/s: x{b / a:.2f} "
+          f"(target >= 2x); max |difference| {diff:.1e}")
 
 
 def smollm2_step() -> None:

@@ -213,12 +213,33 @@ def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict
     if reference:
         summary["reference"] = reference
     flags = [f"rule {r['label']!r} is not informative: " + "; ".join(r["flags"])
-             for r in summary.get("rules", []) if not r["informative"]] + flags
+             for r in summary.get("rules", []) if not r["informative"]] + _start_flags(exp, stats, ref_stats) + flags
     summary["flags"] = flags
     notes = _premise_notes(exp, bands)
     if notes:
         summary["notes"] = notes
     return summary, bands
+
+
+#: an anchored rule reads each arm from its own generation 0: an arm starting this far (as a ratio) from the
+#: reference arm's start is flagged, its time to failure measured from a different place
+START_BAND = (0.8, 1.25)
+
+
+def _start_flags(exp: Experiment, stats: list[ArmStats], ref: ArmStats) -> list[str]:
+    """Arms whose generation-0 value of the primary rule's metric is far from the reference arm's, when the rule
+    is anchored at each seed's own start (``generation0``): a degenerate start would otherwise pass unseen."""
+    rule = exp.primary_rule
+    if rule is None or rule.anchor != "generation0":
+        return []
+    base = float(np.mean(ref.timings[0]["start"]))
+    out = []
+    for arm, st in zip(exp.arms, stats, strict=True):
+        start = float(np.mean(st.timings[0]["start"]))
+        if base and not START_BAND[0] <= start / base <= START_BAND[1]:
+            out.append(f"arm {arm.name!r} starts at {start:.3g} {rule.metric} at generation 0, {start / base:.2f}x "
+                       f"the reference arm's {base:.3g}: its time to failure is measured from a different start")
+    return out
 
 
 #: metrics that measure a confidence-aware loss's premise: the model is more confident on its own samples
@@ -228,8 +249,17 @@ PREMISE = {"image_confidence_gap": "Bernoulli samples", "image_confidence_gap_me
 
 def _premise_notes(exp: Experiment, bands: dict[str, np.ndarray]) -> list[str]:
     """Where the model is not more confident on its own samples than on real data (a seed-mean gap <= 0 at some
-    generation), one line per metric naming the arms: TCE's premise does not hold there."""
+    generation), one line per metric naming the arms: TCE's premise does not hold there. And arms whose loss kept
+    (almost) none of its training targets at some generation: they trained on nothing there."""
     out = []
+    if "loss_kept" in exp.metrics:
+        k = exp.metrics.index("loss_kept")
+        for a, arm in enumerate(exp.arms):
+            empty = [g for g, v in enumerate(bands["mean"][a, :, k]) if v < 0.01]
+            if empty:
+                out.append(f"loss_kept: the loss of arm {arm.name!r} kept under 1% of its training targets at "
+                           f"generation{'s' * (len(empty) > 1)} {', '.join(map(str, empty))}: the model barely "
+                           f"trained there (e.g. TCE dropping every synthetic image its confidence ranks above gamma)")
     for m, what in PREMISE.items():
         if m not in exp.metrics:
             continue

@@ -23,7 +23,7 @@ border:1px solid #eee}figcaption{font-size:13px;color:#555}
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:13px}code{background:#f6f8fa;padding:1px 4px}
 details summary{cursor:pointer;font-weight:600}.flag{color:#b00020}.ctl{color:#555;font-size:12px;font-weight:normal}
-tr.ref{background:#fafafa;color:#444}
+tr.ref{background:#fafafa;color:#444}.wide{overflow-x:auto;max-width:100%}
 td.text,blockquote.text{font-family:Georgia,serif;font-size:13.5px;max-width:32em}
 blockquote.text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}"""
 
@@ -46,7 +46,8 @@ def _table(exp: Experiment, summary: dict[str, Any]) -> str:
         body.append(f"<tr class='ref'><th>{REFERENCE_LABEL}</th>" + "".join(
             f"<td class='num'>{e(c[0])}" + (f"<br><span class='ci'>{e(c[1])}</span>" if len(c) > 1 else "") + "</td>"
             for c in ref) + "</tr>")
-    return f"<table>{head}{''.join(body)}<caption>{e(caption(exp, summary))}</caption></table>"
+    return (f"<div class='wide'><table>{head}{''.join(body)}<caption>{e(caption(exp, summary))}</caption></table>"
+            f"</div>")
 
 
 def _arm_cell(arm: Any) -> str:
