@@ -167,13 +167,6 @@ class TextSource(Source):
         every chain task of a worker reads the same corpus)."""
         return _encoded(self.config, str(self.tokenizer_folder))
 
-    def encode_documents(self, docs: list[Document]) -> np.ndarray:
-        """One stream of token ids: each document's tokens followed by the end-of-text token."""
-        tok = self.tokenizer
-        eos = tok.eos_token_id
-        ids = tok([d.text for d in docs], add_special_tokens=False)["input_ids"] if docs else []
-        return np.fromiter((t for seq in ids for t in (*seq, eos)), dtype=np.int64)
-
     @cached_property
     def streams(self) -> dict[str, np.ndarray]:
         """Token streams of the four parts (documents in corpus order)."""

@@ -345,30 +345,18 @@ class _Trainer:
             u = log_u_binary(self.net.decode(mu, yc), xc).exp().double().cpu().numpy().reshape(len(xc), -1)
         return self.loss.at(self.loss.resolve(u, len(u)))
 
-    def _ranking(self) -> Any:
-        """The ranking set's scores under the current model (image granularity; once per epoch)."""
+    def _ranking(self) -> dict[int, np.ndarray]:
+        """The ranking set's scores under the current model, float32 as the step's (image granularity; once per
+        epoch)."""
+        return {c: v.astype(np.float32) for c, v in self.ref.ranking(self.net).items()}
+
+    def _image_u(self, s: Any, yb: Any, rank: dict[int, np.ndarray]) -> Any:
+        """Image confidence ``[B]`` of the step's scores ``s`` (torch): :meth:`Reference.u` of them."""
         import torch
 
-        rank = self.ref.ranking(self.net)
-        return {c: torch.as_tensor(v, dtype=torch.float32, device=self.family.device) for c, v in rank.items()}
-
-    def _image_u(self, s: Any, yb: Any, rank: dict) -> Any:
-        """Image confidence ``[B]`` of scores ``s`` (torch): the share of the class's ranking scores below."""
-        import torch
-
-        if (len(rank) == 1 and -1 in rank) or yb is None:
-            ref = rank.get(-1)
-            if ref is None:
-                ref = torch.sort(torch.cat(list(rank.values()))).values
-            return torch.searchsorted(ref, s.contiguous(), right=False).to(s.dtype) / len(ref)
-        u = torch.empty_like(s)
-        for c in torch.unique(yb).tolist():
-            sel = yb == c
-            ref = rank.get(int(c))
-            if ref is None:
-                ref = torch.sort(torch.cat(list(rank.values()))).values
-            u[sel] = torch.searchsorted(ref, s[sel].contiguous(), right=False).to(s.dtype) / len(ref)
-        return u
+        labels = np.full(len(s), -1) if yb is None else yb.cpu().numpy()
+        u = self.ref.u(s.detach().float().cpu().numpy(), labels, rank)
+        return torch.as_tensor(u, dtype=s.dtype, device=s.device)
 
     def _step_loss(self, loss: ULoss, xb: Any, yb: Any, wb: Any, rank: Any, ref_b: Any, kept: list) -> Any:
         import torch
