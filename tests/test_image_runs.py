@@ -80,3 +80,24 @@ def test_shumailov_vae_loses_spread_and_classes_generation_after_generation():
     latent_std, entropy = v[:, 0], v[:, 1]
     assert latent_std[-1] < latent_std[0] * 2 / 3, latent_std
     assert entropy[-1] < entropy[0] - 0.05, entropy
+
+
+def test_image_and_loss_metrics_meet_their_identities():
+    """The image metrics and the metrics of what a loss drops, on a conditional VAE: the NELBO is its
+    reconstruction plus KL parts; cross entropy realises gamma 1, keeps every target and drops none; TCE(0.5)
+    realises gamma 0.5 exactly and keeps a share in (0, 1); shares, accuracies and distances lie in their ranges."""
+    names = ["test_nelbo", "test_recon", "test_kl", "frechet_cnn", "class_coverage", "label_accuracy", "loss_gamma",
+             "loss_kept", "drop_own", "drop_real", "image_confidence_gap", "image_confidence_gap_mean"]
+    exp = make_experiment(family={**IMAGE_EXP["family"], "max_epochs": 2}, data=IMAGE_EXP["data"], n=200,
+                          heldout=100, generations=1, seeds=1, metrics=names,
+                          arms=[{"name": "ce"}, {"name": "tce", "loss": {"name": "tce", "gamma": 0.5}}])
+    v = assemble(exp, execute(exp, None))[:, 0]  # [arms, generations + 1, metrics]
+    m = {name: v[:, :, i] for i, name in enumerate(names)}
+    np.testing.assert_allclose(m["test_nelbo"], m["test_recon"] + m["test_kl"], rtol=1e-6)
+    assert (m["test_kl"] > 0).all() and (m["frechet_cnn"] >= 0).all()
+    for share in ("class_coverage", "label_accuracy", "loss_kept", "drop_own", "drop_real"):
+        assert ((m[share] >= 0) & (m[share] <= 1)).all(), share
+    assert (m["loss_gamma"][0] == 1.0).all() and (m["loss_kept"][0] == 1.0).all()
+    assert (m["drop_own"][0] == 0).all() and (m["drop_real"][0] == 0).all()
+    assert (m["loss_gamma"][1] == 0.5).all() and (m["loss_kept"][1] > 0).all() and (m["loss_kept"][1] < 1).all()
+    assert np.isfinite(m["image_confidence_gap"]).all() and np.isfinite(m["image_confidence_gap_mean"]).all()

@@ -11,6 +11,7 @@ from collapselab.data import images as I
 from collapselab.data import make_source
 from collapselab.families.vae import VAE, VAEConfig
 from collapselab.losses.ulosses import CE, TCE
+from collapselab.runs import check_data
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -65,14 +66,15 @@ def test_missing_fashion_mnist_is_one_line_naming_the_package(monkeypatch, tmp_p
     I.load_fashion_mnist.cache_clear()
     try:
         with pytest.raises(ValueError, match=r"^data: Fashion-MNIST is not installed.*dataset-fashion-mnist"):
-            make_experiment(family=SMALL_VAE, data={"source": "fashion_mnist"}, n=10, metrics=["test_nelbo"])
+            check_data(make_experiment(family=SMALL_VAE, data={"source": "fashion_mnist"}, n=10,
+                                       metrics=["test_nelbo"]))
     finally:
         I.load_fashion_mnist.cache_clear()
 
 
 def test_heldout_beyond_the_test_split_names_heldout():
     with pytest.raises(ValueError, match=r"^heldout: 'digits' has 400 test images; allowed: 1 to 400"):
-        make_experiment(family=SMALL_VAE, data=DIGITS, n=10, heldout=401, metrics=["test_nelbo"])
+        check_data(make_experiment(family=SMALL_VAE, data=DIGITS, n=10, heldout=401, metrics=["test_nelbo"]))
 
 
 @pytest.mark.parametrize(("family", "message"), [

@@ -274,7 +274,8 @@ TEXT_EXP = {
     "data": {"source": "wikipedia", "vocab": 1000, "documents": 16, "window": 16, "chunks": 2, "kr_items": 12},
     "n": 80, "heldout": 64, "generations": 2, "seeds": 1,
     "regime": {"name": "fortifai", "chunks": 2},
-    "metrics": ["perplexity", "kr_accuracy", "kr_split_1", "unigram_kl", "distinct_2", "confidence_gap"],
+    "metrics": ["perplexity", "kr_accuracy", "kr_split_1", "unigram_kl", "distinct_2", "confidence_gap", "distinct_1",
+                "distinct_3"],
     "arms": [{"name": "ce"}, {"name": "tce", "loss": {"name": "tce", "gamma": 0.5}}],
 }
 
@@ -296,6 +297,9 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     assert net.config.n_layer == 2
     ce, tce = values[0][0], values[1][0]  # [generations + 1, metrics] of seed 0
     assert np.isfinite(ce).all() and np.isfinite(tce).all()
+    # distinct-n of real-like rewrites rises with n (repeated trigrams are rarer than repeated tokens)
+    for v in (ce, tce):
+        assert (v[:, 6] > 0).all() and (v[:, 6] <= v[:, 4] + 1e-12).all() and (v[:, 4] <= v[:, 7] + 1e-12).all()
     # arms draw common random numbers, so generation 0 would be bitwise equal if the loss did not reach training
     assert ce[0, 0] != tce[0, 0]
     kr = exp.metrics.index("kr_accuracy")

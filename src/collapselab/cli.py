@@ -30,6 +30,9 @@ Workers = Annotated[int, typer.Option("--workers", "-w", min=1, metavar="N",
                                       help="worker processes (chain batches run in parallel; results do not "
                                            "depend on it)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+Plugins = Annotated[list[str] | None, typer.Option("--plugin", metavar="MODULE|FILE",
+                                                   help="import a plugin (a module, a .py file or module:Object) "
+                                                        "before the experiment is read; repeatable")]
 
 
 def _out() -> Console:
@@ -96,12 +99,13 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the run at --out (only files "
                                                                "collapselab wrote are removed)")] = False,
     quiet: Quiet = False,
+    plugin: Plugins = None,
 ) -> None:
     """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
     from collapselab.runs import check_data, create_run
 
-    exp = load_experiment(experiment, set_, seeds, generations)
+    exp = load_experiment(experiment, set_, seeds, generations, plugins=plugin)
     check_data(exp)
     target = out or Path("runs") / exp.name
     with create_run(exp, target, overwrite) as store:
@@ -112,11 +116,14 @@ def run(
 @app.command()
 def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run directory")], workers: Workers = 1,
            generations: Annotated[int | None, typer.Option(metavar="G", help="extend the run to generation G")]
-           = None, quiet: Quiet = False) -> None:
+           = None, quiet: Quiet = False,
+           allow_plugin_change: Annotated[bool, typer.Option("--allow-plugin-change", help="continue although a "
+                                                             "plugin changed since the run began (recorded in "
+                                                             "run.json)")] = False) -> None:
     """Continue a stopped run from its newest verified checkpoint (results equal an uninterrupted run)."""
     from collapselab.runs import open_run
 
-    store, exp = open_run(run_dir, generations)
+    store, exp = open_run(run_dir, generations, allow_plugin_change)
     with store:
         summary = _execute(exp, store, workers, quiet)
     _show_result(exp, summary, run_dir)
@@ -127,7 +134,7 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
     """Rebuild the tables, summary.json, figures and report.html from the verified checkpoints."""
     from collapselab.runs import collect, finish, open_run
 
-    store, exp = open_run(run_dir)
+    store, exp = open_run(run_dir, allow_plugin_change=None)
     with store:
         _state["run_dir"], _state["exp"] = store.root, exp
         summary = finish(exp, store, collect(exp, store))
@@ -183,14 +190,47 @@ def audit(
     o.print(f"audit: {target / 'audit.json'}, {target / 'confidence.png'}")
 
 
-@app.command("list")
-def list_() -> None:
-    """List the built-in experiments."""
-    from collapselab.experiments.catalog import catalog_summaries
+KINDS = {"losses": "loss", "curators": "curator", "regimes": "regime", "families": "family", "sources": "source",
+         "metrics": "metric"}
 
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(metavar="[WHAT]", help="experiments (default), losses, curators, "
+                                              "regimes, families, sources, metrics or all")] = "experiments",
+          plugin: Plugins = None) -> None:
+    """List the built-in experiments, or the losses, curators, ... (built-ins and plugins, with their origin)."""
     out = _out()
-    for name, line in catalog_summaries():
-        out.print(f"{name:<22}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
+    if what not in ("experiments", "all", *KINDS):
+        raise ConfigError(f"list: {what!r}; allowed: experiments, {', '.join(KINDS)}, all")
+    if what in ("experiments", "all"):
+        from collapselab.experiments.catalog import catalog_summaries
+
+        for name, line in catalog_summaries():
+            out.print(f"{name:<22}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
+    if what == "experiments":
+        return
+    from collapselab.registry import load_plugins, normalize_spec, registries
+
+    load_plugins([normalize_spec(p) for p in plugin or []])
+    regs = registries()
+    for plural, kind in KINDS.items():
+        if what not in (plural, "all"):
+            continue
+        out.print(f"\n{plural}:" if what == "all" else f"{plural}:")
+        for name, origin in regs[kind].listing():
+            extra = _loss_line(regs[kind], name) if kind == "loss" and "shadowed" not in origin else ""
+            out.print(f"  {name:<22}{origin}{extra}", soft_wrap=True)
+
+
+def _loss_line(reg, name: str) -> str:
+    """A loss's properties, computed from its definition (or why they could not be)."""
+    try:
+        p = reg.config_class(reg[name])().properties()
+    except Exception as e:  # a plugin without defaults, or one that fails: say so, list the rest
+        return f"; properties: not computed ({type(e).__name__})"
+    ratio = "inf" if p["variation_ratio"] == float("inf") else f"{p['variation_ratio']:.4g}"
+    return (f"; down-weights {p['down_weights']}, w(u) in [{p['w_min']:.3g}, {p['w_max']:.3g}], "
+            f"variation ratio {ratio}")
 
 
 @app.command()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from collapselab.data.base import Source
 from collapselab.families.base import Family
 from collapselab.regimes import Request
+from collapselab.registry import Registry, SettingContext
 from collapselab.rewards import RewardSettings
 from collapselab.samples import SampleSet, concat
 
@@ -83,9 +84,25 @@ class CuratorConfig(BaseModel):
 
     def curate(self, model: Family, request: Request, rng: np.random.Generator,
                ctx: CuratorContext) -> SampleSet:
+        """The curated samples for ``request`` (a count, or a set to rewrite), drawn from ``model``."""
         raise NotImplementedError
 
+    def check(self, ctx: SettingContext) -> str | None:
+        """Why this curator cannot serve the arm of ``ctx`` (one line), or ``None``; checked at validation."""
+        return None
 
+
+def _curator_name(cls: Any) -> str:
+    return cls.model_fields["name"].default
+
+
+#: every curator by name: the built-ins below, plugins (entry points ``collapselab.curators``, ``plugins:``)
+CURATORS = Registry("curator", CuratorConfig, name_of=_curator_name,
+                    accepts=lambda o: isinstance(o, type) and issubclass(o, CuratorConfig) and o is not CuratorConfig,
+                    config_of=lambda c: c)
+
+
+@CURATORS.register
 class NoCurator(CuratorConfig):
     """Keep every sample."""
 
@@ -95,6 +112,7 @@ class NoCurator(CuratorConfig):
         return draw(model, request, rng)
 
 
+@CURATORS.register
 class LikelihoodTruncation(CuratorConfig):
     """Drop the most likely ``q`` fraction (draws ``n / (1 - q)`` candidates, keeps the n least likely)."""
 
@@ -106,6 +124,7 @@ class LikelihoodTruncation(CuratorConfig):
         return keep_best(cand, -per_sample_total(model.log_prob(cand)), request_size(request))
 
 
+@CURATORS.register
 class TopK(CuratorConfig):
     """Keep the best ``fraction`` by a reward (draws ``n / fraction`` candidates, keeps the n best)."""
 
@@ -113,11 +132,15 @@ class TopK(CuratorConfig):
     reward: RewardSettings
     fraction: float = Field(0.5, gt=0, le=1)
 
+    def check(self, ctx: SettingContext) -> str | None:
+        return self.reward.check(ctx.kind)
+
     def curate(self, model, request, rng, ctx):
         cand = draw(model, request, rng, 1.0 / self.fraction)
         return keep_best(cand, self.reward(cand), request_size(request))
 
 
+@CURATORS.register
 class LuceChoice(CuratorConfig):
     """Ferbach et al.'s K-choice curation: of each K candidates keep one with probability
     ``exp(r_i) / sum_j exp(r_j)`` (Bradley-Terry / Luce), sampled exactly by the Gumbel-max trick."""
@@ -125,6 +148,9 @@ class LuceChoice(CuratorConfig):
     name: Literal["luce_choice"] = "luce_choice"
     K: int = Field(2, ge=1, le=1024)
     reward: RewardSettings
+
+    def check(self, ctx: SettingContext) -> str | None:
+        return self.reward.check(ctx.kind)
 
     def curate(self, model, request, rng, ctx):
         count = request_size(request)
@@ -135,6 +161,7 @@ class LuceChoice(CuratorConfig):
         return cand.take(np.arange(count)[None, :] * self.K + choice)
 
 
+@CURATORS.register
 class KnowledgeBall(CuratorConfig):
     """Yi et al.'s verifier for linear data: accept (x, y) iff ``abs(y - x.theta_c) <= radius*norm(x) + sigma_c``.
 
@@ -148,6 +175,11 @@ class KnowledgeBall(CuratorConfig):
     radius: float = Field(0.1, ge=0)
     direction: list[float] | None = None
     mode: Literal["quota", "filter"] = "quota"
+
+    def check(self, ctx: SettingContext) -> str | None:
+        if ctx.family.name != "linear" or not ctx.source.has_truth:
+            return "curator knowledge_ball needs the linear family and the linear source"
+        return None
     max_rounds: int = Field(10_000, ge=1)
 
     def center(self, theta_star: np.ndarray) -> np.ndarray:
@@ -199,6 +231,7 @@ class KnowledgeBall(CuratorConfig):
                             f"{self.max_rounds} rounds (acceptance too low)")
 
 
+@CURATORS.register
 class Discriminator(CuratorConfig):
     """Yi et al.'s image verifier: keep the ``keep`` share of each class that a real-vs-synthetic MLP
     (:mod:`collapselab.discriminator`) scores as most real, drawing until every class's quota is filled.
@@ -228,6 +261,13 @@ class Discriminator(CuratorConfig):
     patience: int | None = Field(None, ge=1, le=10_000, description="early stopping on the validation loss "
                                                                    "(epochs without improvement; None: all epochs)")
     validation: float = Field(0.1, gt=0.0, lt=1.0, description="share held out for early stopping")
+
+    def check(self, ctx: SettingContext) -> str | None:
+        if ctx.kind != "images":
+            return f"curator discriminator needs image data; source {ctx.data.source!r} gives {ctx.kind}"
+        if self.conditional and not getattr(ctx.arm.family, "conditional", False):
+            return "a conditional discriminator needs a conditional family (family.conditional: true)"
+        return None
     beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam's beta1 (GAN practice 0.5; Yi et al.: 0.9)")
 
     def _classes(self, ctx: CuratorContext) -> int:
@@ -296,6 +336,7 @@ def kept_count(keep: float, size: int) -> int:
     return max(1, round(keep * size))
 
 
+@CURATORS.register
 class RougeOracle(CuratorConfig):
     """Yi et al.'s text verifier (their XSUM experiment keeps the top 12.5%): the previous model rewrites the
     requested real windows, and the ``keep`` share of rewrites with the highest ROUGE-1 F1 (``rouge-score``,
@@ -304,6 +345,12 @@ class RougeOracle(CuratorConfig):
 
     name: Literal["rouge_oracle"] = "rouge_oracle"
     keep: float = Field(0.125, gt=0, le=1)
+
+    def check(self, ctx: SettingContext) -> str | None:
+        if ctx.kind != "text" or not ctx.arm.regime.rewrites:
+            return (f"curator rouge_oracle needs text data and a rewriting regime (fortifai, or replace with "
+                    f"rewrite: true); got {ctx.data.source!r} and {ctx.arm.regime.name!r}")
+        return None
 
     def curate(self, model, request, rng, ctx):
         if isinstance(request, int):
@@ -327,6 +374,7 @@ def rouge1(source: Source, rewrites: np.ndarray, real: np.ndarray) -> np.ndarray
     return out
 
 
+@CURATORS.register
 class Subsample(CuratorConfig):
     """Keep a uniformly random ``keep`` share of the previous model's samples (no verifier): the unfiltered arm
     of a verifier experiment, the same size as what the verifier keeps."""
@@ -350,7 +398,5 @@ def _balanced(classes: np.ndarray, count: int) -> dict[int, int]:
     return _quotas(classes[np.arange(count) % len(classes)])
 
 
-CURATORS: tuple[type[CuratorConfig], ...] = (NoCurator, LikelihoodTruncation, TopK, LuceChoice, KnowledgeBall,
-                                             Discriminator, RougeOracle, Subsample)
-CuratorSettings = Annotated[NoCurator | LikelihoodTruncation | TopK | LuceChoice | KnowledgeBall | Discriminator
-                            | RougeOracle | Subsample, Field(discriminator="name")]
+#: an experiment's ``curator:`` setting: any registered curator by ``name``
+CuratorSettings = CURATORS.field()

@@ -23,12 +23,13 @@ passes ``synthetic=None`` to :meth:`RegimeConfig.build`).
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.data.base import RealPool
+from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet, concat
 
 State = dict[str, SampleSet]
@@ -65,7 +66,22 @@ class RegimeConfig(BaseModel):
         """Generation g's training set and the new state."""
         raise NotImplementedError
 
+    def check(self, ctx: SettingContext) -> str | None:
+        """Why this regime cannot serve the arm of ``ctx`` (one line), or ``None``; checked at validation."""
+        return None
 
+
+def _regime_name(cls: Any) -> str:
+    return cls.model_fields["name"].default
+
+
+#: every regime by name: the built-ins below, plugins (entry points ``collapselab.regimes``, ``plugins:``)
+REGIMES = Registry("regime", RegimeConfig, name_of=_regime_name,
+                   accepts=lambda o: isinstance(o, type) and issubclass(o, RegimeConfig) and o is not RegimeConfig,
+                   config_of=lambda c: c)
+
+
+@REGIMES.register
 class Replace(RegimeConfig):
     """Train only on the previous model's samples: ``m`` drawn freely, or with ``rewrite`` its rewrite
     (``resample``) of generation 0's ``n`` real samples (Yi et al.'s XSUM set-up: the same documents are
@@ -89,6 +105,7 @@ class Replace(RegimeConfig):
         return synthetic, (state if self.rewrite else {})
 
 
+@REGIMES.register
 class Accumulate(RegimeConfig):
     """Keep the real data and every synthetic set (Gerstgrasser et al.)."""
 
@@ -103,6 +120,7 @@ class Accumulate(RegimeConfig):
         return pool, {"pool": pool}
 
 
+@REGIMES.register
 class AccumulateSubsample(Accumulate):
     """Accumulate, but train on n samples drawn without replacement from the pool."""
 
@@ -114,6 +132,7 @@ class AccumulateSubsample(Accumulate):
         return pool.take(np.sort(idx, axis=1)), {"pool": pool}
 
 
+@REGIMES.register
 class Mix(RegimeConfig):
     """All n real samples plus ``lam * n`` synthetic ones (Bertrand et al.)."""
 
@@ -127,6 +146,7 @@ class Mix(RegimeConfig):
         return concat([real.take(0, n), synthetic]), {}
 
 
+@REGIMES.register
 class FreshReal(RegimeConfig):
     """``alpha * n`` new real samples + the rest synthetic, at every generation."""
 
@@ -147,6 +167,7 @@ class FreshReal(RegimeConfig):
         return concat([real.take(n + (g - 1) * a, a), synthetic]), {}
 
 
+@REGIMES.register
 class Fortifai(RegimeConfig):
     """ForTIFAI's protocol: stage g = model g-1's rewrite of stage g-1's set + real chunk g (n samples).
 
@@ -180,6 +201,5 @@ class Fortifai(RegimeConfig):
         return train, {"train": train}
 
 
-REGIMES: tuple[type[RegimeConfig], ...] = (Replace, Accumulate, AccumulateSubsample, Mix, FreshReal, Fortifai)
-RegimeSettings = Annotated[Replace | Accumulate | AccumulateSubsample | Mix | FreshReal | Fortifai,
-                           Field(discriminator="name")]
+#: an experiment's ``regime:`` setting: any registered regime by ``name``
+RegimeSettings = REGIMES.field()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,8 +16,15 @@ class RewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
 
+    #: the data kinds the reward scores
+    kinds: ClassVar[tuple[str, ...]] = ("points", "regression", "images", "text")
+
     def __call__(self, data: SampleSet) -> np.ndarray:
         raise NotImplementedError
+
+    def check(self, kind: str) -> str | None:
+        """Why the reward cannot score ``kind`` data, or ``None``."""
+        return None if kind in self.kinds else f"reward {self.name!r} does not apply to {kind} data"
 
 
 class Coordinate(RewardConfig):
@@ -46,6 +53,7 @@ class SymbolValues(RewardConfig):
     """Sum over the tokens of a sequence of ``values[token]``."""
 
     name: Literal["symbol_values"] = "symbol_values"
+    kinds: ClassVar[tuple[str, ...]] = ("tokens",)
     values: list[float]
 
     def __call__(self, data):

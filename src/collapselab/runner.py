@@ -79,11 +79,15 @@ def init_child(parent: int) -> None:
     _die_with_parent(parent)
 
 
-def _init_worker(events, parent: int, threads: int) -> None:
+def _init_worker(events, parent: int, threads: int, plugins: tuple[str, ...] = ()) -> None:
     global _events
     _events = events
     init_child(parent)
     os.environ["COLLAPSELAB_THREADS"] = str(threads)  # torch families' default (see families/gradient.py)
+    if plugins:  # before any task arrives: its settings may be plugin classes, its metrics plugin metrics
+        from collapselab.registry import load_plugins
+
+        load_plugins(plugins)
 
 
 def _report(arm: str, batch: int, g: int) -> None:
@@ -111,7 +115,8 @@ class ProcessPool:
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
         pool = cf.ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=ctx, initializer=_init_worker,
-                                      initargs=(events, os.getpid(), worker_threads(self.workers)))
+                                      initargs=(events, os.getpid(), worker_threads(self.workers),
+                                                tuple(tasks[0].experiment.plugins) if tasks else ()))
         results: Results = {}
         try:
             futures = {pool.submit(_worker, t): t for t in tasks}

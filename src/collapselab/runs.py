@@ -42,15 +42,47 @@ def experiment_record(exp: Experiment) -> dict[str, Any]:
 
 def create_run(exp: Experiment, out: Path | str, overwrite: bool = False) -> RunStore:
     """Create and lock the run directory for ``exp`` at ``out`` (validated first; see :class:`RunStore`)."""
-    return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite)
+    from collapselab.registry import plugin_record
+
+    return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite, plugin_record(exp))
 
 
-def open_run(run_dir: Path | str, generations: int | None = None) -> tuple[RunStore, Experiment]:
-    """Lock an existing run; returns it with its experiment (``generations`` extends the run)."""
+def check_plugins(store: RunStore, exp: Experiment, allow_change: bool = False) -> None:
+    """A run continues only with the plugins it was made with: a changed version or file is a
+    :class:`ConfigError` naming it (a missing one fails to import before this), unless ``allow_change``, which
+    records the change in ``run.json``."""
+    from collapselab.registry import plugin_record
+
+    before = {p["spec"]: p for p in store.recorded_plugins}
+    now = {p["spec"]: p for p in plugin_record(exp)}
+    changed = [spec for spec in {**before, **now} if before.get(spec) != now.get(spec)]
+    if not changed:
+        return
+    spec = changed[0]
+    old, new = before.get(spec, {}), now.get(spec, {})
+    what = (f"plugin {spec!r} changed ({_pin(old)} when the run began, {_pin(new)} now)" if old and new else
+            f"plugin {spec!r} is {'new' if new else 'no longer used'}")
+    if not allow_change:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(f"{store.root}: {what}{more}; restore it, or pass --allow-plugin-change to continue with "
+                          f"it (recorded in run.json)")
+    store.accept_plugins(list(now.values()), f"continued with changed plugins: {', '.join(changed)}")
+
+
+def _pin(p: dict[str, str]) -> str:
+    return p.get("version") or f"sha256 {p.get('sha256', '?')[:12]}"
+
+
+def open_run(run_dir: Path | str, generations: int | None = None,
+             allow_plugin_change: bool | None = False) -> tuple[RunStore, Experiment]:
+    """Lock an existing run; returns it with its experiment (``generations`` extends the run; the plugins must be
+    those the run began with unless ``allow_plugin_change``; ``None``: not checked, for reading a finished run)."""
     store = RunStore.open(Path(run_dir))
     try:
         text, unchanged = store.read_experiment_text()
         exp = parse_resolved(text, where=str(Path(run_dir) / "experiment.yaml"))
+        if allow_plugin_change is not None:
+            check_plugins(store, exp, allow_plugin_change)
         if generations is not None:
             exp = resolve_dump({**experiment_record(exp), "generations": generations})
         recorded, current = store.recorded_experiment, experiment_record(exp)
@@ -96,12 +128,39 @@ def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
 
 
 def check_data(exp: Experiment) -> None:
-    """Raise :class:`ConfigError` (one line naming the field) when some seed's real pool cannot serve what an arm
-    consumes over all generations (sources whose pool depends on the seed, e.g. whole-article text chunks); run
-    before anything is written."""
+    """Raise :class:`ConfigError` (one line naming the field) when the data cannot serve the run: a finite real
+    data set too small for the held-out set or for what an arm's regime consumes over all generations, or some
+    seed's real pool too small (sources whose pool depends on the seed, e.g. whole-article text chunks). The
+    first step that reads data; run before anything is written."""
+    try:
+        _check_data(exp)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as e:  # a source that cannot read its data: one line naming the field
+        msg = " ".join(str(e).split())
+        raise ConfigError(msg if msg.startswith(("data", "heldout", "n:")) else f"data: {msg}") from None
+
+
+def _check_data(exp: Experiment) -> None:
+    from collapselab.data import FiniteSource
     from collapselab.seeding import SeedTree
 
     source = exp.make_source()
+    if isinstance(source, FiniteSource):
+        available = source.pool_size
+        why = source.check_heldout()
+        if why:
+            raise ConfigError(why)
+        if available < 1:
+            total = available + exp.heldout
+            raise ConfigError(f"heldout: {exp.heldout} held-out samples leave none of the {total} samples of "
+                              f"{exp.data.source!r} to train on; allowed: 1 to {total - 1}")
+        for arm in exp.arms:
+            need = arm.regime.real_needed(exp.n, exp.generations)
+            if need > available:
+                raise ConfigError(f"n: the real pool of {exp.data.source!r} holds {available} training samples "
+                                  f"(after {exp.heldout} held out) but arm {arm.name!r} ({arm.regime.name}) needs "
+                                  f"{need}")
     need = max(arm.regime.real_needed(exp.n, exp.generations) for arm in exp.arms)
     why = source.check_capacity(SeedTree(exp.seed), exp.n_batches, need)
     if why:

@@ -552,8 +552,10 @@ class RunStore:
         return real
 
     @classmethod
-    def create(cls, out: Path, experiment_yaml: str, experiment: dict[str, Any], overwrite: bool = False) -> RunStore:
-        """Create (or, with ``overwrite``, empty and reuse) the run directory at ``out`` and store the experiment."""
+    def create(cls, out: Path, experiment_yaml: str, experiment: dict[str, Any], overwrite: bool = False,
+               plugins: list[dict[str, str]] | None = None) -> RunStore:
+        """Create (or, with ``overwrite``, empty and reuse) the run directory at ``out`` and store the experiment
+        (``plugins``: the pinned plugins it depends on, recorded in the manifest)."""
         real = cls.check_new(out, overwrite)
         _mkdir(real)
         lock = RunLock(real).acquire()
@@ -567,7 +569,7 @@ class RunStore:
             elif cls.is_run_dir(real):
                 raise ConfigError(f"--out {out}: already holds a run; continue it with "
                                   f"`collapselab resume {out}` or pass --overwrite")
-            store = cls(real, lock, {})
+            store = cls(real, lock, {"plugins": plugins or []})
             store._write_experiment(experiment_yaml, experiment, new=True)
             return store
         except BaseException:
@@ -620,11 +622,24 @@ class RunStore:
         sha = write_atomic(self.root / EXPERIMENT, text.encode("utf-8"))
         manifest = {"format": RUN_FORMAT, "collapselab": __version__, "experiment_sha256": sha,
                     "experiment": experiment, "outputs": {} if new else self.manifest.get("outputs", {})}
+        for key in ("plugins", "plugin_changes"):
+            if self.manifest.get(key):
+                manifest[key] = self.manifest[key]
         self._write_manifest(manifest)
 
     def update_experiment(self, text: str, experiment: dict[str, Any]) -> None:
         """Record an accepted change of the experiment (e.g. more generations)."""
         self._write_experiment(text, experiment)
+
+    @property
+    def recorded_plugins(self) -> list[dict[str, str]]:
+        """The pinned plugins the run was made with (see :func:`collapselab.registry.plugin_record`)."""
+        return list(self.manifest.get("plugins") or [])
+
+    def accept_plugins(self, plugins: list[dict[str, str]], note: str) -> None:
+        """Record plugins that changed since the run began (``resume --allow-plugin-change``), with a note."""
+        changes = [*self.manifest.get("plugin_changes", []), note]
+        self._write_manifest({**self.manifest, "plugins": plugins, "plugin_changes": changes})
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomic(self.root / MANIFEST, dumps_json(manifest).encode())

@@ -2,50 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
-from collapselab.data.base import FiniteSource, RealPool, Source, SourceConfig, TruthSource
-from collapselab.data.digits import Digits, DigitsConfig
-from collapselab.data.images import MNIST, DigitImages, FashionMNIST, FashionMNISTConfig, ImageSource, MNISTConfig
-from collapselab.data.shakespeare import Shakespeare, ShakespeareConfig
-from collapselab.data.text import Plays, PlaysConfig, TextSource, Wikipedia, WikipediaConfig
-from collapselab.data.truth import (
-    CategoricalTruth,
-    CategoricalTruthConfig,
-    GaussianTruth,
-    GaussianTruthConfig,
-    GMMTruth,
-    GMMTruthConfig,
-    LinearTruth,
-    LinearTruthConfig,
+from collapselab.data import (  # noqa: F401  (they register the built-in sources)
+    array_file,
+    digits,
+    hf_dataset,
+    image_folder,
+    images,
+    shakespeare,
+    text,
+    text_files,
+    truth,
 )
+from collapselab.data.base import SOURCES, FiniteSource, RealPool, Source, SourceConfig, TruthSource
+from collapselab.data.images import ImageSource
+from collapselab.data.text import TextSource
 
-SOURCES: dict[str, type[Source]] = {
-    "gaussian": GaussianTruth,
-    "gmm": GMMTruth,
-    "linear": LinearTruth,
-    "categorical": CategoricalTruth,
-    "digits": Digits,
-    "shakespeare": Shakespeare,
-    "mnist": MNIST,
-    "fashion_mnist": FashionMNIST,
-    "wikipedia": Wikipedia,
-    "plays": Plays,
-}
-
-DataSettings = Annotated[GaussianTruthConfig | GMMTruthConfig | LinearTruthConfig | CategoricalTruthConfig
-                         | DigitsConfig | ShakespeareConfig | MNISTConfig | FashionMNISTConfig | WikipediaConfig
-                         | PlaysConfig,
-                         Field(discriminator="source")]
+#: an experiment's ``data:`` setting: any registered source by ``source``
+DataSettings = SOURCES.field()
 
 
 def source_class(config: SourceConfig) -> type[Source]:
-    """The source class serving ``config`` (``digits`` in ``form: images`` is served as images)."""
-    if getattr(config, "form", None) == "images":
-        return DigitImages
-    return SOURCES[config.source]
+    """The source class serving ``config`` (e.g. ``digits`` in ``form: images`` is served as images)."""
+    return SOURCES[config.source].serving(config)
 
 
 def make_source(config: SourceConfig, heldout: int, n: int = 0) -> Source:

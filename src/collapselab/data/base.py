@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from collapselab.families.base import Family
+from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -29,6 +30,10 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     source: str
+
+    def check(self, ctx: SettingContext) -> str | None:
+        """Why this data setting cannot serve the arm of ``ctx`` (one line naming the field), or ``None``; no I/O."""
+        return None
 
 
 @dataclass
@@ -47,6 +52,9 @@ class RealPool:
 class Source(abc.ABC):
     """A real-data source (see module docstring)."""
 
+    #: the name ``data.source`` selects it by, and the model validating that setting
+    name: ClassVar[str]
+    config_class: ClassVar[type[SourceConfig]] = SourceConfig
     kind: ClassVar[Kind]
     #: True for sources whose truth is known exactly (closed-form metrics apply).
     has_truth: ClassVar[bool] = False
@@ -56,6 +64,11 @@ class Source(abc.ABC):
         self.heldout_size = int(heldout)
         #: the experiment's real samples per generation (a text source lays its chunks out in units of it)
         self.n = int(n)
+
+    @classmethod
+    def serving(cls, config: SourceConfig) -> type[Source]:
+        """The class that serves ``config`` (itself; a source with several forms may hand over to another)."""
+        return cls
 
     @property
     @abc.abstractmethod
@@ -158,3 +171,9 @@ class FiniteSource(Source):
     def heldout(self, tree: SeedTree, batch: int = 0) -> SampleSet:
         _, held = self._split(tree)
         return SampleSet({k: v[None] for k, v in held.items()})
+
+
+#: every data source by ``source`` name: the built-ins, plugins (entry points ``collapselab.sources``, ``plugins:``)
+SOURCES = Registry("source", Source, name_of=lambda c: c.name,
+                   accepts=lambda o: isinstance(o, type) and issubclass(o, Source) and hasattr(o, "name"),
+                   config_of=lambda c: c.config_class, key="source")

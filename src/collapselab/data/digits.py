@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.data.base import FiniteSource, SourceConfig
+from collapselab.data.base import SOURCES, FiniteSource, Source, SourceConfig
 from collapselab.seeding import SeedTree
 
 
@@ -27,9 +27,20 @@ class DigitsConfig(SourceConfig):
     balanced: bool = Field(True, description="images: class-balanced order of each chain's real pool")
 
 
+@SOURCES.register
 class Digits(FiniteSource):
+    name = "digits"
+    config_class = DigitsConfig
     kind = "points"
     config: DigitsConfig
+
+    @classmethod
+    def serving(cls, config: SourceConfig) -> type[Source]:
+        if getattr(config, "form", None) == "images":
+            from collapselab.data.images import DigitImages
+
+            return DigitImages
+        return cls
 
     @property
     def spec(self) -> dict[str, Any]:

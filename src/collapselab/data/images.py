@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.data.base import FiniteSource, SourceConfig
+from collapselab.data.base import SOURCES, FiniteSource, SourceConfig
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -226,7 +226,10 @@ def _content_hash(splits: Any) -> str:
     return h.hexdigest()[:16]
 
 
+@SOURCES.register
 class MNIST(ImageSource):
+    name = "mnist"
+    config_class = MNISTConfig
     config: MNISTConfig
 
     @staticmethod
@@ -234,7 +237,10 @@ class MNIST(ImageSource):
         return load_mnist()
 
 
+@SOURCES.register
 class FashionMNIST(ImageSource):
+    name = "fashion_mnist"
+    config_class = FashionMNISTConfig
     config: FashionMNISTConfig
 
     @staticmethod

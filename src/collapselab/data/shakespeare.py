@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.data.base import FiniteSource, SourceConfig
+from collapselab.data.base import SOURCES, FiniteSource, SourceConfig
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -57,7 +57,10 @@ class ShakespeareConfig(SourceConfig):
     heldout_every: int = Field(8, ge=2)
 
 
+@SOURCES.register
 class Shakespeare(FiniteSource):
+    name = "shakespeare"
+    config_class = ShakespeareConfig
     kind = "tokens"
     config: ShakespeareConfig
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from collapselab.data.base import Source, SourceConfig
+from collapselab.data.base import SOURCES, Source, SourceConfig
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 from collapselab.text.corpus import CORPORA, Document
@@ -76,7 +76,7 @@ class PlaysConfig(TextConfig):
 
 def split_documents(config: TextConfig) -> dict[str, list[Document]]:
     """The corpus's documents dealt to the four parts (see the module docstring)."""
-    docs = list(CORPORA[config.source if config.source != "plays" else "shakespeare"]())
+    docs = list(SOURCES[config.source].corpus(config))
     if config.documents is not None:
         docs = docs[: config.documents]
     sizes = [config.pretrain, config.pool, config.validation, config.test]
@@ -124,6 +124,12 @@ class TextSource(Source):
 
     kind = "text"
     config: TextConfig
+
+    @classmethod
+    def corpus(cls, config: TextConfig) -> tuple[Document, ...]:
+        """The source's documents in their fixed order (a text source defines this; a ``ConfigError`` naming the
+        field when they cannot be read)."""
+        raise NotImplementedError
 
     @cached_property
     def documents(self) -> dict[str, list[Document]]:
@@ -289,9 +295,23 @@ class TextSource(Source):
         return self.tokenizer.batch_decode(np.asarray(x).tolist())
 
 
+@SOURCES.register
 class Wikipedia(TextSource):
+    name = "wikipedia"
+    config_class = WikipediaConfig
     config: WikipediaConfig
 
+    @classmethod
+    def corpus(cls, config: TextConfig) -> tuple[Document, ...]:
+        return CORPORA["wikipedia"]()
 
+
+@SOURCES.register
 class Plays(TextSource):
+    name = "plays"
+    config_class = PlaysConfig
     config: PlaysConfig
+
+    @classmethod
+    def corpus(cls, config: TextConfig) -> tuple[Document, ...]:
+        return CORPORA["shakespeare"]()

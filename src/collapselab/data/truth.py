@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from collapselab.data.base import SourceConfig, TruthSource
+from collapselab.data.base import SOURCES, SourceConfig, TruthSource
 from collapselab.families.categorical import Categorical
 from collapselab.families.gaussian import Gaussian
 from collapselab.families.gmm import GMM
@@ -26,7 +26,10 @@ class GaussianTruthConfig(SourceConfig):
     std: float = Field(1.0, gt=0)
 
 
+@SOURCES.register
 class GaussianTruth(TruthSource):
+    name = "gaussian"
+    config_class = GaussianTruthConfig
     kind = "points"
     config: GaussianTruthConfig
 
@@ -60,7 +63,10 @@ class GMMTruthConfig(SourceConfig):
         return self
 
 
+@SOURCES.register
 class GMMTruth(TruthSource):
+    name = "gmm"
+    config_class = GMMTruthConfig
     kind = "points"
     config: GMMTruthConfig
 
@@ -100,7 +106,10 @@ class LinearTruthConfig(SourceConfig):
         return self
 
 
+@SOURCES.register
 class LinearTruth(TruthSource):
+    name = "linear"
+    config_class = LinearTruthConfig
     kind = "regression"
     config: LinearTruthConfig
 
@@ -161,7 +170,10 @@ class CategoricalTruthConfig(SourceConfig):
         return self
 
 
+@SOURCES.register
 class CategoricalTruth(TruthSource):
+    name = "categorical"
+    config_class = CategoricalTruthConfig
     kind = "tokens"
     config: CategoricalTruthConfig
 

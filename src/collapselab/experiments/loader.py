@@ -105,10 +105,48 @@ def _parse_set(item: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def anchor_plugins(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with its ``plugins:`` file paths made relative to ``base`` (the experiment file's folder)."""
+    specs = raw.get("plugins")
+    if not isinstance(specs, list):
+        return raw
+    from collapselab.registry import is_file_spec
+
+    def anchor(spec: Any) -> Any:
+        if not isinstance(spec, str):
+            return spec
+        head, sep, tail = spec.rpartition(":")
+        path, obj = (head, sep + tail) if sep and head and not is_file_spec(tail) else (spec, "")
+        if not is_file_spec(path) or Path(path).expanduser().is_absolute():
+            return spec
+        return str((base / path).resolve()) + obj
+
+    return {**raw, "plugins": [anchor(s) for s in specs]}
+
+
+def anchor_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with a relative ``data.path`` (a user's data) made relative to ``base`` (the experiment's folder)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+        return raw
+    path = Path(data["path"]).expanduser()
+    return raw if path.is_absolute() else {**raw, "data": {**data, "path": str(base / path)}}
+
+
 def load_experiment(name_or_path: str, sets: list[str] | None = None, seeds: int | None = None,
-                    generations: int | None = None) -> Experiment:
-    """Load, override and validate an experiment; bad input raises :class:`ConfigError` (one line)."""
-    raw = apply_overrides(load_raw(name_or_path), sets, seeds, generations)
+                    generations: int | None = None, plugins: list[str] | None = None) -> Experiment:
+    """Load, override and validate an experiment; bad input raises :class:`ConfigError` (one line).
+
+    ``plugins`` (``--plugin``) join the experiment's own ``plugins:``; both are imported before the rest is
+    validated. File paths in an experiment file (``plugins:``, ``data.path``) are relative to that file."""
+    raw = load_raw(name_or_path)
+    if name_or_path not in catalog_names():
+        base = Path(name_or_path).resolve().parent
+        raw = anchor_data_path(anchor_plugins(raw, base), base)
+    if plugins:
+        own = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
+        raw = {**raw, "plugins": [*own, *plugins]}
+    raw = apply_overrides(raw, sets, seeds, generations)
     try:
         return resolve(raw)
     except ValueError as e:

@@ -23,21 +23,13 @@ from pydantic import (
 )
 from pydantic import Discriminator as UnionTag
 
-from collapselab.curators import (
-    CuratorSettings,
-    Discriminator,
-    KnowledgeBall,
-    LuceChoice,
-    NoCurator,
-    RougeOracle,
-    TopK,
-)
+from collapselab.curators import CuratorSettings, NoCurator
 from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
-from collapselab.metrics import FailureRule, check_metric
+from collapselab.metrics import METRICS, FailureRule, check_metric
 from collapselab.regimes import RegimeSettings, Replace
-from collapselab.rewards import SymbolValues
+from collapselab.registry import Registry, SettingContext, load_plugins, normalize_spec, registries
 
 #: one failure rule or a list of them; tagged so that an error names ``failure.<field>`` or ``failure.<i>.<field>``
 FailureSetting = Annotated[Annotated[FailureRule, Tag("failure-rule")] | Annotated[list[FailureRule],
@@ -146,6 +138,8 @@ class Experiment(BaseModel):
     scale: str | None = Field(None, description="the preset of ``scales`` applied (``--set scale=NAME``)")
     scales: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                               description="named presets of dotted overrides, e.g. a paper's scale")
+    plugins: list[str] = Field(default_factory=list, description="modules, .py files or module:Object imported "
+                                                                  "before the rest is validated (and in every worker)")
     overrides: list[str] | None = Field(None, description="the --set / --seeds / --generations this run applied to "
                                                           "the experiment as written (recorded; the report lists them)")
 
@@ -202,53 +196,28 @@ class Experiment(BaseModel):
         kind = source_cls.kind
         for arm in self.arms:
             where = f"arms ({arm.name})"
-            fam = arm.family.name
-            if FAMILIES[fam].kind != kind:
-                raise ValueError(f"{where}: family {fam!r} models {FAMILIES[fam].kind}, but data source "
+            fam = FAMILIES[arm.family.name]
+            if fam.kind != kind:
+                raise ValueError(f"{where}: family {fam.name!r} models {fam.kind}, but data source "
                                  f"{self.data.source!r} gives {kind}")
-            check_data = getattr(arm.family, "check_data", None)
-            why = check_data(self.data) if check_data is not None else None
-            if why:
-                raise ValueError(why if len(self.arms) == 1 else f"{where}: {why}")
-            for m in self.metrics:
-                why = check_metric(m, kind, source_cls.has_truth, FAMILIES[fam], self.data.source)
-                if why:
-                    raise ValueError(f"metrics: {why}")
-            if "mean_reward" in self.metrics and not isinstance(arm.curator, (TopK, LuceChoice)):
-                raise ValueError(f"metrics: mean_reward needs a curator with a reward; arm {arm.name!r} has "
-                                 f"{arm.curator.name!r}")
-            if "label_accuracy" in self.metrics and not getattr(arm.family, "conditional", False):
-                raise ValueError(f"metrics: label_accuracy needs a conditional model (family.conditional: true); "
-                                 f"arm {arm.name!r} is unconditional")
-            if "param_error_center" in self.metrics and not isinstance(arm.curator, KnowledgeBall):
-                raise ValueError(f"metrics: param_error_center needs a knowledge_ball curator; arm {arm.name!r} "
-                                 f"has {arm.curator.name!r}")
-            if isinstance(arm.curator, Discriminator) and kind != "images":
-                raise ValueError(f"{where}: curator discriminator needs image data; source {self.data.source!r} "
-                                 f"gives {kind}")
-            if isinstance(arm.curator, Discriminator) and arm.curator.conditional and not getattr(
-                    arm.family, "conditional", False):
-                raise ValueError(f"{where}: a conditional discriminator needs a conditional family "
-                                 f"(family.conditional: true)")
-            if isinstance(arm.curator, RougeOracle) and (kind != "text" or not arm.regime.rewrites):
-                raise ValueError(f"{where}: curator rouge_oracle needs text data and a rewriting regime (fortifai, or "
-                                 f"replace with rewrite: true); got {self.data.source!r} and {arm.regime.name!r}")
-            if isinstance(arm.curator, KnowledgeBall) and (fam != "linear" or not source_cls.has_truth):
-                raise ValueError(f"{where}: curator knowledge_ball needs the linear family and the linear source")
-            if isinstance(arm.curator, (TopK, LuceChoice)):
-                token_reward = isinstance(arm.curator.reward, SymbolValues)
-                if token_reward != (kind == "tokens"):
-                    raise ValueError(f"{where}: reward {arm.curator.reward.name!r} does not apply to {kind} data")
             if isinstance(arm.n_synthetic, list) and len(arm.n_synthetic) < self.generations:
                 raise ValueError(f"{where + ': ' if len(self.arms) > 1 else ''}n_synthetic: {len(arm.n_synthetic)} "
                                  f"sizes for {self.generations} generations; give one per generation "
                                  f"1..{self.generations}")
-            sizes = {arm.synthetic(g) for g in range(1, self.generations + 1)}
-            if fam == "linear" and arm.family.design == "block" and any(m % self.data.dim for m in sizes):
-                raise ValueError(f"{where}: the block design needs n_synthetic ({sorted(sizes)}) to be a "
-                                 f"multiple of data.dim ({self.data.dim})")
+            ctx = SettingContext(arm, fam, source_cls, self.data, kind, tuple(self.metrics), self.n,
+                                 self.generations, frozenset(arm.synthetic(g) for g in range(1, self.generations + 1)))
+            for setting, always in ((self.data, False), (arm.family, False), (arm.regime, True),
+                                    (arm.curator, True), (arm.loss, True)):
+                why = _check(setting, ctx)
+                if why:
+                    raise ValueError(f"{where}: {why}" if always or len(self.arms) > 1 else why)
+            for m in self.metrics:
+                why = check_metric(m, kind, source_cls.has_truth, fam, self.data.source)
+                if why is None and METRICS[m].check is not None:
+                    why = _check(METRICS[m], ctx)
+                if why:
+                    raise ValueError(f"metrics: {why}")
         self._check_rules()
-        self._check_pool(source_cls)
         from collapselab.theory.predictions import PREDICTIONS
 
         unknown = [t for t in self.theory if t not in PREDICTIONS]
@@ -280,30 +249,13 @@ class Experiment(BaseModel):
                 raise ValueError(f"{where}.baseline: {b!r} is not chance, generation0, a number or one of the "
                                  f"metrics {self.metrics}")
 
-    def _check_pool(self, source_cls: type) -> None:
-        """A finite real data set must hold what every arm's regime consumes over all generations."""
-        from collapselab.data import FiniteSource
-
-        if not issubclass(source_cls, FiniteSource):
-            return
-        source = self.make_source()
-        try:
-            available = source.pool_size
-        except (OSError, ValueError) as e:
-            raise ValueError(f"data: {e}") from None
-        why = source.check_heldout()
-        if why:
-            raise ValueError(why)
-        if available < 1:
-            total = available + self.heldout
-            raise ValueError(f"heldout: {self.heldout} held-out samples leave none of the {total} samples of "
-                             f"{self.data.source!r} to train on; allowed: 1 to {total - 1}")
-        for arm in self.arms:
-            need = arm.regime.real_needed(self.n, self.generations)
-            if need > available:
-                raise ValueError(f"n: the real pool of {self.data.source!r} holds {available} training samples "
-                                 f"(after {self.heldout} held out) but arm {arm.name!r} ({arm.regime.name}) needs "
-                                 f"{need}")
+def _check(setting: Any, ctx: SettingContext) -> str | None:
+    """A setting's (or metric's) own cross-field check; a plugin whose check itself fails is named."""
+    try:
+        return setting.check(ctx)
+    except Exception as e:
+        what = getattr(setting, "name", None) or getattr(setting, "source", "?")
+        raise ValueError(f"{what}: its check(ctx) failed: {type(e).__name__}: {e}") from None
 
 
 def _set_path(raw: dict, path: str, value: Any) -> None:
@@ -406,6 +358,7 @@ def resolve(raw: dict[str, Any]) -> Experiment:
     """
     if not isinstance(raw, dict):
         raise ValueError("experiment: the file must hold a mapping of settings")
+    raw = {**raw, "plugins": _plugins(raw.get("plugins"))}
     try:
         arms = expand_arms(raw)
     except _RawError as e:
@@ -432,11 +385,62 @@ def resolve(raw: dict[str, Any]) -> Experiment:
         doc.setdefault(key, default)
         for a in resolved:
             a.setdefault(key, doc[key])
+    _resolve_references(doc)
     _fill_tokenizer(doc)
     try:
         return Experiment.model_validate(doc)
     except ValidationError as e:
         raise ValueError(format_error(e, raw=doc)) from None
+
+
+def _plugins(specs: Any) -> list[str]:
+    """Import the experiment's ``plugins`` (file paths made absolute, relative to the working directory) before
+    anything else is validated; returns them as recorded."""
+    if specs is None:
+        return []
+    if not isinstance(specs, list) or not all(isinstance(x, str) and x.strip() for x in specs):
+        raise ValueError("plugins: must be a list of module names, .py files or module:Object references")
+    out: list[str] = []
+    for spec in map(normalize_spec, specs):
+        if spec not in out:
+            out.append(spec)
+    load_plugins(out)
+    return out
+
+
+#: where a setting names its choice (the data setting: ``source``)
+_SETTING_KIND = {"family": "family", "regime": "regime", "curator": "curator", "loss": "loss", "data": "source"}
+
+
+def _resolve_references(doc: dict[str, Any]) -> None:
+    """``module:Object`` names (anywhere a setting or metric is named) imported, registered and replaced by the
+    object's own name; each reference joins ``plugins`` so that workers and ``resume`` import it too."""
+    regs = registries()
+    refs: list[str] = []
+
+    def fix(kind: str, name: Any) -> Any:
+        if not isinstance(name, str) or ":" not in name:
+            return name
+        reg: Registry = regs[kind]
+        entry = reg.entry(name)
+        if name not in refs:
+            refs.append(name)
+        return entry.name
+
+    for node in [doc, *doc["arms"]]:
+        for key, kind in _SETTING_KIND.items():
+            setting = node.get(key)
+            if isinstance(setting, dict):
+                tag = "source" if key == "data" else "name"
+                if tag in setting:
+                    node[key] = {**setting, tag: fix(kind, setting[tag])}
+    if isinstance(doc.get("metrics"), list):
+        doc["metrics"] = [fix("metric", m) for m in doc["metrics"]]
+    rules = doc.get("failure")
+    for rule in rules if isinstance(rules, list) else [rules]:
+        if isinstance(rule, dict) and "metric" in rule:
+            rule["metric"] = fix("metric", rule["metric"])
+    doc["plugins"] = [*doc.get("plugins", []), *(r for r in refs if r not in doc.get("plugins", []))]
 
 
 def _fill_tokenizer(doc: dict[str, Any]) -> None:
@@ -476,14 +480,12 @@ def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> s
 
 
 def _union_tags() -> set[str]:
-    """Tag values of the tagged unions: pydantic puts them in error locations, users never write them."""
-    from collapselab.curators import CURATORS
-    from collapselab.losses.ulosses import GAMMA_TAGS, ULOSS_NAMES
-    from collapselab.regimes import REGIMES
-    from collapselab.rewards import Coordinate, Distance
+    """Tag values of the tagged unions (rewards, failure rules, sizes, gamma): pydantic puts them in error
+    locations, users never write them. Registry settings are not unions and add none."""
+    from collapselab.losses.ulosses import GAMMA_TAGS
+    from collapselab.rewards import Coordinate, Distance, SymbolValues
 
-    classes = (*CURATORS, *REGIMES, Coordinate, Distance, SymbolValues)
-    return (set(FAMILIES) | set(SOURCES) | set(ULOSS_NAMES) | {c.model_fields["name"].default for c in classes}
+    return ({c.model_fields["name"].default for c in (Coordinate, Distance, SymbolValues)}
             | {"failure-rule", "failure-rules", "size-number", "size-schedule", "size-list", *GAMMA_TAGS})
 
 
@@ -501,9 +503,10 @@ def _allowed_keys(loc: tuple, raw: Any) -> list[str]:
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return []
-        model = model.model_fields[part].annotation
+        field = model.model_fields[part]
         node = node.get(part) if isinstance(node, dict) else None
-        model = _pick(model, node)
+        reg = next((m for m in field.metadata if isinstance(m, Registry)), None)
+        model = (reg.model_for(node) or reg.base) if reg is not None else _pick(field.annotation, node)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
@@ -515,7 +518,11 @@ def _list_item(tp: Any) -> Any:
 
 
 def _pick(tp: Any, node: Any) -> Any:
-    """The member of a (possibly Annotated / Optional) union matching ``node``'s tag."""
+    """The member of a (possibly Annotated / Optional) union matching ``node``'s tag; for a registry setting, the
+    model of the class ``node`` names."""
+    for meta in getattr(tp, "__metadata__", ()):
+        if isinstance(meta, Registry):
+            return meta.model_for(node) or tp
     origin_args = getattr(tp, "__args__", None)
     if hasattr(tp, "__metadata__"):  # Annotated[Union[...], Field(discriminator=...)]
         tp = tp.__origin__

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
-from collapselab.families.base import Family, FamilyConfig
+from collapselab.families.base import FAMILIES, Family, FamilyConfig
 from collapselab.families.categorical import Categorical, CategoricalConfig
 from collapselab.families.causal_lm import CausalLM, CausalLMConfig
 from collapselab.families.gaussian import Gaussian, GaussianConfig
@@ -14,18 +10,8 @@ from collapselab.families.gmm import GMM, GMMConfig
 from collapselab.families.linear import Linear, LinearConfig
 from collapselab.families.vae import VAE, VAEConfig
 
-FAMILIES: dict[str, type[Family]] = {
-    "gaussian": Gaussian,
-    "gmm": GMM,
-    "linear": Linear,
-    "categorical": Categorical,
-    "vae": VAE,
-    "causal_lm": CausalLM,
-}
-
-FamilySettings = Annotated[GaussianConfig | GMMConfig | LinearConfig | CategoricalConfig | VAEConfig
-                           | CausalLMConfig,
-                           Field(discriminator="name")]
+#: an experiment's ``family:`` setting: any registered family by ``name``
+FamilySettings = FAMILIES.field()
 
 
 def make_family(config: FamilyConfig, n_chains: int, spec: dict) -> Family:

@@ -22,6 +22,7 @@ Data may carry a chain axis of 1 (e.g. a shared held-out set); it broadcasts aga
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -29,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from collapselab.losses.ulosses import ULoss
+from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet
 
 #: held-out windows a text family rewrites for the report every generation (:meth:`Family.passages`).
@@ -41,11 +43,17 @@ class FamilyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
 
+    def check(self, ctx: SettingContext) -> str | None:
+        """Why this family cannot model the arm of ``ctx`` (one line naming the field), or ``None``."""
+        return None
+
 
 class Family(abc.ABC):
     """Abstract base of all families; see the module docstring for the protocol."""
 
     name: ClassVar[str]
+    #: the settings model of ``family:`` (its ``name`` field a Literal of :attr:`name`)
+    config_class: ClassVar[type[FamilyConfig]] = FamilyConfig
     #: names of the arrays a sample of this family holds (checked against data sources).
     sample_keys: ClassVar[tuple[str, ...]]
     #: the kind of data it models (must match the data source's): points, regression, tokens, images.
@@ -150,6 +158,12 @@ class Family(abc.ABC):
         if self.n_chains != 1:
             raise ValueError("tile() needs a single-chain model")
         return self.chains(np.zeros(n_chains, dtype=np.int64))
+
+
+#: every family by name: the built-ins, plugins (entry points ``collapselab.families``, ``plugins:``)
+FAMILIES = Registry("family", Family, name_of=lambda c: c.name,
+                    accepts=lambda o: isinstance(o, type) and issubclass(o, Family) and not inspect.isabstract(o),
+                    config_of=lambda c: c.config_class)
 
 
 def combine_weights(data: SampleSet, weights: np.ndarray | None) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 import numpy as np
 from pydantic import Field
 
-from collapselab.families.base import Family, FamilyConfig, check_keys, combine_weights
+from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights
 from collapselab.samples import SampleSet
 
 
@@ -39,8 +39,10 @@ def draw_categorical(cum: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.nda
     return np.minimum(idx, v - 1)
 
 
+@FAMILIES.register
 class Categorical(Family):
     """Per-chain conditional tables ``[C, contexts, V]`` plus the unigram ``[C, V]``."""
+    config_class = CategoricalConfig
 
     name = "categorical"
     sample_keys = ("x",)

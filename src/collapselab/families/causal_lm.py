@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
-from collapselab.families.base import Family
+from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, seeded, torch_generator
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
@@ -66,6 +66,9 @@ class CausalLMConfig(GradientConfig):
                                     description="free-running sampling (default: plain sampling)")
     gen_batch: int = Field(64, ge=1, le=100_000, description="windows per generate() call")
     validation: float = Field(0.0, ge=0.0, lt=1.0, description="unused: fine-tuning runs a fixed schedule")
+
+    def check(self, ctx: Any) -> str | None:
+        return self.check_data(ctx.data)
 
     def check_data(self, data: Any) -> str | None:
         """Why this model cannot read ``data`` (one line naming the field), or ``None``: the model source must
@@ -106,8 +109,10 @@ def model_window(config: CausalLMConfig) -> int:
     return model_positions(smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser())
 
 
+@FAMILIES.register
 class CausalLM(GradientFamily):
     """One causal LM per chain; samples are token windows ``{"x": [C, n, window] int64}``."""
+    config_class = CausalLMConfig
 
     name = "causal_lm"
     kind = "text"

@@ -7,7 +7,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from collapselab.families.base import Family, FamilyConfig, all_unit, check_keys, combine_weights
+from collapselab.families.base import FAMILIES, Family, FamilyConfig, all_unit, check_keys, combine_weights
 from collapselab.families.gaussian_math import chi2_sf, gaussian_logpdf, mahalanobis_sq, safe_cholesky
 from collapselab.samples import SampleSet
 
@@ -41,8 +41,10 @@ class GaussianConfig(FamilyConfig):
     estimator: Literal["mle", "unbiased"] = "mle"
 
 
+@FAMILIES.register
 class Gaussian(Family):
     """Per-chain mean ``[C, d]`` and covariance ``[C, d, d]``; weighted closed-form fit."""
+    config_class = GaussianConfig
 
     name = "gaussian"
     sample_keys = ("x",)

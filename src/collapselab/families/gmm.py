@@ -20,7 +20,7 @@ from typing import Any, Literal, Self
 import numpy as np
 from pydantic import Field
 
-from collapselab.families.base import Family, FamilyConfig, check_keys, combine_weights
+from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights
 from collapselab.families.gaussian_math import LOG_2PI, empirical_cdf, inv_chol, log_det_from_chol, safe_cholesky
 from collapselab.samples import SampleSet
 
@@ -131,8 +131,10 @@ class GMMConfig(FamilyConfig):
     confidence_samples: int = Field(4096, ge=64)
 
 
+@FAMILIES.register
 class GMM(Family):
     """Mixture weights ``[C, K]``, means ``[C, K, d]``, covariances ``[C, K, d, d]``."""
+    config_class = GMMConfig
 
     name = "gmm"
     sample_keys = ("x",)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 from scipy import special
 
-from collapselab.families.base import Family, FamilyConfig, check_keys, combine_weights, per_sample
+from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights, per_sample
 from collapselab.families.gaussian_math import LOG_2PI
 from collapselab.samples import SampleSet
 
@@ -41,9 +41,17 @@ class LinearConfig(FamilyConfig):
     sigma: float = Field(1.0, gt=0)
     ridge: float = Field(0.0, ge=0)
 
+    def check(self, ctx: Any) -> str | None:
+        dim = getattr(ctx.data, "dim", 1)
+        if self.design == "block" and any(m % dim for m in ctx.sizes):
+            return f"the block design needs n_synthetic ({sorted(ctx.sizes)}) to be a multiple of data.dim ({dim})"
+        return None
 
+
+@FAMILIES.register
 class Linear(Family):
     """Per-chain ``theta [C, p]``, noise variance ``sigma2 [C]`` and the kept design."""
+    config_class = LinearConfig
 
     name = "linear"
     sample_keys = ("x", "y")

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
-from collapselab.families.base import Family
+from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, torch_generator
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
@@ -56,8 +56,10 @@ class VAEConfig(GradientConfig):
     iw_samples: int = Field(1, ge=1, le=10_000, description="log_prob: importance samples (1 = the ELBO)")
 
 
+@FAMILIES.register
 class VAE(GradientFamily):
     """One VAE per chain; samples are ``{"x": [C, n, 1, H, W] in [0, 1], "y": [C, n]}`` (``y = -1``: unlabelled)."""
+    config_class = VAEConfig
 
     name = "vae"
     kind = "images"

@@ -1,5 +1,8 @@
 """Losses as functions of the target probability u.
 
+A plugin loss subclasses :class:`ULoss` with a ``name`` and ``value(log_u)`` (see ``ulosses``); :data:`LOSSES` is
+the registry of every loss, built-in or plugin.
+
 - :mod:`collapselab.losses.ulosses`: the definitions ``l(u)`` and ``w(u)`` (numpy and torch), used by the engine.
 - :mod:`collapselab.losses.functional` / :mod:`~collapselab.losses.modules`: PyTorch losses with
   ``F.cross_entropy`` semantics; :mod:`~collapselab.losses.fused`: memory-lean linear + loss;
@@ -17,6 +20,7 @@ from collapselab.losses.ulosses import (
     AGCE,
     CE,
     GCE,
+    LOSSES,
     SCE,
     TCE,
     ULOSS_CLASSES,
@@ -28,6 +32,7 @@ from collapselab.losses.ulosses import (
     Poly1,
     ULoss,
     get_uloss,
+    ops,
 )
 
 _TORCH_EXPORTS = {
@@ -47,5 +52,5 @@ def __getattr__(name: str) -> Any:  # torch is imported only when a torch loss i
     raise AttributeError(f"module 'collapselab.losses' has no attribute {name!r}")
 
 
-__all__ = ["AEL", "AGCE", "CE", "GCE", "SCE", "TCE", "ULOSS_CLASSES", "ULOSS_NAMES", "VCE", "Focal", "Linear",
-           "LossConfig", "Poly1", "ULoss", "get_uloss", *_TORCH_EXPORTS]
+__all__ = ["AEL", "AGCE", "CE", "GCE", "LOSSES", "SCE", "TCE", "ULOSS_CLASSES", "ULOSS_NAMES", "VCE", "Focal",
+           "Linear", "LossConfig", "Poly1", "ULoss", "get_uloss", "ops", *_TORCH_EXPORTS]

@@ -23,6 +23,12 @@ class _Numpy:
     where = staticmethod(np.where)
 
     @staticmethod
+    def sigmoid(x: Any) -> Any:
+        from scipy.special import expit
+
+        return expit(x)
+
+    @staticmethod
     def clamp_min(x: Any, v: float) -> Any:
         return np.maximum(x, v)
 
@@ -47,7 +53,7 @@ class _Torch:
 
         self.t = torch
         self.exp, self.expm1, self.log, self.log1p = torch.exp, torch.expm1, torch.log, torch.log1p
-        self.where = torch.where
+        self.where, self.sigmoid = torch.where, torch.sigmoid
 
     @staticmethod
     def clamp_min(x: Any, v: float) -> Any:

@@ -36,7 +36,7 @@ class _BinaryULoss(torch.autograd.Function):
             keep = -log_u >= -math.log(loss.gamma)  # in log space, as ulosses.TCE
             value, w = torch.where(keep, -log_u, 0.0), keep.to(acc)
         else:
-            value, w = loss.value(log_u), loss.weight(log_u)
+            value, w = loss.value_and_weight(log_u)
         mask = loss.keep_mask(log_u, generator)
         if mask is not None:
             value, w = value * mask, w * mask

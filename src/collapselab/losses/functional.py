@@ -215,12 +215,14 @@ def _weigh_by(loss: U.ULoss, generator: torch.Generator | None = None) -> Weigh:
     if loss.keep_share < 1.0:
         def masked(log_u: torch.Tensor, valid: torch.Tensor):
             m = loss.keep_mask(log_u, generator)
-            return loss.value(log_u) * m, loss.weight(log_u) * m, None
+            value, w = loss.value_and_weight(log_u)
+            return value * m, w * m, None
 
         return masked
 
     def weigh(log_u: torch.Tensor, valid: torch.Tensor):
-        return loss.value(log_u), loss.weight(log_u), None
+        value, w = loss.value_and_weight(log_u)
+        return value, w, None
 
     return weigh
 
@@ -335,8 +337,8 @@ def make_weigh(name: str, target_shape: tuple[int, ...] = (), **params) -> Weigh
         raise ValueError("nce_rce is not a u-loss (it depends on every class probability)")
     if name == "linear":
         check_linear_beta(params.get("beta", 1.0))
-    if name not in U.ULOSS_NAMES:
-        raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.ULOSS_NAMES)}")
+    if name not in U.LOSSES and ":" not in name:
+        raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.LOSSES.names())}")
     return _weigh_by(U.get_uloss(name, **params))
 
 

@@ -75,8 +75,38 @@ LOSS_MODULES: dict[str, type[_Loss]] = {
 }
 
 
+class ULossModule(_Loss):
+    """Any registered u-loss (a plugin included) as a module with ``F.cross_entropy`` semantics."""
+
+    def __init__(self, loss: Any, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", class_dim: int = 1, gradient: str = "backward") -> None:
+        super().__init__(weight, ignore_index, reduction, class_dim, gradient)
+        self.loss = loss
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return LF._u(self.loss, input, target, self.weight, self.ignore_index, self.reduction, self.class_dim,
+                     self.gradient)
+
+    def extra_repr(self) -> str:
+        return f"{self.loss.label()}, reduction={self.reduction!r}, class_dim={self.class_dim}"
+
+
 def get_loss(name: str, **params: Any) -> nn.Module:
-    """The loss module called ``name`` (``ce``, ``tce``, ``focal``, ... ``nce_rce``) built with ``params``."""
-    if name not in LOSS_MODULES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_MODULES)}")
-    return LOSS_MODULES[name](**params)
+    """The loss module called ``name`` (``ce``, ``tce``, ``focal``, ... ``nce_rce``, or a plugin's u-loss by name
+    or ``module:Class``) built with ``params`` (a plugin's: its fields, plus the module arguments)."""
+    if name in LOSS_MODULES:
+        return LOSS_MODULES[name](**params)
+    from pydantic import ValidationError
+
+    from collapselab.losses.ulosses import LOSSES, get_uloss
+
+    if name not in LOSSES and ":" not in name:
+        names = [*LOSS_MODULES, *(n for n in LOSSES.names() if n not in LOSS_MODULES)]
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(names)}")
+    module_args = {k: params.pop(k) for k in ("weight", "ignore_index", "reduction", "class_dim", "gradient")
+                   if k in params}
+    try:
+        loss = get_uloss(name, **params)
+    except ValidationError as e:
+        raise ValueError(f"loss {name!r}: {e.errors()[0]['msg']}") from None
+    return ULossModule(loss, **module_args)

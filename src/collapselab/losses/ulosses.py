@@ -45,13 +45,19 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
-from collapselab.losses._xp import namespace
+from collapselab.losses._xp import is_torch, namespace
+from collapselab.registry import Registry
 
 Direction = Literal["none", "confident", "unconfident"]
 
 
 class ULoss(BaseModel):
-    """Base class: a loss as a function of the target probability u (see the module docstring)."""
+    """Base class: a loss as a function of the target probability u (see the module docstring).
+
+    A plugin loss needs only a ``name`` (a ``Literal``), its hyper-parameters as pydantic fields and
+    ``value(log_u)`` written with operators and :func:`ops` (valid for numpy arrays and torch tensors); ``w(u)``
+    is then derived by autograd (:meth:`value_and_weight`), and the loss works in every family.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: str
@@ -80,9 +86,55 @@ class ULoss(BaseModel):
         return self._value(xp, log_u, u, om)
 
     def weight(self, log_u: Any) -> Any:
-        """``w(u) = -u * dl/du`` evaluated from ``log u``."""
+        """``w(u) = -u * dl/du`` evaluated from ``log u`` (derived by autograd where the loss gives no formula)."""
+        if self.derives_weight():
+            return self.value_and_weight(log_u)[1]
         xp, log_u, u, om = self._prep(log_u)
         return self._weight(xp, log_u, u, om)
+
+    @classmethod
+    def derives_weight(cls) -> bool:
+        """Whether ``w(u)`` comes from autograd (a loss defining only :meth:`value`)."""
+        return cls._weight is ULoss._weight and cls.weight is ULoss.weight
+
+    def value_and_weight(self, log_u: Any) -> tuple[Any, Any]:
+        """``(l(u), w(u))`` together; for a loss without a ``w`` formula ``w = -dl/dlog u`` by torch autograd
+        (float64 for numpy input, so the closed-form families get it to rounding)."""
+        if not self.derives_weight():
+            return self.value(log_u), self.weight(log_u)
+        import torch
+
+        numpy_in = not is_torch(log_u)
+        t = torch.from_numpy(np.asarray(log_u, dtype=np.float64)) if numpy_in else log_u.detach()
+        t = t if t.is_floating_point() else t.double()
+        with torch.enable_grad():
+            x = t.clamp_min(math.log(torch.finfo(t.dtype).tiny)).requires_grad_(True)
+            v = self.value(x)
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"loss {self.name!r}: value(log_u) must return an array like log_u, got "
+                                f"{type(v).__name__}")
+            (g,) = torch.autograd.grad(v.sum(), x, allow_unused=True)
+        w = -g if g is not None else torch.zeros_like(x)
+        v = v.detach()
+        return (v.numpy(), w.numpy()) if numpy_in else (v, w.detach())
+
+    def check(self, ctx: Any) -> str | None:
+        """Why this loss cannot serve the arm of ``ctx`` (one line), or ``None``; checked at validation (a plugin
+        loss: its ``w(u)`` must be finite and >= 0 on (0, 1], :func:`collapselab.testing.weight_problem`)."""
+        if type(self).__module__.startswith("collapselab."):
+            return None
+        from collapselab.testing import weight_problem
+
+        why = weight_problem(self)
+        return f"loss {self.name!r}: {why}" if why else None
+
+    def properties(self) -> dict[str, Any]:
+        """What the loss does, computed numerically from its definition: the targets it down-weights (``confident``:
+        w(1) below w(0+); ``unconfident``: the reverse; ``both ends`` / ``the middle``: equal ends and a bump / a dip
+        between; ``none``: constant w; ``random``: a random mask), the range of ``w(u)`` on (0, 1] and Wang et al.'s
+        variation ratio ``sup |l'(u)| / inf |l'(u)|`` over (0, 1] (``inf`` when ``|l'|`` is unbounded as u -> 0 or
+        reaches 0)."""
+        return loss_properties(self)
 
     def weight_u(self, u: Any) -> Any:
         """``w(u)`` from ``u`` itself (u = 0 allowed); used by the continuous families."""
@@ -116,6 +168,19 @@ class ULoss(BaseModel):
         """Short human name, e.g. ``tce(gamma=0.99)``."""
         params = ", ".join(f"{k}={v}" for k, v in self.model_dump().items() if k != "name")
         return f"{self.name}({params})" if params else self.name
+
+
+def _declared_name(cls: Any) -> str:
+    field = getattr(cls, "model_fields", {}).get("name")
+    if field is None or not isinstance(field.default, str):
+        raise TypeError(f"{cls.__qualname__}: a plugin class needs a `name` field with a default (a Literal)")
+    return field.default
+
+
+#: every u-loss by name: the built-ins below, plugins (entry points ``collapselab.losses``, ``plugins:``)
+LOSSES = Registry("loss", ULoss, name_of=_declared_name,
+                  accepts=lambda o: isinstance(o, type) and issubclass(o, ULoss) and o is not ULoss,
+                  config_of=lambda c: c)
 
 
 class CE(ULoss):
@@ -410,13 +475,53 @@ class RandomDrop(ULoss):
         return self.q == 0.0
 
 
-ULOSS_CLASSES: tuple[type[ULoss], ...] = (CE, TCE, Focal, Linear, Poly1, GCE, SCE, AGCE, AEL, VCE, RandomDrop)
-LossConfig = Annotated[CE | TCE | Focal | Linear | Poly1 | GCE | SCE | AGCE | AEL | VCE | RandomDrop,
-                       Field(discriminator="name")]
+for _cls in (CE, TCE, Focal, Linear, Poly1, GCE, SCE, AGCE, AEL, VCE, RandomDrop):
+    LOSSES.register(_cls)
+#: the built-in u-losses (plugins: :data:`LOSSES`)
+ULOSS_CLASSES: tuple[type[ULoss], ...] = tuple(LOSSES.builtins())
+ULOSS_NAMES: tuple[str, ...] = tuple(LOSSES.names(builtin_only=True))
+#: an experiment's ``loss:`` setting: any registered loss by ``name``
+LossConfig = LOSSES.field()
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(LossConfig)
-ULOSS_NAMES: tuple[str, ...] = tuple(c.model_fields["name"].default for c in ULOSS_CLASSES)
 
 
 def get_uloss(name: str, **params: Any) -> ULoss:
-    """The u-loss called ``name`` with ``params`` (validated; raises ``pydantic.ValidationError``)."""
+    """The u-loss called ``name`` (built-in, plugin or ``module:Class``) with ``params`` (validated; raises
+    ``pydantic.ValidationError``)."""
     return _ADAPTER.validate_python({"name": name, **params})
+
+
+def ops(x: Any) -> Any:
+    """The array operations for ``x`` (numpy or torch): ``exp``, ``expm1``, ``log``, ``log1p``, ``where``,
+    ``sigmoid``, ``clamp_min``; what a plugin's ``value(log_u)`` uses beyond operators."""
+    return namespace(x)
+
+
+#: u on which properties are measured: down to 1e-300, so a |l'| that grows without bound as u -> 0 shows
+_GRID = np.concatenate([np.geomspace(1e-300, 1e-3, 400), np.linspace(1e-3, 1.0, 2001)[1:]])
+
+
+def loss_properties(loss: ULoss) -> dict[str, Any]:
+    """See :meth:`ULoss.properties`."""
+    log_u = np.log(_GRID)
+    with np.errstate(all="ignore"):
+        w = np.asarray(loss.weight(log_u), dtype=np.float64) * loss.keep_share
+        dl = w / _GRID  # |l'(u)| = w(u) / u
+    finite = bool(np.all(np.isfinite(w)))
+    lo_w, hi_w = (float(np.min(w)), float(np.max(w))) if finite else (float("nan"), float("nan"))
+    lo_w = 0.0 if abs(lo_w) < 1e-200 else lo_w  # w(u) -> 0 as u -> 0: the infimum over (0, 1]
+    w0, w1 = float(w[0]), float(w[-1])  # u -> 0 and u = 1
+    tol = 1e-9 * max(1.0, abs(w0), abs(w1))
+    if finite and hi_w - lo_w <= tol:
+        direction = "none"
+    elif abs(w1 - w0) <= tol:  # equal ends: a bump or a dip between them
+        direction = "both ends" if hi_w > w0 + tol else "the middle"
+    else:
+        direction = "confident" if w1 < w0 else "unconfident"
+    if loss.keep_share < 1.0:
+        direction = "random"
+    # unbounded as u -> 0: |l'| still grows between u = 1e-150 and 1e-300; reaching 0 anywhere: inf too
+    i150 = int(np.argmin(np.abs(np.log10(_GRID) + 150)))
+    unbounded = dl[0] > dl[i150] * (1 + 1e-9)
+    ratio = float("inf") if (not finite or unbounded or np.min(dl) <= 0) else float(np.max(dl) / np.min(dl))
+    return {"down_weights": direction, "w_min": lo_w, "w_max": hi_w, "variation_ratio": ratio}

@@ -14,8 +14,10 @@ import numpy as np
 
 from collapselab.curators import CuratorConfig
 from collapselab.data.base import Source
+from collapselab.errors import ConfigError
 from collapselab.families.base import Family
 from collapselab.losses.ulosses import CE, ULoss
+from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -83,22 +85,32 @@ class Metric:
     reference: str | None = None
     #: the band (as ratios to the reference) a sound generation 0 lies in; a run outside it is flagged
     band: tuple[float, float] | None = None
+    #: a cross-field check of the arm (e.g. a curator with a reward): ``check(ctx) -> str | None``
+    check: Callable[[SettingContext], str | None] | None = None
 
 
-METRICS: dict[str, Metric] = {}
+def _accepts_metric(obj: object) -> bool:
+    return isinstance(obj, Metric) or any(e.obj.fn is obj for e in (*METRICS._builtin.values(),
+                                                                     *METRICS._plugins.values()))
+
+
+#: every metric by name: the built-ins (``@metric``), plugins (entry points ``collapselab.metrics``, ``plugins:``)
+METRICS = Registry("metric", Metric, name_of=lambda m: m.name, accepts=_accepts_metric)
 
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
            better: str = "lower", needs: str | None = None, title: str = "",
            axis: str = "", chance: float | None = None, reference: str | None = None,
-           band: tuple[float, float] | None = None) -> Callable[[MetricFn], MetricFn]:
+           band: tuple[float, float] | None = None,
+           check: Callable[[SettingContext], str | None] | None = None) -> Callable[[MetricFn], MetricFn]:
     """Register a metric function under ``name`` (``title``/``axis``: how figures label it; ``chance``: the
-    value of a model that learned nothing, where one exists; ``reference`` and ``band``: see :class:`Metric`)."""
+    value of a model that learned nothing, where one exists; ``reference`` and ``band``: see :class:`Metric`;
+    ``check``: why an arm cannot have it, or ``None``). A metric in user code is a plugin like any other."""
 
     def deco(fn: MetricFn) -> MetricFn:
-        METRICS[name] = Metric(name, fn, kinds, needs_truth, description, better, needs,
-                               title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "),
-                               chance, reference, band)
+        METRICS.add(Metric(name, fn, kinds, needs_truth, description, better, needs,
+                           title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "),
+                           chance, reference, band, check), module=fn.__module__)
         return fn
 
     return deco
@@ -106,9 +118,10 @@ def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: boo
 
 def check_metric(name: str, kind: str, has_truth: bool, family: type[Family], source_name: str) -> str | None:
     """Why ``name`` cannot be computed for this family and source, or ``None`` if it can."""
-    m = METRICS.get(name)
-    if m is None:
-        return f"unknown metric {name!r}; allowed: {', '.join(sorted(METRICS))}"
+    try:
+        m = METRICS.entry(name).obj
+    except ConfigError as e:
+        return str(e)
     if kind not in m.kinds:
         return f"metric {name!r} applies to {'/'.join(m.kinds)} data; source {source_name!r} gives {kind}"
     if m.needs_truth and not has_truth:

@@ -157,7 +157,9 @@ def class_entropy(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("label_accuracy", IMAGES, "share of a conditional model's samples the reference classifier assigns to "
         "the class they were drawn for (needs family.conditional)", better="higher",
-        title="Label accuracy of conditional samples", axis="accuracy")
+        title="Label accuracy of conditional samples", axis="accuracy",
+        check=lambda ctx: None if getattr(ctx.arm.family, "conditional", False) else
+        f"label_accuracy needs a conditional model (family.conditional: true); arm {ctx.arm.name!r} is unconditional")
 def label_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
     y = _generated(model, ctx)["y"]
     return np.array([(p == y[c]).mean() for c, p in enumerate(_predicted(model, ctx))])

@@ -18,7 +18,9 @@ def param_error(model: Family, ctx: MetricContext) -> np.ndarray:
 
 @metric("param_error_center", ("regression",), "||theta_hat - theta_c||^2, theta_c the knowledge_ball "
         "verifier's center (needs that curator)", needs_truth=True, needs="parameter",
-        title="Squared distance to the verifier's centre", axis="||theta_hat - theta_c||^2")
+        title="Squared distance to the verifier's centre", axis="||theta_hat - theta_c||^2",
+        check=lambda ctx: None if ctx.arm.curator.name == "knowledge_ball" else
+        f"param_error_center needs a knowledge_ball curator; arm {ctx.arm.name!r} has {ctx.arm.curator.name!r}")
 def param_error_center(model: Family, ctx: MetricContext) -> np.ndarray:
     if not isinstance(ctx.curator, KnowledgeBall):
         raise ValueError("param_error_center needs a knowledge_ball curator")

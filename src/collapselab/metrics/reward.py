@@ -12,7 +12,9 @@ from collapselab.rewards import SymbolValues
 @metric("mean_reward", ("points", "tokens"), "expected reward of the model's samples under the arm's curator "
         "reward (exact for unigram categorical models, else over a model sample of held-out size)",
         better="higher",
-        title="Expected reward of the model's samples", axis="mean reward")
+        title="Expected reward of the model's samples", axis="mean reward",
+        check=lambda ctx: None if getattr(ctx.arm.curator, "reward", None) is not None else
+        f"mean_reward needs a curator with a reward; arm {ctx.arm.name!r} has {ctx.arm.curator.name!r}")
 def mean_reward(model: Family, ctx: MetricContext) -> np.ndarray:
     reward = getattr(ctx.curator, "reward", None)
     if reward is None:

@@ -12,6 +12,7 @@ with the share of real tokens that gamma would keep.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,21 +57,61 @@ class Audit:
         return out
 
 
-def text_windows(tokenizer: Any, text: str, windows: int, window: int, context: int) -> np.ndarray:
+#: a reader of the real text: ``read(n)`` gives its first ``n`` characters (bytes for a file) and whether that is
+#: all of it
+Reader = Callable[[int], tuple[str, bool]]
+
+
+def string_reader(text: str) -> Reader:
+    """A :data:`Reader` of a string held in memory."""
+    return lambda n: (text[:n], n >= len(text))
+
+
+def file_reader(path: Path) -> Reader:
+    """A :data:`Reader` of a UTF-8 file that reads only the first ``n`` bytes (a character cut at the end is left
+    for the next, longer read)."""
+    import codecs
+
+    from collapselab.errors import ConfigError
+
+    def read(n: int) -> tuple[str, bool]:
+        with open(path, "rb") as f:
+            data = f.read(n + 1)
+        done = len(data) <= n
+        try:
+            return codecs.getincrementaldecoder("utf-8")().decode(data[:n], final=done), done
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--text: {path} is not UTF-8 text (byte {e.start})") from None
+
+    return read
+
+
+def text_windows(tokenizer: Any, text: str | Reader, windows: int, window: int, context: int) -> np.ndarray:
     """The token stream of ``text`` cut to ``context`` tokens followed by at most ``windows`` whole windows of
-    ``window`` tokens, ``[context + k * window]``."""
-    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    ``window`` tokens, ``[context + k * window]``. Only as much text is read and tokenised as that needs (a prefix
+    growing fourfold until it holds one token more than needed, the last token of a cut prefix being unsure)."""
+    read = string_reader(text) if isinstance(text, str) else text
     need = context + windows * window
+    size = max(4096, 8 * need)
+    while True:
+        chunk, done = read(size)
+        ids = np.asarray(tokenizer(chunk, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        if done or ids.size > need:
+            break
+        size *= 4
+    if not done:
+        ids = ids[:-1]
     if ids.size < context + window:
         raise ValueError(f"--text: {ids.size} tokens, too short for one window after the context "
                          f"({context} + {window} tokens needed)")
     return ids[:min(need, context + (ids.size - context) // window * window)]
 
 
-def run_audit(folder: Path, text: str, *, windows: int = 128, window: int = 32, context: int = 96,
+def run_audit(folder: Path, text: str | Reader, *, windows: int = 128, window: int = 32, context: int = 96,
               block: int = 128, decoding: Decoding | None = None, drop: float = 0.5, seed: int = 0,
               batch: int = 64) -> Audit:
-    """Audit the Hugging Face causal LM in ``folder`` on ``text`` (see the module docstring)."""
+    """Audit the Hugging Face causal LM in ``folder`` on ``text`` (a string or a :data:`Reader`; see the module
+    docstring)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -81,7 +122,11 @@ def run_audit(folder: Path, text: str, *, windows: int = 128, window: int = 32, 
     quiet_transformers()
     decoding = decoding or Decoding()
     tok = load_tokenizer(folder)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # transformers' messages span lines: keep the first
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"MODEL: {folder} cannot be loaded as a causal LM ({first})") from None
     limit = model_positions(folder)
     if context + window > limit:
         raise ValueError(f"--context: {context} context + {window} new tokens exceed the model's window of {limit}; "
@@ -155,22 +200,24 @@ def model_folder(name: str) -> Path:
     return smollm2_folder() if name == "smollm2" else Path(name).expanduser()
 
 
-def load_text(path: Path | None, corpus: str) -> str:
-    """The real text: ``path`` read as UTF-8, else the test articles of the built-in ``corpus``."""
+def load_text(path: Path | None, corpus: str) -> Reader:
+    """A reader of the real text: ``path`` (UTF-8, read only as far as needed), else the test articles of the
+    built-in ``corpus``."""
     from collapselab.errors import ConfigError
 
     if path is not None:
+        if path.is_dir():
+            raise ConfigError(f"--text: {path} is a folder, not a text file")
+        if not path.exists():
+            raise ConfigError(f"--text: {path} does not exist")
+        read = file_reader(path)
         try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"--text: {path} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"--text: {path} is a folder, not a text file") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"--text: {path} is not UTF-8 text (byte {e.start})") from None
-        if not text.strip():
+            head, done = read(1 << 16)
+        except OSError as e:
+            raise ConfigError(f"--text: cannot read {path} ({e.strerror or e})") from None
+        if done and not head.strip():
             raise ConfigError(f"--text: {path} is empty")
-        return text
+        return read
     from collapselab.data.text import Plays, PlaysConfig, Wikipedia, WikipediaConfig
 
     sources = {"wikipedia": (Wikipedia, WikipediaConfig), "plays": (Plays, PlaysConfig)}
@@ -178,7 +225,7 @@ def load_text(path: Path | None, corpus: str) -> str:
         raise ConfigError(f"--corpus: {corpus!r}; allowed: {', '.join(sources)}")
     cls, cfg = sources[corpus]
     docs = cls(cfg(tokenizer="tiny"), heldout=1).documents["test"]
-    return "\n\n".join(d.text for d in docs)
+    return string_reader("\n\n".join(d.text for d in docs))
 
 
 def write_audit(audit: Audit, folder: Path) -> None:

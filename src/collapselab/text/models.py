@@ -66,7 +66,25 @@ def check_model_name(name: str) -> str | None:
         return f"{name!r} is neither a built-in model ({', '.join(BUILTIN)}) nor an existing folder"
     if not (p / "config.json").is_file():
         return f"{name!r} is not a Hugging Face model folder (no config.json)"
+    import json
+
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" (line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ""
+        return f"{name!r}: its config.json is not valid JSON{where}"
+    except OSError as e:
+        return f"{name!r}: cannot read its config.json ({e.strerror or e})"
+    if not isinstance(config, dict):
+        return f"{name!r}: its config.json is not a JSON object"
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):
+        return (f"{name!r} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save one beside the model with "
+                f"tokenizer.save_pretrained")
     return None
+
+
+#: files of which a Hugging Face model folder holds at least one when it carries its tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 
 
 # -- tokenizers ----------------------------------------------------------------------------------------
@@ -132,6 +150,9 @@ def load_tokenizer(folder: Path | str) -> Any:
 
     quiet_transformers()
     tok = AutoTokenizer.from_pretrained(str(folder))
+    if tok.eos_token_id is None:
+        raise ValueError(f"{folder}: its tokenizer has no end-of-text token (eos_token), which separates documents "
+                         f"and ends rewrites; set tokenizer.eos_token and save it")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

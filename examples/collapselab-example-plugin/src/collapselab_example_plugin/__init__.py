@@ -1,0 +1,1 @@
+"""An example collapselab plugin (see README.md)."""

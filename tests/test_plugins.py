@@ -1,0 +1,253 @@
+"""Plugins: the three ways in (entry points, ``plugins:`` / ``--plugin``, ``module:Object``), their runs on worker
+processes and across a kill and resume, the run record's pins, the loss properties, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from collapselab.experiments.schema import resolve
+from collapselab.losses.ulosses import LOSSES, get_uloss
+
+from .conftest import run_files
+
+PLUGIN = textwrap.dedent('''
+    """A user's plugin file: a loss (only its value), TCE written as a plugin, and a metric."""
+    from typing import Literal
+
+    import numpy as np
+    from pydantic import Field
+
+    from collapselab.losses import ULoss, ops
+    from collapselab.metrics.base import metric
+
+
+    class Squared(ULoss):
+        name: Literal["squared"] = "squared"
+        a: float = Field(1.0, gt=0)
+
+        def value(self, log_u):
+            return self.a * (1 - ops(log_u).exp(log_u)) ** 2 / 2 - log_u
+
+
+    class PluginTCE(ULoss):
+        name: Literal["plugin_tce"] = "plugin_tce"
+        gamma: float = Field(0.9, gt=0, le=1)
+
+        def value(self, log_u):
+            return ops(log_u).where(-log_u >= -np.log(self.gamma), -log_u, log_u * 0)
+
+
+    @metric("first_coordinate_mean", ("points",), "mean of the first coordinate of 200 model samples")
+    def first_coordinate_mean(model, ctx):
+        return model.sample(200, ctx.rng)["x"][..., 0].mean(axis=1)
+''')
+
+BASE = {"name": "plug", "family": {"name": "gaussian"}, "data": {"source": "gaussian", "dim": 2}, "n": 60,
+        "generations": 3, "seeds": 4, "batch_size": 2, "metrics": ["w1", "first_coordinate_mean"]}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registries():
+    from collapselab.registry import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def plugin_dir(tmp_path):
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    return tmp_path
+
+
+def _write(folder: Path, **doc) -> Path:
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **doc}, sort_keys=False))
+    return path
+
+
+def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "collapselab", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+RESULTS = ("metrics.csv", "metrics.parquet", "summary.json")
+
+
+def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
+    """``plugins: [./my_plugin.py]`` (relative to the experiment file): a plugin loss and metric run with
+    ``--workers 2`` as with one worker; a run killed after generation 1 and resumed with two workers writes the
+    same files; the run record pins the file by sha256; a changed plugin stops ``resume`` (exit 2) unless
+    ``--allow-plugin-change``, which run.json then records."""
+    exp = _write(plugin_dir, plugins=["./my_plugin.py"],
+                 arms=[{"name": "ce"}, {"name": "squared", "loss": {"name": "squared", "a": 2.0}}])
+    one, two = plugin_dir / "one", plugin_dir / "two"
+    assert _cli("run", exp, "-o", one, "-q", cwd=plugin_dir).returncode == 0
+    done = _cli("run", exp, "-o", two, "-q", "-w", "2", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    a, b = run_files(one), run_files(two)
+    assert all(a[f] == b[f] for f in RESULTS)
+
+    from collapselab.chain import ChainTask, run_chain
+    from collapselab.experiments import load_experiment
+    from collapselab.runs import create_run
+
+    e = load_experiment(str(exp))
+    part = plugin_dir / "part"
+    with create_run(e, part) as store:
+        for arm in e.arms:
+            run_chain(ChainTask(e, arm.name, 0, str(store.root)), stop_after=1)
+    done = _cli("resume", part, "-q", "-w", "2", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    c = run_files(part)
+    assert all(a[f] == c[f] for f in RESULTS)
+
+    record = json.loads((one / "run.json").read_text())
+    (pin,) = record["plugins"]
+    assert pin["spec"] == str(plugin_dir / "my_plugin.py") and len(pin["sha256"]) == 64
+    (plugin_dir / "my_plugin.py").write_text(PLUGIN + "\n# edited\n")
+    refused = _cli("resume", one, "-q", cwd=plugin_dir)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "my_plugin.py' changed" in refused.stderr and "--allow-plugin-change" in refused.stderr
+    assert _cli("resume", one, "-q", "--allow-plugin-change", cwd=plugin_dir).returncode == 0
+    assert "continued with changed plugins" in json.loads((one / "run.json").read_text())["plugin_changes"][0]
+
+
+def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
+    """The example package's loss and curator, found through their entry points, with --workers 2 equal to one
+    worker; the run record pins the distribution's version."""
+    exp = _write(tmp_path, arms=[{"name": "soft", "loss": {"name": "soft_tce", "gamma": 0.9, "tau": 0.05}},
+                                 {"name": "band", "curator": {"name": "likelihood_band", "low": 0.1, "high": 0.2}}],
+                 metrics=["w1", "variance_ratio"])
+    assert _cli("run", exp, "-o", tmp_path / "one", "-q", cwd=tmp_path).returncode == 0
+    done = _cli("run", exp, "-o", tmp_path / "two", "-q", "-w", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    a, b = run_files(tmp_path / "one"), run_files(tmp_path / "two")
+    assert all(a[f] == b[f] for f in RESULTS)
+    pins = {p["spec"]: p["version"] for p in json.loads(a["run.json"])["plugins"]}
+    assert pins == {"loss:soft_tce": "collapselab_example_plugin.losses:SoftTruncation (collapselab-example-plugin "
+                                     "0.1.0)",
+                    "curator:likelihood_band": "collapselab_example_plugin.curators:LikelihoodBand "
+                                               "(collapselab-example-plugin 0.1.0)"}
+
+
+def test_module_object_names_and_the_plugin_option(plugin_dir):
+    """``name: "<file>:<Class>"`` works where a name does and joins ``plugins``; ``--plugin`` imports a file for
+    a run whose experiment names its loss; both run with two workers."""
+    ref = f"{plugin_dir / 'my_plugin.py'}:Squared"
+    exp = _write(plugin_dir, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": ref, "a": 2.0}}])
+    e = resolve(yaml.safe_load(exp.read_text()))
+    assert e.arms[0].loss.name == "squared" and e.plugins == [ref]
+    done = _cli("run", exp, "-o", plugin_dir / "ref", "-q", "-w", "2", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    exp2 = _write(plugin_dir, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": "squared", "a": 2.0}}])
+    done = _cli("run", exp2, "-o", plugin_dir / "opt", "-q", "-w", "2", "--plugin", "my_plugin.py", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    assert run_files(plugin_dir / "ref")["metrics.csv"] == run_files(plugin_dir / "opt")["metrics.csv"]
+
+
+def test_a_plugin_tce_gives_the_builtin_results(plugin_dir):
+    """TCE written as a plugin (value only) gives the built-in's numbers: bitwise on the closed-form families
+    (the autograd weight is exactly 0 or 1), to float tolerance in torch's cross-entropy form."""
+    import torch
+
+    from collapselab.losses.functional import _u
+    from collapselab.runs import assemble, execute
+
+    raw = {**BASE, "plugins": [str(plugin_dir / "my_plugin.py")], "metrics": ["w1", "variance_ratio"],
+           "family": {"name": "gmm", "components": 2}, "data": {"source": "gmm"},
+           "arms": [{"name": "builtin", "loss": {"name": "tce", "gamma": 0.9}},
+                    {"name": "plugin", "loss": {"name": "plugin_tce", "gamma": 0.9}}]}
+    e = resolve(raw)
+    v = assemble(e, execute(e, None))
+    np.testing.assert_allclose(v[1], v[0], rtol=1e-12, atol=1e-12)
+    plugin = get_uloss("plugin_tce", gamma=0.9)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(512, 50, generator=g) * 3
+    t = torch.randint(0, 50, (512,), generator=g)
+    grads = []
+    for loss in (get_uloss("tce", gamma=0.9), plugin):
+        x = z.clone().requires_grad_(True)
+        out = _u(loss, x, t, None, -100, "mean", 1, "backward")
+        out.backward()
+        grads.append((out.detach(), x.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+# -- loss properties ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "params", "ratio"), [
+    ("ce", {}, math.inf), ("gce", {"q": 0.7}, math.inf), ("gce", {"q": 1.0}, 1.0),  # q = 1: MAE
+    ("ael", {"a": 2.5}, math.exp(1 / 2.5)), ("ael", {"a": 0.5}, math.exp(2.0)),
+    ("vce", {"a": 0.5}, 1.5 / 0.5), ("vce", {"a": 2.0}, 3.0 / 2.0), ("tce", {"gamma": 0.9}, math.inf),
+])
+def test_variation_ratio_matches_its_closed_form(name, params, ratio):
+    """Wang et al.'s variation ratio sup|l'| / inf|l'| over (0, 1], computed numerically from the definition."""
+    got = get_uloss(name, **params).properties()["variation_ratio"]
+    assert got == ratio if math.isinf(ratio) else got == pytest.approx(ratio, rel=1e-9)
+
+
+def test_loss_properties_name_what_is_down_weighted():
+    props = {n: get_uloss(n).properties() for n in LOSSES.names(builtin_only=True)}
+    assert props["ce"]["down_weights"] == "none" and props["tce"]["down_weights"] == "confident"
+    assert props["gce"]["down_weights"] == "unconfident" and props["random_drop"]["down_weights"] == "random"
+    assert (props["tce"]["w_min"], props["tce"]["w_max"]) == (0.0, 1.0)
+    assert props["focal"]["w_max"] > 1.0  # focal's weight rises a little before it falls (module docstring)
+
+
+# -- bad input: one line, exit 2, nothing written ---------------------------------------------------------
+NEGATIVE = textwrap.dedent('''
+    from typing import Literal
+    from collapselab.losses import ULoss, ops
+
+    class Rising(ULoss):
+        name: Literal["rising"] = "rising"
+
+        def value(self, log_u):
+            return ops(log_u).exp(log_u)
+''')
+
+
+@pytest.mark.parametrize(("setup", "doc", "message"), [
+    (None, {"arms": [{"name": "x", "loss": {"name": "squard"}}]},
+     "arms.0.loss.name: unknown loss 'squard'; allowed: ce, tce,"),
+    (None, {"plugins": ["./missing.py"]}, "plugins: "),
+    (None, {"plugins": ["no_such_module_here"]}, "cannot import module 'no_such_module_here': ModuleNotFoundError"),
+    ("raise RuntimeError('boom')\n", {"plugins": ["./broken.py"]}, "broken.py': cannot import: RuntimeError: boom"),
+    (PLUGIN, {"plugins": ["./broken.py"], "arms": [{"name": "x", "loss": {"name": "squared", "a": -1}}]},
+     "arms.0.loss.a: Input should be greater than 0"),
+    (NEGATIVE, {"plugins": ["./broken.py"], "arms": [{"name": "x", "loss": {"name": "rising"}}]},
+     "arms (x): loss 'rising': w(u) = -"),
+    ("from collapselab.losses import ULoss\nfrom typing import Literal\nclass C(ULoss):\n"
+     "    name: Literal['tce'] = 'tce'\n", {"plugins": ["./broken.py"]},
+     "loss 'tce' (plugin "),
+    (None, {"arms": [{"name": "x", "loss": {"name": "os:getcwd"}}]}, "is not a loss"),
+])
+def test_plugin_errors_are_one_line_exit_2_and_write_nothing(tmp_path, setup, doc, message):
+    if setup is not None:
+        (tmp_path / "broken.py").write_text(setup)
+    exp = _write(tmp_path, **{"metrics": ["w1"], **doc})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = _cli("run", exp, "-o", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == before
+
+
+def test_list_shows_plugins_with_their_origin(plugin_dir):
+    done = _cli("list", "losses", "--plugin", "my_plugin.py", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
+    assert "built-in; down-weights confident" in lines["tce"]
+    assert "entry point collapselab_example_plugin.losses:SoftTruncation" in lines["soft_tce"]
+    assert f"plugin {plugin_dir / 'my_plugin.py'}" in lines["squared"] and "variation ratio" in lines["squared"]
