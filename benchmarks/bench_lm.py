@@ -2,7 +2,7 @@
 
     python benchmarks/bench_lm.py [--layers 4] [--d-model 256] [--steps 30] [--repeats 3] [--smollm2] [--fortifai]
 
-1. **Training throughput** (tokens per second): :func:`collapselab.text.lm.train` under our TCE (gamma 0.9,
+1. **Training throughput** (tokens per second): :func:`collapselab.families.lm.train` under our TCE (gamma 0.9,
    per token, through :mod:`collapselab.losses`) against a bare loop that trains the same GPT-2 on the same
    blocks with the model's built-in Hugging Face loss (``labels=input_ids``), both AdamW with the same
    schedule-free settings, ``--steps`` steps, interleaved, median of ``--repeats``. Target: overhead <= 5%.
@@ -10,7 +10,7 @@
    of context), batched (64 windows per ``generate`` call, left padding, attention masks, KV cache) against
    one ``generate`` call per window, greedy and sampling. Target: >= 5x.
 3. **Knowledge-probe scoring** (items per second, each a true and a false text):
-   :func:`collapselab.text.lm.continuation_logprobs` (pairs in order of length, batches of ~2k tokens, the output
+   :func:`collapselab.families.lm.continuation_logprobs` (pairs in order of length, batches of ~2k tokens, the output
    layer applied only at the scored positions) against the straightforward loop it replaced (batches of 32 pairs in
    item order, full logits and log-softmax), on the probe items of `fortifai-tiny`'s seed 0 (4 chunks of 200
    windows) under its pretrained 2 x 128 model. Target: >= 2x, scores equal to 1e-4.
@@ -35,8 +35,9 @@ import torch
 
 from collapselab.data.text import Wikipedia, WikipediaConfig
 from collapselab.families.gradient import apply_threads
+from collapselab.families.lm import Decoding, pack, rewrite, train
 from collapselab.losses.ulosses import TCE
-from collapselab.text.lm import Decoding, pack, rewrite, train
+from collapselab.metrics.kr import source_items
 
 
 def gpt2(layers: int, d_model: int, vocab: int, eos: int):
@@ -129,20 +130,20 @@ def naive_continuation_logprobs(model, contexts, continuations, pad: int, batch:
 def probe_scoring(repeats: int) -> None:
     from collapselab.experiments import load_experiment
     from collapselab.families import make_family
+    from collapselab.families.lm import continuation_logprobs
     from collapselab.seeding import SeedTree
-    from collapselab.text.lm import continuation_logprobs
 
     exp = load_experiment("fortifai-tiny")
     source = exp.make_source()
     fam = make_family(exp.arms[0].family, 1, source.spec).pretrained()
-    items = source.kr_items(SeedTree(exp.seed), 0)
+    items = source_items(source, SeedTree(exp.seed), 0)
     captured = {}
 
     def capture(model, contexts, continuations, pad, device):
         captured.update(model=model, contexts=contexts, continuations=continuations, pad=pad)
         return continuation_logprobs(model, contexts, continuations, pad, device)
 
-    import collapselab.text.lm as lm
+    import collapselab.families.lm as lm
 
     orig, lm.continuation_logprobs = lm.continuation_logprobs, capture
     try:
@@ -169,7 +170,7 @@ def probe_scoring(repeats: int) -> None:
 def smollm2_step() -> None:
     from transformers import AutoModelForCausalLM
 
-    from collapselab.text.models import smollm2_folder
+    from collapselab.families.lm_models import smollm2_folder
 
     folder = smollm2_folder()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -161,8 +161,8 @@ class PluginTCE(ULoss):
 def plugin_section(repeats: int) -> None:
     """Section 3: the plugin TCE against the built-in, in the torch and the closed-form paths."""
     from collapselab.data.truth import GMMTruthConfig
+    from collapselab.families.closed_form import fit_with_loss
     from collapselab.families.gmm import GMM, GMMConfig
-    from collapselab.fitting import fit_with_loss
     from collapselab.losses.ulosses import TCE
     from collapselab.seeding import SeedTree
 

@@ -348,7 +348,7 @@ def test_a_full_disk_is_one_line_exit_1_naming_the_file_and_keeps_finished_gener
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("collapselab.store.os.write", write)
+    monkeypatch.setattr("collapselab.store.files.os.write", write)
     out = tmp_path / "run"
     assert cli("run", "quickstart", *SMALL, "--out", str(out)) == 1
     err = capsys.readouterr().err
@@ -505,7 +505,7 @@ def test_a_read_only_run_is_one_line_exit_2(tmp_path_factory):
 def test_audit_reads_and_tokenises_only_the_text_it_needs():
     """A long one-line text is read in growing prefixes until it holds the windows asked for (18 MB of text are
     not tokenised to use 64 tokens), and the windows equal those of the whole text."""
-    from collapselab.text.audit import string_reader, text_windows
+    from collapselab.audit import string_reader, text_windows
 
     def tokenizer(text, add_special_tokens=False):
         return {"input_ids": [len(w) for w in text.split(" ")]}  # one token per word

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from collapselab import discriminator as D
 from collapselab.curators import CuratorContext, Discriminator
+from collapselab.curators import discriminator as D
 from collapselab.data import make_source
 from collapselab.families.vae import VAE, VAEConfig
 from collapselab.losses.ulosses import CE
@@ -64,7 +64,7 @@ def test_discriminator_separates_real_digits_from_noise():
     real = src.splits()["train"][0]
     rng = np.random.default_rng(0)
     noise = (rng.random(real.shape) < 0.3).astype(np.float32)
-    net = D.train(real, noise, rng, epochs=5, lr=1e-3, batch=64)
+    net = D.train_net(real, noise, rng, epochs=5, lr=1e-3, batch=64)
     held = src.splits()["test"][0]
     s_real, s_noise = D.score(net, held), D.score(net, (rng.random(held.shape) < 0.3).astype(np.float32))
     assert (s_real[:, None] > s_noise[None, :]).mean() > 0.99  # AUC
@@ -92,7 +92,7 @@ def test_discriminator_with_yi_et_al_regularisers_and_early_stopping():
 
     torch.optim.Adam.step = counting
     try:
-        net = D.train(real, noise, rng, epochs=200, lr=1e-3, batch=64, dropout=0.1, spectral_norm=True,
+        net = D.train_net(real, noise, rng, epochs=200, lr=1e-3, batch=64, dropout=0.1, spectral_norm=True,
                       label_smoothing=0.05, patience=2)
     finally:
         torch.optim.Adam.step = orig

@@ -57,7 +57,7 @@ BASE = {"name": "plug", "family": {"name": "gaussian"}, "data": {"source": "gaus
 
 @pytest.fixture(autouse=True)
 def _fresh_registries():
-    from collapselab.registry import reset_plugins
+    from collapselab.plugins import reset_plugins
 
     reset_plugins()
     yield

@@ -14,12 +14,12 @@ from collapselab.curators import (
     NoCurator,
     TopK,
 )
+from collapselab.curators.rewards import Coordinate, SymbolValues
 from collapselab.data import make_source
 from collapselab.data.digits import DigitsConfig
 from collapselab.data.truth import GaussianTruthConfig, LinearTruthConfig
 from collapselab.families import Categorical, Gaussian, Linear, LinearConfig
 from collapselab.regimes import Accumulate, AccumulateSubsample, Fortifai, FreshReal, Mix, Replace
-from collapselab.rewards import Coordinate, SymbolValues
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 

@@ -17,8 +17,8 @@ def test_fortifai_smollm2_smoke_run_on_cpu(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from collapselab.experiments import load_experiment
+    from collapselab.families.lm_models import check_model_name
     from collapselab.runs import assemble, create_run, execute, finish
-    from collapselab.text.models import check_model_name
 
     if check_model_name("smollm2"):
         pytest.skip(check_model_name("smollm2"))

@@ -55,7 +55,7 @@ def test_write_errors_name_the_path(tmp_path, monkeypatch):
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("collapselab.store.os.write", full)
+    monkeypatch.setattr("collapselab.store.files.os.write", full)
     with pytest.raises(StoreError, match=r"cannot write .*x\.bin: No space left on device"):
         write_atomic(tmp_path / "x.bin", b"abc")
     assert list(tmp_path.iterdir()) == []  # the temp file is gone too

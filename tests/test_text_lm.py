@@ -14,10 +14,11 @@ pytest.importorskip("gensim")
 from collapselab.cache import cache_dir  # noqa: E402
 from collapselab.data.text import Wikipedia, WikipediaConfig  # noqa: E402
 from collapselab.families.causal_lm import CausalLM, CausalLMConfig  # noqa: E402
+from collapselab.families.lm import pack  # noqa: E402
 from collapselab.losses.ulosses import get_uloss  # noqa: E402
+from collapselab.metrics.kr import source_items  # noqa: E402
 from collapselab.samples import SampleSet  # noqa: E402
 from collapselab.seeding import SeedTree  # noqa: E402
-from collapselab.text.lm import pack  # noqa: E402
 
 SMALL = {"layers": 2, "d_model": 64, "heads": 4, "positions": 160, "pretrain_epochs": 1, "context_tokens": 64,
          "block_size": 64, "gen_batch": 32, "threads": 1}
@@ -64,7 +65,7 @@ def test_chunks_are_whole_articles_drawn_per_seed(source):
     assert source.layout(tree, 1) is layouts[1] and source.layout(SeedTree(0), 1).pieces == layouts[1].pieces
     held = [source.heldout(tree, b)["x"] for b in range(2)]
     assert held[0].shape == (1, 40, W) and not (held[0] == held[1]).all()
-    items = [source.kr_items(tree, b) for b in range(2)]
+    items = [source_items(source, tree, b) for b in range(2)]
     assert items[0] != items[1]
     assert source.check_capacity(tree, 3, n) is None
     assert "whole-article chunks" in source.check_capacity(tree, 3, 10**6)
@@ -126,7 +127,7 @@ def _probe(fam: CausalLM, source: Wikipedia, batch: int, seen: int) -> dict[str,
     ctx = MetricContext.make(source, source.heldout(tree, batch), np.random.default_rng(0), NoCurator(), 1,
                              n=PROBE_N, tree=tree, batch=batch)
     ctx.real_seen = seen
-    chunk = np.array([i.chunk for i in source.kr_items(tree, batch)])
+    chunk = np.array([i.chunk for i in source_items(source, tree, batch)])
     out = {f"kr_split_{k}": (float(METRICS[f"kr_split_{k}"].fn(fam, ctx)[0]), int((chunk == k).sum()))
            for k in range(source.chunk_count(tree, batch))}
     out["kr_unseen"] = (float(METRICS["kr_unseen"].fn(fam, ctx)[0]), int((chunk >= -(-seen // PROBE_N)).sum()))
@@ -169,11 +170,11 @@ def test_the_probe_scores_chance_on_what_the_model_never_saw(probe_source):
 
 
 def test_probe_items_take_distractors_from_the_same_article_and_never_leak(probe_source):
-    from collapselab.text.kr import _occurs, _spans
+    from collapselab.metrics.kr import _occurs, _spans
 
     tree = SeedTree(0)
     for batch in range(2):
-        items = probe_source.kr_items(tree, batch)
+        items = source_items(probe_source, tree, batch)
         arts = [probe_source.chunk_articles(tree, batch, k) for k in range(probe_source.chunk_count(tree, batch))]
         assert len(items) >= 100
         same = 0
@@ -196,7 +197,7 @@ def test_compare_continuations_scores_the_whole_differing_span_and_what_follows(
     """The probe's score is log p(context + true) - log p(context + false), each tokenised whole, summed from the
     first token where they differ: a hand computation with one forward pass per text."""
     tok = source.tokenizer
-    fits = [i for i in source.kr_items(SeedTree(0), 0)  # within the window (longer pairs are cut: see the code)
+    fits = [i for i in source_items(source, SeedTree(0), 0)  # within the window (longer pairs are cut: see the code)
             if max(len(tok(f"{i.context} {t}")["input_ids"]) for t in (i.true, i.false)) < 150]
     items = fits[:6]
     assert len(items) == 6
@@ -244,7 +245,7 @@ def test_rewrite_keeps_shapes_is_deterministic_and_conditions_on_the_stream(sour
     assert a["x"].shape == like["x"].shape and a["x"].dtype == np.int64
     assert (a["x"] == b["x"]).all()  # greedy: the draw does not matter
     # batched left-padded greedy equals one window at a time
-    from collapselab.text.lm import Decoding, rewrite
+    from collapselab.families.lm import Decoding, rewrite
 
     net = fitted.nets[0]
     one = [rewrite(net, like["x"][0][: i + 1], 64, Decoding(), 0, 0, 0, "cpu", 1)[-1] for i in (0, 5, 11)]
@@ -310,9 +311,9 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     from safetensors.numpy import load_file
 
     from collapselab.families.base import PASSAGE_WINDOWS
+    from collapselab.metrics.kr import items_from_arrays
     from collapselab.report.passages import SHOW_FROM
     from collapselab.store import ChainStore
-    from collapselab.text.kr import items_from_arrays
 
     chain = ChainStore(folder)
     shown = {g: x for rec in chain.record_generations() for g, x in chain.passages(rec).items()}
@@ -325,14 +326,14 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     # the knowledge-retention item set is saved with the run
     arrays = load_file(tmp_path / "full" / "kr_items.safetensors")
     saved = items_from_arrays({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("b0000/")})
-    assert saved == src.kr_items(SeedTree(exp.seed), 0) and len(saved) > 0
+    assert saved == source_items(src, SeedTree(exp.seed), 0) and len(saved) > 0
 
 
 def test_rouge_oracle_keeps_the_rewrites_closest_to_their_real_windows(source, fitted):
     from rouge_score.rouge_scorer import RougeScorer
 
     from collapselab.curators import CuratorContext, RougeOracle, Subsample, rouge1
-    from collapselab.text.lm import Decoding
+    from collapselab.families.lm import Decoding
 
     real = source.take(SeedTree(0), 0, 1, 0, 48)
     ctx = CuratorContext(source)
@@ -407,7 +408,7 @@ def test_lm_gamma_follows_the_model_on_a_fixed_clip_set_and_random_drop_keeps_it
     and drops the stated share of its tokens there; ForTIFAI's dynamic rule gives mean + k std of the clip batches'
     mean confidences; random_drop keeps 1 - q of the training tokens (the fit records both)."""
     from collapselab.families.causal_lm import CLIP_BATCH
-    from collapselab.text.lm import token_logprobs
+    from collapselab.families.lm import token_logprobs
 
     train = source.take(SeedTree(0), 0, 1, 0, 160)
     clip = fitted._clip_set(train["x"][0].reshape(-1), np.random.default_rng(0))

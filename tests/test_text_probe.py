@@ -1,4 +1,5 @@
-"""The knowledge-retention probe (collapselab.text.kr) and the synthetic-text statistics (collapselab.text.stats)."""
+"""The knowledge-retention probe (collapselab.metrics.kr) and the synthetic-text statistics
+(collapselab.metrics.text_stats)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from collapselab.text import kr, stats
+from collapselab.metrics import kr
+from collapselab.metrics import text_stats as stats
 
 # independent span patterns (the test's own): what a span of each kind must look like
 SPAN = {
@@ -22,7 +24,7 @@ SPAN = {
 @pytest.fixture(scope="module")
 def chunks() -> list[str]:
     """The first 6 Wikipedia articles as 3 chunks of 2 articles."""
-    corpus = pytest.importorskip("collapselab.text.corpus")
+    corpus = pytest.importorskip("collapselab.data.corpora")
     try:
         docs = corpus.wikipedia_articles()[:6]
     except FileNotFoundError as e:

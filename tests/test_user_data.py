@@ -13,11 +13,12 @@ import yaml
 
 from collapselab import testing as T
 from collapselab.data import make_source, source_class
+from collapselab.data.corpora import wikipedia_articles
 from collapselab.data.image_folder import ImageFolderConfig
 from collapselab.data.text_files import TextFilesConfig, read_articles
 from collapselab.errors import ConfigError
+from collapselab.metrics.kr import source_items
 from collapselab.seeding import SeedTree
-from collapselab.text.corpus import wikipedia_articles
 
 from .conftest import make_experiment
 
@@ -47,7 +48,7 @@ def test_text_files_reads_one_article_per_file_and_conforms(text_folder, article
     parts = source.documents
     assert sum(len(v) for v in parts.values()) == 20 and len(parts["pool"]) == 10  # 3/5/1/1 of each 10
     # the KR probe builds items from the user's articles
-    assert len(source.kr_items(SeedTree(0), 0)) > 0
+    assert len(source_items(source, SeedTree(0), 0)) > 0
 
 
 def test_jsonl_parquet_and_separator_give_the_same_articles(tmp_path, text_folder, articles):
@@ -262,4 +263,4 @@ def test_text_files_of_wikipedia_in_corpus_order_reproduce_the_wikipedia_source(
         tree = SeedTree(3)
         np.testing.assert_array_equal(mine.layout(tree, batch).windows, wiki.layout(tree, batch).windows)
         np.testing.assert_array_equal(mine.heldout(tree, batch)["x"], wiki.heldout(tree, batch)["x"])
-        assert mine.kr_items(tree, batch) == wiki.kr_items(tree, batch)
+        assert source_items(mine, tree, batch) == source_items(wiki, tree, batch)

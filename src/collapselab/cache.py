@@ -89,3 +89,31 @@ def cached_folder(name: str, key: str, build: Callable[[Path], None], what: str 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return folder
+
+
+def cached_state_dict(name: str, source: Any, recipe: dict, train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The torch state dict in the cache for (name, the source's data, recipe), trained (``train()``, torch seeded
+    with ``recipe["seed"]``) when absent or damaged; ``source`` has ``content_hash()`` and ``config.source``."""
+    import torch
+    from safetensors.torch import load, save
+
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + source.content_hash().encode()).hexdigest()
+    path = cache_dir() / f"{source.config.source}-{name}-{key[:16]}.safetensors"
+    with locked(path):
+        if path.is_file():
+            raw = path.read_bytes()
+            meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {})
+            state = load(raw)
+            digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+            if meta.get("sha256") == digest:
+                return state
+        print(f"collapselab: training the {name} on real {source.config.source} once (cached in {path.parent})",
+              file=sys.stderr, flush=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe["seed"])
+            state = {k: v.detach().contiguous().clone() for k, v in train().items()}
+        digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+        from collapselab.store import write_atomic
+
+        write_atomic(path, save(state, metadata={"sha256": digest, "recipe": json.dumps(recipe)}))
+        return state

@@ -161,8 +161,8 @@ def audit(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an earlier audit in --out")] = False,
 ) -> None:
     """Audit a causal LM's confidence on its own text vs real text (ForTIFAI's Fig. 1) and the TCE gamma."""
-    from collapselab.text.audit import FILES, load_text, model_folder, run_audit, write_audit
-    from collapselab.text.lm import Decoding
+    from collapselab.audit import FILES, load_text, model_folder, run_audit, write_audit
+    from collapselab.families.lm import Decoding
 
     if decoding not in ("greedy", "sample"):
         raise ConfigError(f"--decoding: {decoding!r}; allowed: greedy, sample")
@@ -209,7 +209,7 @@ def list_(what: Annotated[str, typer.Argument(metavar="[WHAT]", help="experiment
             out.print(f"{name:<22}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
     if what == "experiments":
         return
-    from collapselab.registry import load_plugins, normalize_spec, registries
+    from collapselab.plugins import load_plugins, normalize_spec, registries
 
     load_plugins([normalize_spec(p) for p in plugin or []])
     regs = registries()

@@ -7,7 +7,10 @@ name to a class (a metric: a :class:`~collapselab.metrics.base.Metric`) and is f
 - by installed packages, through the entry-point group ``collapselab.<kind>s`` (``name = module:Object``),
   loaded lazily: a broken plugin breaks only the runs that name it;
 - by ad-hoc code: an experiment's ``plugins: [module, ./file.py, module:Object]``, ``collapselab run --plugin``,
-  or ``name: "module:Object"`` anywhere a name is written (:func:`load_plugin`).
+  or ``name: "module:Object"`` anywhere a name is written (:mod:`collapselab.plugins`).
+
+This module knows no kind: each kind's module creates its registry here, and :mod:`collapselab.plugins` (above
+them all) loads plugins into them and pins what a run used.
 
 Built-in names win; a plugin registering one of them is a one-line :class:`ConfigError`. A setting field of an
 experiment is ``REGISTRY.field()``: validation asks the registry for the class of the name and lets that
@@ -193,15 +196,14 @@ class Registry:
                 return e
         return self.add(obj, origin=f"plugin {ref}")
 
+
     def _load_entry_point(self, ep: md.EntryPoint) -> Entry:
         where = f"{self.kind} {ep.name!r} (entry point {ep.value} of {_dist(ep)})"
-        _origin.append(f"entry point {ep.value} ({_dist(ep)})")
         try:
-            obj = ep.load()
+            with crediting(f"entry point {ep.value} ({_dist(ep)})"):
+                obj = ep.load()
         except Exception as e:
             raise ConfigError(f"{where}: cannot import: {type(e).__name__}: {_first_line(e)}") from None
-        finally:
-            _origin.pop()
         if ep.name in self._plugins:  # the module registered it with the decorator
             return self._plugins[ep.name]
         if not self._accepts(obj):
@@ -216,6 +218,23 @@ class Registry:
             else str(self.base)
 
     # -- settings -------------------------------------------------------------------------------
+    def accepts(self, obj: Any) -> bool:
+        """Whether ``obj`` is of this registry's kind."""
+        return self._accepts(obj)
+
+    def holds(self, obj: Any) -> bool:
+        """Whether ``obj`` is registered (built-in or plugin)."""
+        return any(e.obj is obj for e in (*self._builtin.values(), *self._plugins.values()))
+
+    def name_of(self, obj: Any) -> str:
+        """The name ``obj`` declares."""
+        return self._name_of(obj)
+
+    def forget_plugins(self) -> None:
+        """Drop the plugins registered in this process (built-ins stay; entry points are looked up again)."""
+        self._plugins.clear()
+        self._eps = None
+
     def config_class(self, obj: Any) -> type[BaseModel]:
         """The pydantic model validating a setting of ``obj``."""
         assert self._config_of is not None, f"{self.kind} has no settings"
@@ -251,6 +270,16 @@ class Registry:
             return None
         obj = self.get(node[self.key])
         return None if obj is None else self.config_class(obj)
+
+
+@contextlib.contextmanager
+def crediting(origin: str) -> Iterator[None]:
+    """Registrations made inside are credited to ``origin`` (the plugin being imported)."""
+    _origin.append(origin)
+    try:
+        yield
+    finally:
+        _origin.pop()
 
 
 def _error(loc: tuple, msg: str, value: Any) -> ValidationError:
@@ -313,64 +342,25 @@ def _import_module(name: str, what: str) -> Any:
         raise ConfigError(f"{what}: cannot import module {name!r}: {type(e).__name__}: {_first_line(e)}") from None
 
 
+def import_module_or_file(where: str, what: str) -> Any:
+    """The module ``where`` names (a module name, or a ``.py`` file imported under :func:`file_module_name`)."""
+    return _import_file(Path(where).expanduser().resolve(), what) if is_file_spec(where) \
+        else _import_module(where, what)
+
+
 def import_object(ref: str, what: str) -> Any:
     """The object of ``module:Object`` (``module`` may be a ``.py`` path); errors name ``what``."""
     mod, attr = _split(ref)
     if not attr:
         raise ConfigError(f"{what}: write module:Object")
-    _origin.append(f"plugin {ref}")
-    try:
-        module = _import_file(Path(mod).resolve(), what) if is_file_spec(mod) else _import_module(mod, what)
-    finally:
-        _origin.pop()
+    with crediting(f"plugin {ref}"):
+        module = import_module_or_file(mod, what)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{what}: module {mod!r} has no {attr!r}")
         obj = getattr(obj, part)
     return obj
-
-
-def load_plugin(spec: str) -> None:
-    """Import one plugin: a module name, a ``.py`` file (absolute path) or ``module:Object`` (registered in the
-    registry of its kind). Registrations made while importing are credited to ``plugin SPEC``."""
-    registries()  # the built-ins first: a plugin that imports collapselab must not get their names credited
-    if _split(spec)[1]:
-        obj = import_object(spec, f"plugins: {spec!r}")
-        kinds = [r for r in registries().values() if r._accepts(obj)]
-        if not kinds:
-            raise ConfigError(f"plugins: {spec!r} is not a loss, curator, regime, family, source or metric")
-        for r in kinds:
-            if not any(e.obj is obj for e in (*r._builtin.values(), *r._plugins.values())):
-                r.add(obj, origin=f"plugin {spec}")
-        return
-    _origin.append(f"plugin {spec}")
-    try:
-        if is_file_spec(spec):
-            module = _import_file(Path(spec), f"plugins: {spec!r}")
-        else:
-            module = _import_module(spec, f"plugins: {spec!r}")
-        _register_classes(module)
-    finally:
-        _origin.pop()
-
-
-def _register_classes(module: Any) -> None:
-    """Register the classes a plugin module defines that are of a kind and declare a name (a ``ULoss`` subclass
-    with its ``name`` Literal, a ``Family`` with ``name``...), so a plugin needs no decorator."""
-    regs = registries().values()
-    for obj in list(vars(module).values()):
-        if not inspect.isclass(obj) or obj.__module__ != module.__name__:
-            continue
-        for r in regs:
-            if not r._accepts(obj) or any(e.obj is obj for e in (*r._builtin.values(), *r._plugins.values())):
-                continue
-            try:
-                name = r._name_of(obj)
-            except (AttributeError, TypeError, KeyError):  # an intermediate base without a name of its own
-                continue
-            if isinstance(name, str) and name:
-                r.add(obj, name)
 
 
 def normalize_spec(spec: str) -> str:
@@ -381,66 +371,7 @@ def normalize_spec(spec: str) -> str:
     return str(Path(where).expanduser().resolve()) + (f":{obj}" if obj else "")
 
 
-def load_plugins(specs: list[str] | tuple[str, ...]) -> None:
-    """Import every plugin of ``specs`` (see :func:`load_plugin`); each process of a run does this first."""
-    for spec in specs:
-        load_plugin(spec)
-
-
 def _split(spec: str) -> tuple[str, str]:
     """``(module or file, object)`` of a plugin spec (object ``""`` for a whole module or file)."""
     head, sep, tail = spec.rpartition(":")
     return (head, tail) if sep and head and not is_file_spec(tail) else (spec, "")
-
-
-def plugin_version(spec: str) -> dict[str, str]:
-    """How a plugin is pinned in the run record: its distribution's version, else the sha256 of its file."""
-    where = _split(spec)[0]
-    if is_file_spec(where):
-        p = Path(where)
-        return {"spec": spec, "sha256": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"}
-    dists = md.packages_distributions().get(where.split(".")[0]) or []
-    for dist in dists:
-        with contextlib.suppress(md.PackageNotFoundError):
-            return {"spec": spec, "version": f"{dist} {md.version(dist)}"}
-    file = getattr(sys.modules.get(where), "__file__", None)
-    if file and Path(file).is_file():
-        return {"spec": spec, "sha256": hashlib.sha256(Path(file).read_bytes()).hexdigest()}
-    return {"spec": spec, "version": "unknown"}
-
-
-def plugin_record(exp: Any) -> list[dict[str, str]]:
-    """Every plugin an experiment depends on, pinned: its ``plugins`` (version or file sha256) and the installed
-    entry points its settings and metrics name (``kind:name`` with the distribution's version)."""
-    out = [plugin_version(spec) for spec in exp.plugins]
-    regs = registries()
-    used: list[tuple[str, str]] = [("source", exp.data.source), *(("metric", m) for m in exp.metrics)]
-    for arm in exp.arms:
-        used += [("family", arm.family.name), ("regime", arm.regime.name), ("curator", arm.curator.name),
-                 ("loss", arm.loss.name)]
-    for kind, name in dict.fromkeys(used):
-        entry = regs[kind].entry(name)
-        if entry.origin.startswith("entry point"):
-            out.append({"spec": f"{kind}:{name}", "version": entry.origin.removeprefix("entry point ")})
-    return out
-
-
-def reset_plugins() -> None:
-    """Forget every plugin registered in this process (built-ins stay; installed entry points are found again):
-    for tests and notebooks that load several plugin versions in one process."""
-    for r in registries().values():
-        r._plugins.clear()
-        r._eps = None
-
-
-def registries() -> dict[str, Registry]:
-    """Every kind's registry (importing the built-ins)."""
-    from collapselab.curators import CURATORS
-    from collapselab.data import SOURCES
-    from collapselab.families import FAMILIES
-    from collapselab.losses.ulosses import LOSSES
-    from collapselab.metrics import METRICS
-    from collapselab.regimes import REGIMES
-
-    return {"loss": LOSSES, "curator": CURATORS, "regime": REGIMES, "family": FAMILIES, "source": SOURCES,
-            "metric": METRICS}

@@ -85,7 +85,7 @@ def _init_worker(events, parent: int, threads: int, plugins: tuple[str, ...] = (
     init_child(parent)
     os.environ["COLLAPSELAB_THREADS"] = str(threads)  # torch families' default (see families/gradient.py)
     if plugins:  # before any task arrives: its settings may be plugin classes, its metrics plugin metrics
-        from collapselab.registry import load_plugins
+        from collapselab.plugins import load_plugins
 
         load_plugins(plugins)
 

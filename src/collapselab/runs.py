@@ -42,7 +42,7 @@ def experiment_record(exp: Experiment) -> dict[str, Any]:
 
 def create_run(exp: Experiment, out: Path | str, overwrite: bool = False) -> RunStore:
     """Create and lock the run directory for ``exp`` at ``out`` (validated first; see :class:`RunStore`)."""
-    from collapselab.registry import plugin_record
+    from collapselab.plugins import plugin_record
 
     return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite, plugin_record(exp))
 
@@ -51,7 +51,7 @@ def check_plugins(store: RunStore, exp: Experiment, allow_change: bool = False) 
     """A run continues only with the plugins it was made with: a changed version or file is a
     :class:`ConfigError` naming it (a missing one fails to import before this), unless ``allow_change``, which
     records the change in ``run.json``."""
-    from collapselab.registry import plugin_record
+    from collapselab.plugins import plugin_record
 
     before = {p["spec"]: p for p in store.recorded_plugins}
     now = {p["spec"]: p for p in plugin_record(exp)}

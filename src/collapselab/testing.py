@@ -28,38 +28,18 @@ runs them over every registered built-in, so plugins are held to the same bar as
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from collapselab.losses.ulosses import U_GRID, weight_problem
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
-
-#: u at which a loss is checked: near 0 (down to 1e-30), through the middle, up to 1
-U_GRID = np.concatenate([np.geomspace(1e-30, 1e-3, 60), np.linspace(1e-3, 1.0, 400)[1:]])
 
 
 def _fail(what: str, msg: str) -> None:
     raise AssertionError(f"{what}: {msg}")
-
-
-def weight_problem(loss: Any) -> str | None:
-    """Why ``loss``'s ``w(u)`` is unusable (negative or not finite somewhere in (0, 1]), or ``None``."""
-    with np.errstate(all="ignore"):
-        try:
-            w = np.asarray(loss.weight(np.log(U_GRID)), dtype=np.float64)
-        except Exception as e:
-            return f"w(u) cannot be computed ({type(e).__name__}: {e})"
-    if w.shape != U_GRID.shape:
-        return f"w(u) has shape {w.shape} for {U_GRID.shape} targets; value(log_u) must work element-wise"
-    bad = ~np.isfinite(w)
-    if bad.any():
-        return f"w(u) is not finite at u = {U_GRID[bad][0]:.3g}; allowed: finite w(u) >= 0 on (0, 1]"
-    if (w < 0).any():
-        i = int(np.argmax(w < 0))
-        return f"w(u) = {w[i]:.3g} < 0 at u = {U_GRID[i]:.3g} (the loss would push that target's probability " \
-               f"down); allowed: finite w(u) >= 0 on (0, 1]"
-    return None
 
 
 def check_loss(loss: Any) -> None:
@@ -208,8 +188,8 @@ def check_source(source: Any, count: int = 8, n_chains: int = 2) -> None:
     what = f"source {getattr(source.config, 'source', source)!r}"
     tree = SeedTree(3)
     spec = source.spec
-    if not isinstance(spec, dict):
-        _fail(what, "spec must be a dict of what a family needs to know")
+    if not isinstance(spec, Mapping):
+        _fail(what, "spec must be a mapping of what a family needs to know")
     a = source.take(tree, 0, n_chains, 0, count)
     if not isinstance(a, SampleSet) or a.n_chains != n_chains or a.n != count:
         _fail(what, f"take(..., n_chains={n_chains}, offset=0, count={count}) must give a SampleSet "

@@ -11,6 +11,7 @@ arm: arms compare on common real data.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -72,8 +73,10 @@ class Source(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def spec(self) -> dict[str, Any]:
-        """What a family needs to know about the samples (``dim``, ``vocab``, ``seq_len``...)."""
+    def spec(self) -> Mapping[str, Any]:
+        """What a family needs to know about the samples (``dim``, ``vocab``, ``seq_len``...); a source whose
+        families pretrain or calibrate on its data returns a :class:`~collapselab.families.base.DataSpec` holding
+        itself."""
 
     @property
     def truth(self) -> Family | None:

@@ -23,12 +23,13 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from collapselab.data.base import SOURCES, Source, SourceConfig
+from collapselab.data.corpora import Document
 from collapselab.data.files import find_files
 from collapselab.data.images import ImageSource, Splits
 from collapselab.data.text import TextConfig, TextSource
 from collapselab.errors import ConfigError
+from collapselab.families.base import DataSpec
 from collapselab.registry import SettingContext
-from collapselab.text.corpus import Document
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -196,5 +197,5 @@ class HFImages(ImageSource):
         return hf_images(self.config)[1]
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return {**super().spec, "classes": self.classes}
+    def spec(self) -> DataSpec:
+        return super().spec.with_values(classes=self.classes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -25,6 +25,7 @@ from collapselab.data.base import SOURCES
 from collapselab.data.files import find_files
 from collapselab.data.images import ImageSource, ImageSourceConfig, Splits
 from collapselab.errors import ConfigError
+from collapselab.families.base import DataSpec
 from collapselab.registry import SettingContext
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -133,5 +134,5 @@ class ImageFolder(ImageSource):
         return load_folder(self.config)[1]
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return {**super().spec, "classes": self.classes}
+    def spec(self) -> DataSpec:
+        return super().spec.with_values(classes=self.classes)

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.data.base import SOURCES, FiniteSource, SourceConfig
+from collapselab.families.base import DataSpec
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -168,9 +169,9 @@ class ImageSource(FiniteSource):
         raise NotImplementedError
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> DataSpec:
         x = self.splits()["train"][0]
-        return {"shape": tuple(int(s) for s in x.shape[1:]), "classes": self.classes, "source": self}
+        return DataSpec({"shape": tuple(int(s) for s in x.shape[1:]), "classes": self.classes}, source=self)
 
     def load(self) -> dict[str, np.ndarray]:
         x, y = self.splits()["train"]

@@ -1,6 +1,6 @@
 """Real text for causal LMs: Wikipedia articles (gensim's extract) or Shakespeare's plays, split by document.
 
-Documents (:mod:`collapselab.text.corpus`, in their fixed order) are dealt in turn to four parts, per
+Documents (:mod:`collapselab.data.corpora`, in their fixed order) are dealt in turn to four parts, per
 ``pretrain + pool + validation + test`` consecutive documents: the **pretraining** documents (the tiny model's
 tokenizer and pretraining; unused by other models), the **training pool** (the experiment's real chunks),
 **validation** and **test** documents. Text is encoded by the model's tokenizer (``tokenizer``, filled from the
@@ -13,7 +13,7 @@ arms' ``family.model``); a sample is a window of ``window`` tokens, ``{"x": [C, 
   there and its rest is not used, so **no article spans two chunks** and later real chunks never re-teach an
   earlier chunk's facts. Chunk ``k`` is pool windows ``[k n, (k + 1) n)``: generation 0 trains on chunk 0,
   the ``fortifai`` regime's stage g adds chunk g;
-- the knowledge-retention **items** (:mod:`collapselab.text.kr`, from the chunks' articles);
+- the knowledge-retention **items** (:func:`collapselab.metrics.kr.source_items`, from the chunks' articles);
 - the **held-out** windows: ``heldout`` consecutive windows of the test articles, in a random order of the
   articles and from a random start.
 
@@ -32,9 +32,10 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.data.base import SOURCES, Source, SourceConfig
+from collapselab.data.corpora import CORPORA, Document
+from collapselab.families.base import DataSpec
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
-from collapselab.text.corpus import CORPORA, Document
 
 PARTS = ("pretrain", "pool", "validation", "test")
 
@@ -93,7 +94,7 @@ def split_documents(config: TextConfig) -> dict[str, list[Document]]:
 
 @lru_cache(maxsize=4)
 def _encoded(config: TextConfig, folder: str) -> dict[str, list[np.ndarray]]:
-    from collapselab.text.models import load_tokenizer
+    from collapselab.families.lm_models import load_tokenizer
 
     tok = load_tokenizer(Path(folder))
     eos = tok.eos_token_id
@@ -145,7 +146,7 @@ class TextSource(Source):
     @cached_property
     def tokenizer_folder(self) -> Path:
         """The folder of the tokenizer that encodes this source (built for ``tiny``)."""
-        from collapselab.text import models
+        import collapselab.families.lm_models as models
 
         name = self.config.tokenizer
         if name == "model":
@@ -163,7 +164,7 @@ class TextSource(Source):
 
     @cached_property
     def tokenizer(self) -> Any:
-        from collapselab.text.models import load_tokenizer
+        from collapselab.families.lm_models import load_tokenizer
 
         return load_tokenizer(self.tokenizer_folder)
 
@@ -184,8 +185,8 @@ class TextSource(Source):
         return s[: len(s) // w * w].reshape(-1, w)
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return {"window": self.config.window, "tokenizer": str(self.tokenizer_folder), "source": self}
+    def spec(self) -> DataSpec:
+        return DataSpec({"window": self.config.window, "tokenizer": str(self.tokenizer_folder)}, source=self)
 
     # -- one chain batch's data -------------------------------------------------------------------------
     def _chunk_windows(self) -> int:
@@ -271,17 +272,6 @@ class TextSource(Source):
         """The real training text the probed chunks hold, as one token stream."""
         n = self._chunk_windows()
         return self.layout(tree, batch).windows[: max(1, self.chunk_count(tree, batch)) * n].reshape(-1)
-
-    def kr_items(self, tree: SeedTree, batch: int) -> list:
-        """Chain batch ``batch``'s knowledge-retention items (drawn from its own chunks and stream)."""
-        from collapselab.text.kr import build_items
-
-        key = (tree.seed, batch)
-        cache = self.__dict__.setdefault("_kr_cache", {})
-        if key not in cache:
-            chunks = [self.chunk_articles(tree, batch, k) for k in range(self.chunk_count(tree, batch))]
-            cache[key] = build_items(chunks, tree.rng("data", batch, "kr"), per_chunk=self.config.kr_items)
-        return cache[key]
 
     def stand_in(self, like: SampleSet | int, rng: np.random.Generator) -> SampleSet:
         """A real model's rewrite of real windows is the windows themselves (``like``); ``n`` windows of the test

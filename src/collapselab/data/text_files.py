@@ -18,10 +18,10 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.data.base import SOURCES
+from collapselab.data.corpora import Document
 from collapselab.data.files import find_files, read_text
 from collapselab.data.text import TextConfig, TextSource
 from collapselab.errors import ConfigError
-from collapselab.text.corpus import Document
 
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
 

@@ -28,8 +28,9 @@ from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
 from collapselab.metrics import METRICS, FailureRule, check_metric
+from collapselab.plugins import load_plugins, normalize_spec, registries
 from collapselab.regimes import RegimeSettings, Replace
-from collapselab.registry import Registry, SettingContext, load_plugins, normalize_spec, registries
+from collapselab.registry import Registry, SettingContext
 
 #: one failure rule or a list of them; tagged so that an error names ``failure.<field>`` or ``failure.<i>.<field>``
 FailureSetting = Annotated[Annotated[FailureRule, Tag("failure-rule")] | Annotated[list[FailureRule],
@@ -482,8 +483,8 @@ def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> s
 def _union_tags() -> set[str]:
     """Tag values of the tagged unions (rewards, failure rules, sizes, gamma): pydantic puts them in error
     locations, users never write them. Registry settings are not unions and add none."""
+    from collapselab.curators.rewards import Coordinate, Distance, SymbolValues
     from collapselab.losses.ulosses import GAMMA_TAGS
-    from collapselab.rewards import Coordinate, Distance, SymbolValues
 
     return ({c.model_fields["name"].default for c in (Coordinate, Distance, SymbolValues)}
             | {"failure-rule", "failure-rules", "size-number", "size-schedule", "size-list", *GAMMA_TAGS})

@@ -4,7 +4,8 @@ A family object holds the parameters of ``C`` chains at once (a leading chain ax
 so cheap families run many seeds as one array program; a torch family is simply one with ``C = 1``.
 
 - ``fit_loss(data, loss, rng, init=None)`` fits under a u-loss: closed-form families by weighted refits
-  (``fitting.py``), gradient-trained ones (``vae``) inside each training step; the engine calls only this.
+  (:class:`~collapselab.families.closed_form.ClosedFormFamily`), gradient-trained ones
+  (:class:`~collapselab.families.gradient.GradientFamily`) inside each training step; the engine calls only this.
 - ``fit(data, weights=None, init=None, rng=...)`` refits **in place** and returns ``self``. ``weights``
   (``[C, n]`` or per token ``[C, n, ...]``) are per-sample loss weights ``w(u)``, multiplied with the
   data's own curation weights. ``init`` is a model to warm start from (the regime decides); context
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -35,6 +36,33 @@ from collapselab.samples import SampleSet
 
 #: held-out windows a text family rewrites for the report every generation (:meth:`Family.passages`).
 PASSAGE_WINDOWS = 6
+
+
+class DataSpec(Mapping[str, Any]):
+    """What a family knows of its data: plain values by name (``dim``, ``shape``, ``classes``, ``window``,
+    ``tokenizer``...), and ``source``, the real-data source itself, for the families that pretrain or calibrate on
+    it: a :class:`collapselab.data.base.Source` (an attribute, not one of the values; annotated ``Any`` because
+    the data sources live above the families and import them)."""
+
+    def __init__(self, values: Mapping[str, Any], source: Any = None) -> None:
+        self._values = dict(values)
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def with_values(self, **values: Any) -> DataSpec:
+        """The same spec with ``values`` added or replaced."""
+        return DataSpec({**self._values, **values}, self.source)
+
+    def __repr__(self) -> str:
+        return f"DataSpec({self._values!r}, source={type(self.source).__name__ if self.source else None})"
 
 
 class FamilyConfig(BaseModel):
@@ -64,7 +92,7 @@ class Family(abc.ABC):
     def __init__(self, config: FamilyConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
         self.config = config
         self.n_chains = int(n_chains)
-        self.spec = dict(spec)
+        self.spec = spec if isinstance(spec, DataSpec) else DataSpec(spec)
 
     # -- protocol ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -72,17 +100,11 @@ class Family(abc.ABC):
             rng: np.random.Generator | None = None) -> Self:
         """Fit (in place) to ``data`` with optional per-sample weights; returns ``self``."""
 
+    @abc.abstractmethod
     def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
                  steps: int = 3) -> Self:
-        """Fit (in place) under the u-loss ``loss``; returns ``self``.
-
-        Closed-form families (this default) refit with weights ``w(u)`` to the loss's fixed point
-        (:func:`collapselab.fitting.fit_with_loss`, ``steps`` refits); gradient-trained families override it and
-        apply the loss inside every training step.
-        """
-        from collapselab.fitting import fit_with_loss
-
-        return fit_with_loss(self, data, loss, rng, init=init, steps=steps)
+        """Fit (in place) under the u-loss ``loss``; returns ``self`` (``steps``: weighted refits of a closed-form
+        family; a gradient-trained family applies the loss inside every training step and ignores it)."""
 
     @abc.abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:

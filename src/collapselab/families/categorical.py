@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights
+from collapselab.families.closed_form import ClosedFormFamily
 from collapselab.samples import SampleSet
 
 
@@ -40,7 +41,7 @@ def draw_categorical(cum: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.nda
 
 
 @FAMILIES.register
-class Categorical(Family):
+class Categorical(ClosedFormFamily):
     """Per-chain conditional tables ``[C, contexts, V]`` plus the unigram ``[C, V]``."""
     config_class = CategoricalConfig
 

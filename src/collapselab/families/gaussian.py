@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 import numpy as np
 
 from collapselab.families.base import FAMILIES, Family, FamilyConfig, all_unit, check_keys, combine_weights
+from collapselab.families.closed_form import ClosedFormFamily
 from collapselab.families.gaussian_math import chi2_sf, gaussian_logpdf, mahalanobis_sq, safe_cholesky
 from collapselab.samples import SampleSet
 
@@ -42,7 +43,7 @@ class GaussianConfig(FamilyConfig):
 
 
 @FAMILIES.register
-class Gaussian(Family):
+class Gaussian(ClosedFormFamily):
     """Per-chain mean ``[C, d]`` and covariance ``[C, d, d]``; weighted closed-form fit."""
     config_class = GaussianConfig
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights
+from collapselab.families.closed_form import ClosedFormFamily
 from collapselab.families.gaussian_math import LOG_2PI, empirical_cdf, inv_chol, log_det_from_chol, safe_cholesky
 from collapselab.samples import SampleSet
 
@@ -132,7 +133,7 @@ class GMMConfig(FamilyConfig):
 
 
 @FAMILIES.register
-class GMM(Family):
+class GMM(ClosedFormFamily):
     """Mixture weights ``[C, K]``, means ``[C, K, d]``, covariances ``[C, K, d, d]``."""
     config_class = GMMConfig
 

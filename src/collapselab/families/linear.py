@@ -23,6 +23,7 @@ from pydantic import Field
 from scipy import special
 
 from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights, per_sample
+from collapselab.families.closed_form import ClosedFormFamily
 from collapselab.families.gaussian_math import LOG_2PI
 from collapselab.samples import SampleSet
 
@@ -49,7 +50,7 @@ class LinearConfig(FamilyConfig):
 
 
 @FAMILIES.register
-class Linear(Family):
+class Linear(ClosedFormFamily):
     """Per-chain ``theta [C, p]``, noise variance ``sigma2 [C]`` and the kept design."""
     config_class = LinearConfig
 

@@ -168,6 +168,8 @@ class VAE(GradientFamily):
         repeated calls agree); with ``iw > 1`` the first part is the importance-weighted bound minus the KL."""
         import torch
 
+        from collapselab.families.vae_nets import image_nelbo
+
         apply_threads(self.config.threads)
         rec = np.empty((self.n_chains, data.n))
         kl = np.empty((self.n_chains, data.n))
@@ -176,7 +178,7 @@ class VAE(GradientFamily):
             g = torch.Generator(device=self.device).manual_seed(0)
             with torch.inference_mode():
                 for i in range(0, data.n, INFER_BATCH):
-                    r, k = _nelbo(net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g, iw)
+                    r, k = image_nelbo(net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g, iw)
                     rec[c, i:i + len(r)], kl[c, i:i + len(k)] = r.cpu().numpy(), k.cpu().numpy()
         return rec, kl
 
@@ -231,32 +233,6 @@ class VAE(GradientFamily):
         fam = VAE(self.config.model_copy(update={"samples": kind}), self.n_chains, self.spec)
         fam.nets = self.nets
         return fam.sample(n, rng)
-
-
-def _nelbo(net: Any, x: Any, y: Any, g: Any, iw: int = 1) -> tuple[Any, Any]:
-    """``(reconstruction, KL)`` per image; with ``iw > 1``: ``(-IWAE bound - KL, KL)``."""
-    import torch
-    import torch.nn.functional as F
-
-    from collapselab.families.vae_nets import kl_standard_normal
-
-    mu, logvar = net.encode(x, y)
-    kl = kl_standard_normal(mu, logvar)
-    std = (0.5 * logvar).exp()
-    if iw == 1:
-        z = mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
-        rec = F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
-        return rec, kl
-    terms = []
-    for _ in range(iw):
-        eps = torch.randn(mu.shape, generator=g, device=mu.device)
-        z = mu + std * eps
-        log_px = -F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
-        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
-        log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(1)
-        terms.append(log_px + log_pz - log_qz)
-    bound = torch.logsumexp(torch.stack(terms), dim=0) - math.log(iw)
-    return -bound - kl, kl
 
 
 class _Trainer:
@@ -396,11 +372,13 @@ class _Trainer:
     def _validate(self, x: Any, y: Any) -> float:
         import torch
 
+        from collapselab.families.vae_nets import image_nelbo
+
         self.net.eval()
         g = torch.Generator(device=x.device).manual_seed(0)  # the same codes every epoch: a fair comparison
         total = 0.0
         with torch.inference_mode():
             for i in range(0, len(x), INFER_BATCH):
-                r, k = _nelbo(self.net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g)
+                r, k = image_nelbo(self.net, x[i:i + INFER_BATCH], None if y is None else y[i:i + INFER_BATCH], g)
                 total += float((r + k).sum())
         return total / len(x)

@@ -45,7 +45,7 @@ def nelbo(net: Any, x: np.ndarray, y: np.ndarray | None, device: Any, batch: int
     """Per-image negative ELBO ``[n]`` (nats) with fixed codes (a generator seeded 0: repeatable)."""
     import torch
 
-    from collapselab.families.vae import _nelbo
+    from collapselab.families.vae_nets import image_nelbo
 
     out = np.empty(len(x))
     g = torch.Generator(device=device).manual_seed(0)
@@ -54,7 +54,7 @@ def nelbo(net: Any, x: np.ndarray, y: np.ndarray | None, device: Any, batch: int
         for i in range(0, len(x), batch):
             xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch], dtype=np.float32), device=device)
             yb = None if y is None else torch.as_tensor(np.asarray(y[i:i + batch], dtype=np.int64), device=device)
-            r, k = _nelbo(net, xb, yb, g)
+            r, k = image_nelbo(net, xb, yb, g)
             out[i:i + len(r)] = (r + k).cpu().numpy()
     return out
 
@@ -102,11 +102,10 @@ def reference(family: Any) -> Reference:
     """The cached reference VAE of ``family``'s architecture on its source, with the ranking set."""
     import torch
 
-    from collapselab.families.vae import VAE
+    from collapselab.cache import cached_state_dict
     from collapselab.families.vae_nets import VAENet
-    from collapselab.metrics.feature_nets import _cached
 
-    source = family.spec["source"]
+    source = family.spec.source
     cfg = family.config
     (xa, ya), (xb, yb) = confidence_split(source)
     cond = bool(family.classes)
@@ -115,7 +114,7 @@ def reference(family: Any) -> Reference:
     recipe = {**REFERENCE_RECIPE, **arch, "lr": cfg.lr, "batch": cfg.batch}
 
     def train() -> dict[str, Any]:
-        ref = VAE(cfg.model_copy(update={"max_epochs": recipe["epochs"], "patience": recipe["patience"],
+        ref = type(family)(cfg.model_copy(update={"max_epochs": recipe["epochs"], "patience": recipe["patience"],
                                           "validation": 0.1, "granularity": "pixel"}), 1, family.spec)
         from collapselab.losses.ulosses import CE
         from collapselab.samples import SampleSet
@@ -124,7 +123,7 @@ def reference(family: Any) -> Reference:
         ref._train(data, CE(), np.random.default_rng(recipe["seed"]), None, None)
         return ref.nets[0].state_dict()
 
-    state = _cached("confidence-reference-vae", source, recipe, train)
+    state = cached_state_dict("confidence-reference-vae", source, recipe, train)
     net = VAENet(cfg.arch, family.shape, cfg.latent, cfg.hidden, family.classes)
     net.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
     net = net.to(family.device).eval()

@@ -11,6 +11,9 @@ like the image ``[N, 1, H, W]``.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,3 +68,27 @@ class VAENet(nn.Module):
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` per row."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def image_nelbo(net: Any, x: Any, y: Any, g: Any, iw: int = 1) -> tuple[Any, Any]:
+    """``(reconstruction, KL)`` per image; with ``iw > 1``: ``(-IWAE bound - KL, KL)``."""
+    import torch
+    import torch.nn.functional as F
+
+    mu, logvar = net.encode(x, y)
+    kl = kl_standard_normal(mu, logvar)
+    std = (0.5 * logvar).exp()
+    if iw == 1:
+        z = mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
+        rec = F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
+        return rec, kl
+    terms = []
+    for _ in range(iw):
+        eps = torch.randn(mu.shape, generator=g, device=mu.device)
+        z = mu + std * eps
+        log_px = -F.binary_cross_entropy_with_logits(net.decode(z, y), x, reduction="none").flatten(1).sum(1)
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+        log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+        terms.append(log_px + log_pz - log_qz)
+    bound = torch.logsumexp(torch.stack(terms), dim=0) - math.log(iw)
+    return -bound - kl, kl

@@ -123,8 +123,6 @@ class ULoss(BaseModel):
         loss: its ``w(u)`` must be finite and >= 0 on (0, 1], :func:`collapselab.testing.weight_problem`)."""
         if type(self).__module__.startswith("collapselab."):
             return None
-        from collapselab.testing import weight_problem
-
         why = weight_problem(self)
         return f"loss {self.name!r}: {why}" if why else None
 
@@ -495,6 +493,29 @@ def ops(x: Any) -> Any:
     """The array operations for ``x`` (numpy or torch): ``exp``, ``expm1``, ``log``, ``log1p``, ``where``,
     ``sigmoid``, ``clamp_min``; what a plugin's ``value(log_u)`` uses beyond operators."""
     return namespace(x)
+
+
+#: u at which a loss's w(u) is checked: near 0 (down to 1e-30), through the middle, up to 1
+U_GRID = np.concatenate([np.geomspace(1e-30, 1e-3, 60), np.linspace(1e-3, 1.0, 400)[1:]])
+
+
+def weight_problem(loss: Any) -> str | None:
+    """Why ``loss``'s ``w(u)`` is unusable (negative or not finite somewhere in (0, 1]), or ``None``."""
+    with np.errstate(all="ignore"):
+        try:
+            w = np.asarray(loss.weight(np.log(U_GRID)), dtype=np.float64)
+        except Exception as e:
+            return f"w(u) cannot be computed ({type(e).__name__}: {e})"
+    if w.shape != U_GRID.shape:
+        return f"w(u) has shape {w.shape} for {U_GRID.shape} targets; value(log_u) must work element-wise"
+    bad = ~np.isfinite(w)
+    if bad.any():
+        return f"w(u) is not finite at u = {U_GRID[bad][0]:.3g}; allowed: finite w(u) >= 0 on (0, 1]"
+    if (w < 0).any():
+        i = int(np.argmax(w < 0))
+        return f"w(u) = {w[i]:.3g} < 0 at u = {U_GRID[i]:.3g} (the loss would push that target's probability " \
+               f"down); allowed: finite w(u) >= 0 on (0, 1]"
+    return None
 
 
 #: u on which properties are measured: down to 1e-300, so a |l'| that grows without bound as u -> 0 shows

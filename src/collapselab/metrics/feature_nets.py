@@ -15,16 +15,13 @@ A lock file makes concurrent workers train each network once.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from collapselab.cache import cache_dir, locked
+from collapselab.cache import cached_state_dict
 from collapselab.data.images import ImageSource
 from collapselab.families.gradient import infer
 
@@ -48,33 +45,6 @@ def _net_classifier(shape: tuple[int, int, int], classes: int) -> Any:
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(),  # features: the 128-d output here
         nn.Linear(128, classes))
-
-
-def _cached(name: str, source: ImageSource, recipe: dict, train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The state dict in the cache for (name, source data, recipe), training it when absent or damaged."""
-    import torch
-    from safetensors.torch import load, save
-
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + source.content_hash().encode()).hexdigest()
-    path = cache_dir() / f"{source.config.source}-{name}-{key[:16]}.safetensors"
-    with locked(path):
-        if path.is_file():
-            raw = path.read_bytes()
-            meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {})
-            state = load(raw)
-            digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
-            if meta.get("sha256") == digest:
-                return state
-        print(f"collapselab: training the {name} on real {source.config.source} once (cached in {path.parent})",
-              file=sys.stderr, flush=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(recipe["seed"])
-            state = {k: v.detach().contiguous().clone() for k, v in train().items()}
-        digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
-        from collapselab.store import write_atomic
-
-        write_atomic(path, save(state, metadata={"sha256": digest, "recipe": json.dumps(recipe)}))
-        return state
 
 
 def _epochs(net: Any, x: Any, y: Any, xv: Any, yv: Any, recipe: dict, step: Callable, score: Callable) -> None:
@@ -169,7 +139,7 @@ def _classifier(cls: type[ImageSource], config: Any) -> Classifier:
         return net.state_dict()
 
     net = _net_classifier(shape, classes)
-    net.load_state_dict(_cached("classifier", source, CLASSIFIER_RECIPE, train))
+    net.load_state_dict(cached_state_dict("classifier", source, CLASSIFIER_RECIPE, train))
     return Classifier(net)
 
 
@@ -207,7 +177,7 @@ def _reference_encoder(cls: type[ImageSource], config: Any) -> Callable[[np.ndar
         return net.state_dict()
 
     net = build()
-    net.load_state_dict(_cached("reference-encoder", source, ENCODER_RECIPE, train))
+    net.load_state_dict(cached_state_dict("reference-encoder", source, ENCODER_RECIPE, train))
     net.eval()
 
     def encode(x: np.ndarray) -> np.ndarray:

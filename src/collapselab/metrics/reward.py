@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapselab.curators.rewards import SymbolValues
 from collapselab.families.base import Family
 from collapselab.metrics.base import MetricContext, metric
-from collapselab.rewards import SymbolValues
 
 
 @metric("mean_reward", ("points", "tokens"), "expected reward of the model's samples under the arm's curator "

@@ -3,7 +3,7 @@
 - ``perplexity``: ``exp(total NLL / total tokens)`` of the held-out test windows (token-weighted; each chain's
   windows read as one stream in blocks of the family's ``block_size``, every token predicted).
 - ``kr_accuracy``, ``kr_split_<s>`` and ``kr_unseen``: a knowledge-retention probe built from the chain's real
-  chunks (:mod:`collapselab.text.kr`; chunk s = pool windows ``[s n, (s + 1) n)``, whole articles): an item is
+  chunks (:mod:`collapselab.metrics.kr`; chunk s = pool windows ``[s n, (s + 1) n)``, whole articles): an item is
   right when the true continuation (the differing span and the rest of the sentence) is more likely than the
   false one. ``kr_unseen`` is the probe on the chunks the chain has **not** trained on yet: the probe's chance
   level, measured (it should read 0.5; a familiarity effect would show here). It is a KR-test-style probe, not
@@ -12,7 +12,7 @@
   model it started from (base NLL minus the model's); 0 for a model that never saw the chunk, its chance level.
 - On the model's **rewrite** of the held-out windows (its own decoding): ``unigram_kl``
   (KL of the rewrites' unigram distribution from the real training
-  text's, :func:`collapselab.text.stats.unigram_kl`), ``distinct_1/2/3``, ``self_bleu``,
+  text's, :func:`collapselab.metrics.text_stats.unigram_kl`), ``distinct_1/2/3``, ``self_bleu``,
   and ``vocab_coverage``. (``confidence_gap`` and ``heldout_nll`` of :mod:`~collapselab.metrics.fidelity` apply to
   text too: the mean next-token probability on the same rewrites minus on the held-out real windows, both read
   as streams, is ForTIFAI's Fig. 1.)
@@ -26,6 +26,7 @@ import numpy as np
 
 from collapselab.families.base import Family
 from collapselab.metrics.base import MetricContext, metric
+from collapselab.metrics.kr import source_items
 from collapselab.samples import SampleSet
 
 TEXT = ("text",)
@@ -63,19 +64,20 @@ def uses_kr(metrics: list[str]) -> bool:
 
 def kr_items_bytes(source: Any, tree: Any, batches: int) -> bytes:
     """The probe's item sets of chain batches ``0 .. batches - 1`` as safetensors bytes: the arrays of
-    :func:`collapselab.text.kr.items_to_arrays` under ``b<batch>/`` (read one back with ``safetensors.numpy.load``,
-    the keys of a batch without their prefix, and :func:`collapselab.text.kr.items_from_arrays`)."""
+    :func:`collapselab.metrics.kr.items_to_arrays` under ``b<batch>/`` (read one back with ``safetensors.numpy.load``,
+    the keys of a batch without their prefix, and :func:`collapselab.metrics.kr.items_from_arrays`)."""
+    from collapselab.metrics.kr import items_to_arrays
     from collapselab.store import tensors_bytes
-    from collapselab.text.kr import items_to_arrays
 
-    arrays = {f"b{b:04d}/{k}": v for b in range(batches) for k, v in items_to_arrays(source.kr_items(tree, b)).items()}
+    arrays = {f"b{b:04d}/{k}": v for b in range(batches)
+              for k, v in items_to_arrays(source_items(source, tree, b)).items()}
     return tensors_bytes(arrays, {"n": source.n, "seed": tree.seed, "batches": batches})
 
 
 def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     """``(correct [C, items], chunk [items])`` of the knowledge-retention probe (once per generation)."""
     if "kr" not in ctx.cache:
-        items = ctx.source.kr_items(ctx.tree, ctx.batch)
+        items = source_items(ctx.source, ctx.tree, ctx.batch)
         diff = model.compare_continuations([i.context for i in items], [i.true for i in items],
                                            [i.false for i in items])
         correct = (diff > 0) + 0.5 * (diff == 0)
@@ -166,14 +168,14 @@ def _real_tokens(ctx: MetricContext) -> np.ndarray:
         title="Unigram KL, real text vs rewrites", axis="KL (nats)", reference="real")
 @_rewrite_stat
 def unigram_kl(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
-    from collapselab.text.stats import unigram_kl as kl
+    from collapselab.metrics.text_stats import unigram_kl as kl
 
     return kl(x.reshape(-1), _real_tokens(ctx), model.vocab_size)
 
 
 def _distinct(n: int):
     def fn(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
-        from collapselab.text.stats import distinct_n
+        from collapselab.metrics.text_stats import distinct_n
 
         return distinct_n(x, n)
 
@@ -191,7 +193,7 @@ for _n in (1, 2, 3):
         reference="real")
 @_rewrite_stat
 def self_bleu(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
-    from collapselab.text.stats import self_bleu as sb
+    from collapselab.metrics.text_stats import self_bleu as sb
 
     return sb(model.decode(x), np.random.default_rng(0))
 
@@ -200,6 +202,6 @@ def self_bleu(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
         better="higher", title="Vocabulary coverage of rewrites", axis="coverage", reference="real")
 @_rewrite_stat
 def vocab_coverage(model: Family, ctx: MetricContext, x: np.ndarray) -> float:
-    from collapselab.text.stats import vocab_coverage as vc
+    from collapselab.metrics.text_stats import vocab_coverage as vc
 
     return vc(x.reshape(-1), _real_tokens(ctx))

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from collapselab.data.corpora import Document
 from collapselab.data.text import TextConfig, TextSource
 from collapselab.errors import ConfigError
-from collapselab.text.corpus import Document
 
 
 class TextLinesConfig(TextConfig):

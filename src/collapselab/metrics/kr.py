@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -292,3 +293,14 @@ def accuracy(true_scores: np.ndarray, false_scores: np.ndarray) -> float:
     if t.shape != f.shape or t.size == 0:
         raise ValueError(f"need two non-empty score arrays of one shape, got {t.shape} and {f.shape}")
     return float(np.mean((t > f) + 0.5 * (t == f)))
+
+
+def source_items(source: Any, tree: Any, batch: int) -> list:
+    """Chain batch ``batch``'s knowledge-retention items, drawn from its own chunks of the text ``source`` (a
+    :class:`~collapselab.data.text.TextSource`) with the batch's own stream; cached on the source."""
+    key = (tree.seed, batch)
+    cache = source.__dict__.setdefault("_kr_cache", {})
+    if key not in cache:
+        chunks = [source.chunk_articles(tree, batch, k) for k in range(source.chunk_count(tree, batch))]
+        cache[key] = build_items(chunks, tree.rng("data", batch, "kr"), per_chunk=source.config.kr_items)
+    return cache[key]

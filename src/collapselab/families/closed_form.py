@@ -1,4 +1,4 @@
-"""Fitting a family with a u-loss: weighted refits to the loss's fixed point.
+"""ClosedFormFamily: the weighted-refit template of the closed-form families (gaussian, gmm, linear, categorical).
 
 A u-loss ``l(u)`` has the gradient of CE re-weighted by ``w(u) = -u dl/du`` (detached). For closed-form
 families this is realised as weighted maximum likelihood with ``w`` computed from the model's own
@@ -7,9 +7,13 @@ confidence on its training data, iterated: fit with CE (or start from the warm-s
 from these u; a random-drop loss's mask drawn once). A fixed point satisfies
 ``sum_i w(u_i) grad log p(x_i) = 0``, the stationarity condition of the loss with detached weights.
 For TCE on a continuous family this drops the most typical ``1 - gamma`` fraction of the training set.
+The gradient-trained families (:class:`collapselab.families.gradient.GradientFamily`) apply the loss inside every
+training step instead.
 """
 
 from __future__ import annotations
+
+from typing import Self
 
 import numpy as np
 
@@ -17,6 +21,16 @@ from collapselab.errors import NumericalError
 from collapselab.families.base import Family, per_sample
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+
+
+class ClosedFormFamily(Family):
+    """A family fitted in closed form by weighted maximum likelihood: ``fit_loss`` refits with ``w(u)``."""
+
+    def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
+                 steps: int = 3) -> Self:
+        """Fit (in place) under ``loss`` by ``steps`` weighted refits towards its fixed point; returns ``self``."""
+        fit_with_loss(self, data, loss, rng, init=init, steps=steps)
+        return self
 
 
 def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Generator,
