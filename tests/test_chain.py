@@ -97,3 +97,29 @@ def test_resume_removes_temp_files_of_interrupted_writes(tmp_path):
     with RunStore.open(run_dir) as store:
         execute(exp, store)
     assert not stale.exists() and last_checkpoint(task.folder) == 4
+
+
+@pytest.mark.parametrize(("metrics", "rule", "series", "best"), [
+    (["w1"], None, [3.0, 0.1, 1.0, 0.5, 2.0], 2),  # lower is better: the smallest checkpointed seed mean
+    (["variance_ratio"], None, [0.1, 5.0, 0.2, 0.9, 0.9], 4),  # higher is better: the largest
+    # the primary failure metric decides, not the first metric: tail_mass (lower is better) in column 1
+    (["variance_ratio", "tail_mass"], {"metric": "tail_mass", "threshold": 0.5, "direction": "above"},
+     [0.4, 0.0, 0.1, 0.3, 0.2], 2),
+])
+def test_the_best_checkpoint_follows_the_metric_direction(metrics, rule, series, best):
+    """Which generation is kept as the best model: by the primary failure metric (else the first metric), the
+    lowest seed mean for a lower-is-better metric, the highest for a higher-is-better one, among checkpointed
+    generations only (generation 1 holds the extreme but is not checkpointed), the newest on ties."""
+    from collapselab.chain import best_checkpoint
+
+    from .conftest import make_experiment
+
+    exp = make_experiment(metrics=metrics, generations=4, checkpoint_every=2, **({"failure": rule} if rule else {}))
+    col = len(metrics) - 1
+    values = []
+    for v in series:  # generations 0..4, [metrics, chains]: the scored column varies around v, the other is noise
+        g = np.full((len(metrics), 3), 7.0)
+        g[col] = [v - 0.01, v, v + 0.01]
+        values.append(g)
+    assert best_checkpoint(exp, values) == best
+    assert best_checkpoint(exp, [np.ones((len(metrics), 3)) for _ in range(5)]) == 4  # the newest on ties

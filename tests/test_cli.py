@@ -162,6 +162,11 @@ def _no_eos(tmp: Path) -> None:
     (tmp / "m" / "config.json").write_text('{"model_type": "gpt2"}')
 
 
+def _model_and_file(tmp: Path) -> None:
+    _model_folder(tmp)
+    (tmp / "afile").write_text("not a folder")
+
+
 ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be unchanged
     ("unknown-experiment", _nothing, ["run", "nosuch"], "unknown experiment 'nosuch'; built-in: "),
     ("unknown-key", _nothing, ["run", "quickstart", "--set", "colour=red"],
@@ -261,6 +266,8 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
     ("audit-no-tokenizer", _no_tokenizer, ["audit", "m"],
      "MODEL: 'm' has no tokenizer (tokenizer.json or tokenizer_config.json); save one beside the model"),
     ("audit-bad-config", _bad_config, ["audit", "m"], "MODEL: 'm': its config.json is not valid JSON (line 1)"),
+    ("audit-out-file", _model_and_file, ["audit", "m", "--out", "afile"],
+     "--out: afile is a file; give a folder for the audit"),
     ("audit-no-eos", _no_eos, ["audit", "m", "--corpus", "plays"],
      "m: its tokenizer has no end-of-text token (eos_token)"),
 ]

@@ -149,7 +149,12 @@ def test_sampleset_of_images_concatenates_with_real():
     from collapselab.samples import concat
 
     both = concat([real, syn])
-    assert isinstance(both, SampleSet) and both.n == 60
+    assert both.n == 60 and both["x"].shape == (1, 60, 1, 8, 8) and both["x"].dtype == np.float32
+    np.testing.assert_array_equal(both["x"][:, :50], real["x"])  # real first, then the synthetic, unchanged
+    np.testing.assert_array_equal(both["x"][:, 50:], syn["x"])
+    np.testing.assert_array_equal(both["y"][0], np.concatenate([real["y"][0], np.full(10, -1)]))
+    assert set(np.unique(syn["x"]).tolist()) <= {0.0, 1.0}  # Bernoulli draws
+    assert float(real["x"].min()) >= 0.0 and float(real["x"].max()) <= 1.0 and len(np.unique(real["x"])) > 2
 
 
 def test_image_confidence_drops_one_minus_gamma_of_unseen_real_images():

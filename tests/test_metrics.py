@@ -171,11 +171,22 @@ def test_bootstrap_means_equal_explicit_resampling():
 
 
 def test_unbiased_gaussian_metric_rows_are_per_chain():
+    """An unbiased-variance Gaussian's metric rows are its own chain's: heldout_nll equals the closed-form Gaussian
+    NLL of the held-out data under that chain's fitted mean and (n - 1)-normalised variance, to 1e-10, and the
+    chains (fitted on different real data) differ."""
+    from scipy.stats import norm
+
     ctx = _ctx(GaussianTruthConfig(dim=1), chains=3)
-    model = Gaussian(GaussianConfig(), 3, {"dim": 1}).fit(make_source(GaussianTruthConfig(dim=1), 10)
-                                                          .pool(SeedTree(1), 0, 3).take(0, 30))
+    data = make_source(GaussianTruthConfig(dim=1), 10).pool(SeedTree(1), 0, 3).take(0, 30)
+    model = Gaussian(GaussianConfig(estimator="unbiased"), 3, {"dim": 1}).fit(data)
+    x = data["x"][..., 0]
+    np.testing.assert_allclose(model.state_dict()["cov"][:, 0, 0], x.var(axis=1, ddof=1), rtol=1e-12)
     vals = compute(["heldout_nll", "confidence_gap"], model, ctx)
-    assert vals["heldout_nll"].shape == (3,) and np.all(np.abs(vals["confidence_gap"]) < 0.2)
+    held = ctx.heldout["x"][0, :, 0]
+    want = [-norm.logpdf(held, x[c].mean(), np.sqrt(x[c].var(ddof=1))).mean() for c in range(3)]
+    np.testing.assert_allclose(vals["heldout_nll"], want, rtol=1e-10)
+    assert len(set(np.round(vals["heldout_nll"], 12).tolist())) == 3
+    assert np.all(np.abs(vals["confidence_gap"]) < 0.2)
 
 
 def test_an_uninformative_rule_is_flagged_in_the_summary_and_the_caption(tmp_path):

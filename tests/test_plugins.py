@@ -70,8 +70,8 @@ def plugin_dir(tmp_path):
     return tmp_path
 
 
-def _write(folder: Path, **doc) -> Path:
-    path = folder / "exp.yaml"
+def _write(folder: Path, file: str = "exp.yaml", **doc) -> Path:
+    path = folder / file
     path.write_text(yaml.safe_dump({**BASE, **doc}, sort_keys=False))
     return path
 
@@ -82,6 +82,23 @@ def _cli(*args, cwd) -> subprocess.CompletedProcess:
 
 
 RESULTS = ("metrics.csv", "metrics.parquet", "summary.json")
+
+
+def _kill_and_resume(exp: Path, cwd: Path, part: Path) -> dict[str, bytes]:
+    """Every chain of ``exp`` stopped after generation 1 (as a kill would leave it), then `collapselab resume`
+    with two workers in a fresh process; the run's files."""
+    from collapselab.chain import ChainTask, run_chain
+    from collapselab.experiments import load_experiment
+    from collapselab.runs import create_run
+
+    e = load_experiment(str(exp))
+    with create_run(e, part) as store:
+        for arm in e.arms:
+            for b in range(e.n_batches):
+                run_chain(ChainTask(e, arm.name, b, str(store.root)), stop_after=1)
+    done = _cli("resume", part, "-q", "-w", "2", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return run_files(part)
 
 
 def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
@@ -98,18 +115,7 @@ def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
     a, b = run_files(one), run_files(two)
     assert all(a[f] == b[f] for f in RESULTS)
 
-    from collapselab.chain import ChainTask, run_chain
-    from collapselab.experiments import load_experiment
-    from collapselab.runs import create_run
-
-    e = load_experiment(str(exp))
-    part = plugin_dir / "part"
-    with create_run(e, part) as store:
-        for arm in e.arms:
-            run_chain(ChainTask(e, arm.name, 0, str(store.root)), stop_after=1)
-    done = _cli("resume", part, "-q", "-w", "2", cwd=plugin_dir)
-    assert done.returncode == 0, done.stderr
-    c = run_files(part)
+    c = _kill_and_resume(exp, plugin_dir, plugin_dir / "part")
     assert all(a[f] == c[f] for f in RESULTS)
 
     record = json.loads((one / "run.json").read_text())
@@ -125,7 +131,7 @@ def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
 
 def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
     """The example package's loss and curator, found through their entry points, with --workers 2 equal to one
-    worker; the run record pins the distribution's version."""
+    worker, and killed after generation 1 then resumed; the run record pins the distribution's version."""
     exp = _write(tmp_path, arms=[{"name": "soft", "loss": {"name": "soft_tce", "gamma": 0.9, "tau": 0.05}},
                                  {"name": "band", "curator": {"name": "likelihood_band", "low": 0.1, "high": 0.2}}],
                  metrics=["w1", "variance_ratio"])
@@ -134,6 +140,8 @@ def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
     assert done.returncode == 0, done.stderr
     a, b = run_files(tmp_path / "one"), run_files(tmp_path / "two")
     assert all(a[f] == b[f] for f in RESULTS)
+    c = _kill_and_resume(exp, tmp_path, tmp_path / "part")
+    assert all(a[f] == c[f] for f in RESULTS)
     pins = {p["spec"]: p["version"] for p in json.loads(a["run.json"])["plugins"]}
     assert pins == {"loss:soft_tce": "collapselab_example_plugin.losses:SoftTruncation (collapselab-example-plugin "
                                      "0.1.0)",
@@ -143,17 +151,20 @@ def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
 
 def test_module_object_names_and_the_plugin_option(plugin_dir):
     """``name: "<file>:<Class>"`` works where a name does and joins ``plugins``; ``--plugin`` imports a file for
-    a run whose experiment names its loss; both run with two workers."""
+    a run whose experiment names its loss; both run with two workers, and a killed run resumes to the same."""
     ref = f"{plugin_dir / 'my_plugin.py'}:Squared"
     exp = _write(plugin_dir, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": ref, "a": 2.0}}])
     e = resolve(yaml.safe_load(exp.read_text()))
     assert e.arms[0].loss.name == "squared" and e.plugins == [ref]
     done = _cli("run", exp, "-o", plugin_dir / "ref", "-q", "-w", "2", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
-    exp2 = _write(plugin_dir, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": "squared", "a": 2.0}}])
+    exp2 = _write(plugin_dir, "exp2.yaml", metrics=["w1"],
+                  arms=[{"name": "sq", "loss": {"name": "squared", "a": 2.0}}])
     done = _cli("run", exp2, "-o", plugin_dir / "opt", "-q", "-w", "2", "--plugin", "my_plugin.py", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     assert run_files(plugin_dir / "ref")["metrics.csv"] == run_files(plugin_dir / "opt")["metrics.csv"]
+    c = _kill_and_resume(exp, plugin_dir, plugin_dir / "part")
+    assert c["metrics.csv"] == run_files(plugin_dir / "ref")["metrics.csv"]
 
 
 def test_a_plugin_tce_gives_the_builtin_results(plugin_dir):
@@ -251,3 +262,58 @@ def test_list_shows_plugins_with_their_origin(plugin_dir):
     assert "built-in; down-weights confident" in lines["tce"]
     assert "entry point collapselab_example_plugin.losses:SoftTruncation" in lines["soft_tce"]
     assert f"plugin {plugin_dir / 'my_plugin.py'}" in lines["squared"] and "variation ratio" in lines["squared"]
+
+
+def test_relative_references_resolve_against_the_experiment_file_and_the_run_reopens(plugin_dir):
+    """``name: "my_plugin.py:Squared"`` in an experiment file is relative to that file (run from another folder),
+    recorded absolute, and the run can be reported and resumed; a resume that fails after
+    ``--allow-plugin-change`` writes nothing."""
+    sub = plugin_dir / "exp"
+    sub.mkdir()
+    (sub / "my_plugin.py").write_text(PLUGIN)
+    exp = _write(sub, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": "my_plugin.py:Squared", "a": 2.0}}])
+    run = plugin_dir / "run"
+    assert _cli("run", exp, "-o", run, "-q", cwd=plugin_dir).returncode == 0
+    assert _cli("report", run, cwd="/").returncode == 0
+    done = _cli("resume", run, "-q", "--generations", "4", cwd="/")
+    assert done.returncode == 0, done.stderr
+    (sub / "my_plugin.py").write_text(PLUGIN + "\n# edited\n")
+    before = (run / "run.json").read_bytes()
+    done = _cli("resume", run, "-q", "--generations", "2", "--allow-plugin-change", cwd="/")
+    assert done.returncode == 2 and "can only be extended" in done.stderr
+    assert (run / "run.json").read_bytes() == before
+
+
+def test_changed_user_data_stops_resume(tmp_path):
+    rows = np.random.default_rng(0).normal(size=(400, 2))
+    np.save(tmp_path / "rows.npy", rows)
+    exp = _write(tmp_path, data={"source": "array_file", "path": "rows.npy"}, metrics=["w1"], heldout=100)
+    assert _cli("run", exp, "-o", tmp_path / "run", "-q", cwd=tmp_path).returncode == 0
+    np.save(tmp_path / "rows.npy", rows * 3 + 5)
+    done = _cli("resume", tmp_path / "run", "-q", "--generations", "4", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"data.path: '{tmp_path / 'rows.npy'}' changed since the run began" in done.stderr
+
+
+def test_module_plugins_metric_references_and_bad_metrics(plugin_dir):
+    """A module plugin beside the user imports from the installed command too; a @metric function works as
+    ``file.py:function``; a metric of the wrong shape is a runtime fault naming it (exit 1)."""
+    command = str(Path(sys.executable).parent / "collapselab")
+    exp = _write(plugin_dir, plugins=["my_plugin"], metrics=["w1", "first_coordinate_mean"])
+    done = subprocess.run([command, "run", str(exp), "-o", str(plugin_dir / "m"), "-q"], cwd=plugin_dir,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    exp = _write(plugin_dir, metrics=["w1", f"{plugin_dir / 'my_plugin.py'}:first_coordinate_mean"])
+    done = _cli("run", exp, "-o", plugin_dir / "ref", "-q", cwd=plugin_dir)
+    assert done.returncode == 0, done.stderr
+    (plugin_dir / "bad_metric.py").write_text(textwrap.dedent('''
+        from collapselab.metrics.base import metric
+
+        @metric("scalar", ("points",), "one number for all chains: a bug")
+        def scalar(model, ctx):
+            return 1.0
+    '''))
+    exp = _write(plugin_dir, plugins=["./bad_metric.py"], metrics=["w1", "scalar"])
+    done = _cli("run", exp, "-o", plugin_dir / "bad", "-q", cwd=plugin_dir)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "metric 'scalar' gave 1 value(s) of shape (); a metric gives one number per chain (2)" in done.stderr

@@ -62,14 +62,42 @@ def test_accumulate_keeps_everything_and_mix_reuses_the_same_real():
 
 
 def test_accumulate_subsample_draws_without_replacement():
+    """Every sample of the accumulated pool carries a distinct id, so a draw with replacement would show a
+    repeated id: n distinct ids, all from the chain's own pool, over many draws."""
     _, real = _pool()
     _, state = AccumulateSubsample().initial(real, 5)
-    train, state = AccumulateSubsample().build(1, 5, 5, real, state, _synthetic(2, 5, 100), np.random.default_rng(0))
-    pool = state["pool"]["x"][..., 0]
-    for c in range(2):
-        picked = train["x"][c, :, 0]
-        assert len(set(picked.tolist())) == 5 or (picked == 100).sum() > 1
-        assert set(picked.tolist()) <= set(pool[c].tolist())
+    state = {"pool": SampleSet({"x": np.arange(2 * 5, dtype=np.float64).reshape(2, 5, 1)})}
+    for g in range(1, 30):
+        ids = 1000.0 * g + np.arange(2 * 5, dtype=np.float64).reshape(2, 5, 1)
+        train, state = AccumulateSubsample().build(g, 5, 5, real, state, SampleSet({"x": ids}),
+                                                   np.random.default_rng(g))
+        pool = state["pool"]["x"][..., 0]
+        for c in range(2):
+            picked = train["x"][c, :, 0]
+            assert len(set(picked.tolist())) == 5, picked
+            assert set(picked.tolist()) <= set(pool[c].tolist())
+
+
+def test_subsample_curator_draws_without_replacement_and_uniformly():
+    """``subsample(keep)`` keeps distinct positions, and each position is kept with probability ``keep`` (within
+    4 standard errors over 400 draws)."""
+    from collapselab.curators import CuratorContext, Subsample
+
+    class Ids:  # a "model" whose samples are their positions
+        n_chains, sample_keys = 2, ("x",)
+
+        def sample(self, n, rng):
+            return SampleSet({"x": np.tile(np.arange(n, dtype=np.float64)[None, :, None], (2, 1, 1))})
+
+    hits, draws = np.zeros(40), 400
+    for i in range(draws):
+        out = Subsample(keep=0.25).curate(Ids(), 40, np.random.default_rng(i), CuratorContext(None))
+        for c in range(2):
+            picked = out["x"][c, :, 0].astype(int)
+            assert out.n == 10 and len(set(picked.tolist())) == 10
+            hits[picked] += 1
+    share = hits / (2 * draws)
+    assert np.abs(share - 0.25).max() < 4 * np.sqrt(0.25 * 0.75 / (2 * draws))
 
 
 def test_fresh_real_and_fortifai_use_new_disjoint_real_data():

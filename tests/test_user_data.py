@@ -187,12 +187,15 @@ def test_array_files_of_every_format_give_the_same_rows(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "settings", "message"), [
-    ("a,b\n1,2\n3,x\n", {}, r"^data\.columns: holds values that are not numbers$"),
+    ("a,b\n1,2\n3,x\n", {}, r"^data\.columns: column 'b' holds String values, not numbers; allowed: numeric"),
     ("a,b\n1,2\n3,4\n", {"columns": ["a", "z"]}, r"^data\.columns: 'z' is not a column of '.*'; its columns: a, b$"),
     ("a,b\n1,2\n3,4\n", {"target": "q"}, r"^data\.target: 'q' is not a column"),
-    ("a,b\n1,2\n3,NaN\n", {}, r"^data\.columns: holds NaN or infinite values"),
+    ("a,b\n1,2\n3,NaN\n", {}, r"^data\.columns \('b'\): holds NaN or infinite values"),
+    ("a,b\n1,2\n3,2\n", {"columns": ["a", "b"]}, r"^data\.columns: column\(s\) 'b' of '.*' hold one value"),
+    ("a,y\n1,2\n3,4\n", {"columns": ["a", "y"], "target": "y"}, r"^data\.columns: 'y' is the target"),
 ])
 def test_array_file_bad_input_names_the_field(tmp_path, content, settings, message):
+    """Strings, NaN, a constant column, the target among the features: one line naming the field."""
     from collapselab.data.array_file import ArrayFileConfig, load_rows
 
     (tmp_path / "t.csv").write_text(content)
@@ -264,3 +267,73 @@ def test_text_files_of_wikipedia_in_corpus_order_reproduce_the_wikipedia_source(
         np.testing.assert_array_equal(mine.layout(tree, batch).windows, wiki.layout(tree, batch).windows)
         np.testing.assert_array_equal(mine.heldout(tree, batch)["x"], wiki.heldout(tree, batch)["x"])
         assert source_items(mine, tree, batch) == source_items(wiki, tree, batch)
+
+
+def test_array_file_refuses_complex_garbage_and_string_columns(tmp_path):
+    import polars as pl
+
+    from collapselab.data.array_file import ArrayFileConfig, load_rows
+
+    np.save(tmp_path / "c.npy", np.ones((5, 2)) + 1j)
+    (tmp_path / "g.npy").write_bytes(b"not numpy at all")
+    pl.DataFrame({"a": ["1.5", "2.5"], "b": [1.0, 2.0]}).write_parquet(tmp_path / "s.parquet")
+    for name, message in (("c.npy", r"^data\.path: holds complex numbers"),
+                          ("g.npy", r"^data\.path: cannot read '.*g\.npy' as a NumPy \.npy file"),
+                          ("s.parquet", r"^data\.columns: column 'a' holds String values, not numbers")):
+        with pytest.raises(ConfigError, match=message):
+            load_rows(ArrayFileConfig(path=str(tmp_path / name)))
+
+
+def test_image_decoding_edge_cases(tmp_path, monkeypatch):
+    """16-bit images keep their range; float arrays in [0, 1] are intensities; a decompression bomb, a None or an
+    int is undecodable (skipped), not a crash; images directly in a labelled folder are skipped with a warning; a
+    class whose images all fail is dropped; an existing path with glob characters is taken literally."""
+    from PIL import Image
+
+    from collapselab.data import image_folder as F
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I")
+        got = F.to_grey(im, 8)
+    np.testing.assert_allclose(got, ramp / 65535.0, atol=2e-3)
+    np.testing.assert_allclose(F.to_grey(np.full((4, 4), 0.5), 4), 0.5, atol=2.5e-3)
+    assert F.to_grey(3, 4) is None and F.to_grey(None, 4) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8)  # 8 x 8 = 64 > 2 x 8: a "bomb"
+    assert F._decode(tmp_path / "deep.png", 8) is None
+    monkeypatch.undo()
+    root = tmp_path / "odd[1]"
+    for cls, n in (("a", 12), ("b", 12), ("c", 3)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            if cls == "c":
+                (root / cls / f"{i}.png").write_bytes(b"broken")
+            else:
+                Image.fromarray(np.full((8, 8), 40 * i % 255, np.uint8)).save(root / cls / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "loose.png")
+    with pytest.warns(UserWarning) as caught:
+        splits, names = F.load_folder(ImageFolderConfig(path=str(root), size=8))
+    text = " ".join(str(w.message) for w in caught)
+    assert "1 images directly in" in text and "3 of 27 image files" in text and "dropped: c" in text
+    assert names == ("a", "b") and sum(len(v[1]) for v in splits.values()) == 24
+
+
+def test_hf_labels_must_be_integers_and_are_renumbered(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from collapselab.data.hf_dataset import HFDatasetConfig, hf_images
+
+    img = [np.full((8, 8), 30 * (i % 8), np.uint8) for i in range(60)]
+    must = r"^data\.label: 'y' must hold integer class labels; found "
+    for name, labels, message in (("none", [None] + [0, 5] * 29 + [5], must + "None"),
+                                  ("str", ["cat", "dog"] * 30, must + "'cat'"),
+                                  ("float", [0.5, 1.5] * 30, must + r"0\.5")):
+        datasets.Dataset.from_dict({"img": img, "y": labels}).save_to_disk(str(tmp_path / name))
+        with pytest.raises(ConfigError, match=message):
+            hf_images(HFDatasetConfig(path=str(tmp_path / name), image="img", label="y"))
+    datasets.Dataset.from_dict({"img": img, "y": [0, 45] * 30}).save_to_disk(str(tmp_path / "sparse"))
+    splits, classes = hf_images(HFDatasetConfig(path=str(tmp_path / "sparse"), image="img", label="y", size=8))
+    assert classes == 2 and set(splits["train"][1].tolist()) == {0, 1}
+    datasets.Dataset.from_dict({"img": img, "y": [0, 1] * 30}).save_to_disk(str(tmp_path / "ints"))
+    with pytest.raises(ConfigError, match=r"^data\.image: none of the 60 records of '.*' could be decoded"):
+        hf_images(HFDatasetConfig(path=str(tmp_path / "ints"), image="y", label="y"))

@@ -124,10 +124,12 @@ def run_audit(folder: Path, text: str | Reader, *, windows: int = 128, window: i
     tok = load_tokenizer(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
-    except (OSError, ValueError, KeyError, TypeError) as e:  # transformers' messages span lines: keep the first
+    except Exception as e:  # transformers and safetensors raise many kinds; their messages span lines: keep the first
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"MODEL: {folder} cannot be loaded as a causal LM ({first})") from None
     limit = model_positions(folder)
+    if window > limit:
+        raise ValueError(f"--window: {window} tokens exceed the model's window of {limit}; allowed: 1 to {limit}")
     if context + window > limit:
         raise ValueError(f"--context: {context} context + {window} new tokens exceed the model's window of {limit}; "
                          f"allowed: 0 to {limit - window}")

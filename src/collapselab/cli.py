@@ -170,6 +170,8 @@ def audit(
         raise ConfigError(f"--drop: {drop:g}; allowed: 0 < SHARE < 1")
     folder = model_folder(model)
     target = out or Path("audits") / folder.name
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out: {target} is a file; give a folder for the audit")
     clash = [name for name in FILES if (target / name).exists()]
     if clash and not overwrite:
         raise ConfigError(f"--out: {target} already holds an audit ({', '.join(clash)}); pass --overwrite to "
@@ -180,6 +182,9 @@ def audit(
                            decoding=Decoding(mode=decoding), drop=drop, seed=seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if result.windows < windows:
+        _warn(f"--windows: the text holds {result.windows} windows of {window} tokens after the context, fewer than "
+              f"the {windows} asked; the audit uses them all")
     write_audit(result, target)
     o = _out()
     o.print(f"{folder.name}: {result.windows} windows of {window} tokens, context {context}, {decoding}")
@@ -228,9 +233,12 @@ def _loss_line(reg, name: str) -> str:
         p = reg.config_class(reg[name])().properties()
     except Exception as e:  # a plugin without defaults, or one that fails: say so, list the rest
         return f"; properties: not computed ({type(e).__name__})"
+    from collapselab.losses.ulosses import weight_problem
+
     ratio = "inf" if p["variation_ratio"] == float("inf") else f"{p['variation_ratio']:.4g}"
+    why = weight_problem(reg.config_class(reg[name])())
     return (f"; down-weights {p['down_weights']}, w(u) in [{p['w_min']:.3g}, {p['w_max']:.3g}], "
-            f"variation ratio {ratio}")
+            f"variation ratio {ratio}" + (f"; REFUSED in experiments: {why}" if why else ""))
 
 
 @app.command()

@@ -13,18 +13,19 @@ import hashlib
 import importlib.metadata as md
 import inspect
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from collapselab.errors import ConfigError
 from collapselab.registry import (
     Registry,
-    _split,
     crediting,
     import_module_or_file,
     import_object,
     is_file_spec,
     normalize_spec,
+    split_spec,
 )
 
 __all__ = ["load_plugin", "load_plugins", "normalize_spec", "plugin_record", "plugin_version", "registries",
@@ -35,23 +36,37 @@ def load_plugin(spec: str) -> None:
     """Import one plugin: a module name, a ``.py`` file (absolute path) or ``module:Object`` (registered in the
     registry of its kind). Registrations made while importing are credited to ``plugin SPEC``."""
     regs = registries()  # the built-ins first: a plugin that imports collapselab must not get their names credited
-    if _split(spec)[1]:
-        obj = import_object(spec, f"plugins: {spec!r}")
-        kinds = [r for r in regs.values() if r.accepts(obj)]
+    if split_spec(spec)[1]:
+        raw = import_object(spec, f"plugins: {spec!r}")
+        kinds = [r for r in regs.values() if r.accepts(r.unwrap(raw))]
         if not kinds:
             raise ConfigError(f"plugins: {spec!r} is not a loss, curator, regime, family, source or metric")
         for r in kinds:
-            if not r.holds(obj):
-                r.add(obj, origin=f"plugin {spec}")
+            if not r.holds(r.unwrap(raw)):
+                r.add(r.unwrap(raw), origin=f"plugin {spec}")
         return
+    if spec in _loaded:
+        return
+    before = sum(len(r.names()) for r in regs.values())
     with crediting(f"plugin {spec}"):
-        _register_classes(import_module_or_file(spec, f"plugins: {spec!r}"))
+        module = import_module_or_file(spec, f"plugins: {spec!r}")
+        unnamed = _register_classes(module)
+    _loaded.add(spec)
+    if sum(len(r.names()) for r in regs.values()) == before:
+        extra = f" ({', '.join(unnamed)} declare(s) no name)" if unnamed else ""
+        warnings.warn(f"plugins: {spec!r} registers nothing new: no loss, curator, regime, family or source class "
+                      f"with a name, no @metric{extra}", stacklevel=2)
 
 
-def _register_classes(module: Any) -> None:
+_loaded: set[str] = set()  # module and file plugins imported (and their classes registered) in this process
+
+
+def _register_classes(module: Any) -> list[str]:
     """Register the classes a plugin module defines that are of a kind and declare a name (a ``ULoss`` subclass
-    with its ``name`` Literal, a ``Family`` with ``name``...), so a plugin needs no decorator."""
+    with its ``name`` Literal, a ``Family`` with ``name``...), so a plugin needs no decorator; returns the classes
+    of a kind that declare none (intermediate bases, or a forgotten ``name``)."""
     regs = registries().values()
+    unnamed: list[str] = []
     for obj in list(vars(module).values()):
         if not inspect.isclass(obj) or obj.__module__ != module.__name__:
             continue
@@ -61,9 +76,11 @@ def _register_classes(module: Any) -> None:
             try:
                 name = r.name_of(obj)
             except (AttributeError, TypeError, KeyError):  # an intermediate base without a name of its own
+                unnamed.append(obj.__name__)
                 continue
             if isinstance(name, str) and name:
                 r.add(obj, name)
+    return unnamed
 
 
 def load_plugins(specs: list[str] | tuple[str, ...]) -> None:
@@ -74,7 +91,7 @@ def load_plugins(specs: list[str] | tuple[str, ...]) -> None:
 
 def plugin_version(spec: str) -> dict[str, str]:
     """How a plugin is pinned in the run record: its distribution's version, else the sha256 of its file."""
-    where = _split(spec)[0]
+    where = split_spec(spec)[0]
     if is_file_spec(where):
         p = Path(where)
         return {"spec": spec, "sha256": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"}
@@ -109,6 +126,7 @@ def reset_plugins() -> None:
     for tests and notebooks that load several plugin versions in one process."""
     for r in registries().values():
         r.forget_plugins()
+    _loaded.clear()
 
 
 def registries() -> dict[str, Registry]:

@@ -25,6 +25,7 @@ import importlib
 import importlib.metadata as md
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -81,10 +82,11 @@ class Registry:
 
     def __init__(self, kind: str, base: type, name_of: Callable[[Any], str],
                  accepts: Callable[[Any], bool], config_of: Callable[[Any], type[BaseModel]] | None = None,
-                 key: str = "name") -> None:
+                 key: str = "name", unwrap: Callable[[Any], Any] | None = None, want: str = "") -> None:
         self.kind, self.base, self.key = kind, base, key
         self.group = f"collapselab.{PLURALS.get(kind, kind + 's')}"
         self._name_of, self._accepts, self._config_of = name_of, accepts, config_of
+        self._unwrap, self._want_text = unwrap or (lambda o: o), want
         self._builtin: dict[str, Entry] = {}
         self._plugins: dict[str, Entry] = {}
         self._eps: dict[str, md.EntryPoint] | None = None
@@ -178,19 +180,22 @@ class Registry:
     def listing(self) -> list[tuple[str, str]]:
         """``(name, origin)`` for every name, entry points not loaded (those shadowed by a built-in marked)."""
         out = [(n, e.origin) for n, e in self._builtin.items()]
-        out += [(n, e.origin) for n, e in sorted(self._plugins.items()) if n not in self._builtin]
-        for n, ep in sorted(self._entry_points().items()):
+        extra = [(n, e.origin) for n, e in self._plugins.items() if n not in self._builtin]
+        for n, ep in self._entry_points().items():
             if n in self._builtin:
-                out.append((n, f"entry point {ep.value} ({_dist(ep)}): shadowed by the built-in, not used"))
+                extra.append((n, f"entry point {ep.value} ({_dist(ep)}): shadowed by the built-in, not used"))
             elif n not in self._plugins:
-                out.append((n, f"entry point {ep.value} ({_dist(ep)})"))
-        return out
+                extra.append((n, f"entry point {ep.value} ({_dist(ep)})"))
+        return out + sorted(extra)
+
+    def unwrap(self, obj: Any) -> Any:
+        """What ``module:Object`` names, as this registry holds it (a metric's function: its :class:`Metric`)."""
+        return self._unwrap(obj)
 
     def _by_reference(self, ref: str) -> Entry:
-        obj = import_object(ref, f"{self.kind} {ref!r}")
+        obj = self._unwrap(import_object(ref, f"{self.kind} {ref!r}"))
         if not self._accepts(obj):
-            raise ConfigError(f"{self.kind} {ref!r}: {type(obj).__name__} {_qualname(obj)} is not a {self.kind} "
-                              f"({self._want()})")
+            raise ConfigError(f"{self.kind} {ref!r}: {_describe(obj)} is not a {self.kind} ({self._want()})")
         for e in (*self._builtin.values(), *self._plugins.values()):
             if e.obj is obj:
                 return e
@@ -206,14 +211,17 @@ class Registry:
             raise ConfigError(f"{where}: cannot import: {type(e).__name__}: {_first_line(e)}") from None
         if ep.name in self._plugins:  # the module registered it with the decorator
             return self._plugins[ep.name]
+        obj = self._unwrap(obj)
         if not self._accepts(obj):
-            raise ConfigError(f"{where}: {_qualname(obj)} is not a {self.kind} ({self._want()})")
+            raise ConfigError(f"{where}: {_describe(obj)} is not a {self.kind} ({self._want()})")
         declared = self._name_of(obj)
         if declared != ep.name:
             raise ConfigError(f"{where}: the object is named {declared!r}; the entry point must use that name")
         return self.add(obj, origin=f"entry point {ep.value} ({_dist(ep)})")
 
     def _want(self) -> str:
+        if self._want_text:
+            return self._want_text
         return f"a subclass of {self.base.__module__}.{self.base.__qualname__}" if inspect.isclass(self.base) \
             else str(self.base)
 
@@ -288,6 +296,14 @@ def _error(loc: tuple, msg: str, value: Any) -> ValidationError:
                                      loc=loc, input=value)])
 
 
+def _describe(obj: Any) -> str:
+    """``module m``, ``function m.f``, ``class m.C`` or ``<type> value`` for an error message."""
+    if inspect.ismodule(obj):
+        return f"module {obj.__name__}"
+    kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else type(obj).__name__
+    return f"{kind} {_qualname(obj)}"
+
+
 def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
@@ -320,6 +336,8 @@ def _import_file(path: Path, what: str) -> Any:
     name = file_module_name(path)
     if name in sys.modules:
         return sys.modules[name]
+    if path.is_dir():
+        raise ConfigError(f"{what}: a folder; give a .py file, or the folder's package as a module name")
     if not path.is_file():
         raise ConfigError(f"{what}: no such file")
     spec = importlib.util.spec_from_file_location(name, path)
@@ -329,16 +347,19 @@ def _import_file(path: Path, what: str) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         del sys.modules[name]
         raise ConfigError(f"{what}: cannot import: {type(e).__name__}: {_first_line(e)}") from None
     return module
 
 
 def _import_module(name: str, what: str) -> Any:
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # as `python -m` does: a module beside the user is importable from every entry point
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise ConfigError(f"{what}: cannot import module {name!r}: {type(e).__name__}: {_first_line(e)}") from None
 
 
@@ -350,7 +371,7 @@ def import_module_or_file(where: str, what: str) -> Any:
 
 def import_object(ref: str, what: str) -> Any:
     """The object of ``module:Object`` (``module`` may be a ``.py`` path); errors name ``what``."""
-    mod, attr = _split(ref)
+    mod, attr = split_spec(ref)
     if not attr:
         raise ConfigError(f"{what}: write module:Object")
     with crediting(f"plugin {ref}"):
@@ -365,13 +386,13 @@ def import_object(ref: str, what: str) -> Any:
 
 def normalize_spec(spec: str) -> str:
     """A plugin spec as recorded: file paths absolute (relative ones against the working directory)."""
-    where, obj = _split(spec)
+    where, obj = split_spec(spec)
     if not is_file_spec(where):
         return spec
     return str(Path(where).expanduser().resolve()) + (f":{obj}" if obj else "")
 
 
-def _split(spec: str) -> tuple[str, str]:
+def split_spec(spec: str) -> tuple[str, str]:
     """``(module or file, object)`` of a plugin spec (object ``""`` for a whole module or file)."""
     head, sep, tail = spec.rpartition(":")
     return (head, tail) if sep and head and not is_file_spec(tail) else (spec, "")

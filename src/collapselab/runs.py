@@ -44,20 +44,45 @@ def create_run(exp: Experiment, out: Path | str, overwrite: bool = False) -> Run
     """Create and lock the run directory for ``exp`` at ``out`` (validated first; see :class:`RunStore`)."""
     from collapselab.plugins import plugin_record
 
-    return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite, plugin_record(exp))
+    return RunStore.create(Path(out), dump_experiment(exp), experiment_record(exp), overwrite, plugin_record(exp),
+                           data_record(exp))
 
 
-def check_plugins(store: RunStore, exp: Experiment, allow_change: bool = False) -> None:
-    """A run continues only with the plugins it was made with: a changed version or file is a
-    :class:`ConfigError` naming it (a missing one fails to import before this), unless ``allow_change``, which
-    records the change in ``run.json``."""
+def data_record(exp: Experiment) -> dict[str, Any] | None:
+    """The pin of a user's data (a source with a ``path``): its files and the sha256 of their names and contents;
+    ``None`` for the built-in data sets."""
+    import hashlib
+
+    from collapselab.data.files import pinned_files
+
+    path = getattr(exp.data, "path", None)
+    if not isinstance(path, str):
+        return None
+    files = pinned_files(path)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f).encode() + b"\0")
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return {"path": path, "files": len(files), "sha256": h.hexdigest()}
+
+
+def plugin_changes(store: RunStore, exp: Experiment, allow_change: bool = False) -> str | None:
+    """What changed in the plugins since the run began (a note for ``run.json``), or ``None``; a change is a
+    :class:`ConfigError` naming the plugin unless ``allow_change`` (a missing plugin fails to import before this).
+    The user's data must be the same files, unchanged (no override: a run on other data is another run)."""
     from collapselab.plugins import plugin_record
 
+    data_before, data_now = store.manifest.get("data"), data_record(exp)
+    if data_before and data_before != data_now:
+        now = f"{data_now['files']} files, sha256 {data_now['sha256'][:12]}" if data_now else "gone"
+        raise ConfigError(f"data.path: {data_before['path']!r} changed since the run began ({data_before['files']} "
+                          f"files, sha256 {data_before['sha256'][:12]}; now {now}); restore it or start a new run")
     before = {p["spec"]: p for p in store.recorded_plugins}
     now = {p["spec"]: p for p in plugin_record(exp)}
     changed = [spec for spec in {**before, **now} if before.get(spec) != now.get(spec)]
     if not changed:
-        return
+        return None
     spec = changed[0]
     old, new = before.get(spec, {}), now.get(spec, {})
     what = (f"plugin {spec!r} changed ({_pin(old)} when the run began, {_pin(new)} now)" if old and new else
@@ -66,7 +91,7 @@ def check_plugins(store: RunStore, exp: Experiment, allow_change: bool = False) 
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         raise ConfigError(f"{store.root}: {what}{more}; restore it, or pass --allow-plugin-change to continue with "
                           f"it (recorded in run.json)")
-    store.accept_plugins(list(now.values()), f"continued with changed plugins: {', '.join(changed)}")
+    return f"continued with changed plugins: {', '.join(changed)}"
 
 
 def _pin(p: dict[str, str]) -> str:
@@ -81,8 +106,7 @@ def open_run(run_dir: Path | str, generations: int | None = None,
     try:
         text, unchanged = store.read_experiment_text()
         exp = parse_resolved(text, where=str(Path(run_dir) / "experiment.yaml"))
-        if allow_plugin_change is not None:
-            check_plugins(store, exp, allow_plugin_change)
+        note = plugin_changes(store, exp, allow_plugin_change) if allow_plugin_change is not None else None
         if generations is not None:
             exp = resolve_dump({**experiment_record(exp), "generations": generations})
         recorded, current = store.recorded_experiment, experiment_record(exp)
@@ -94,6 +118,10 @@ def open_run(run_dir: Path | str, generations: int | None = None,
         if current["generations"] < recorded["generations"]:
             raise ConfigError(f"generations: a run can only be extended (it has {recorded['generations']}, "
                               f"{current['generations']} asked)")
+        if note is not None:  # only now that every check has passed: nothing is written on an exit-2 path
+            from collapselab.plugins import plugin_record
+
+            store.accept_plugins(plugin_record(exp), note)
         if changes or not unchanged:
             store.update_experiment(dump_experiment(exp), current)
         return store, exp

@@ -46,13 +46,23 @@ def _table(path: Path) -> Any:
 
 
 def _numeric(values: Any, what: str) -> np.ndarray:
-    try:
-        a = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: holds values that are not numbers") from None
+    a = np.asarray(values)
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise ConfigError(f"{what}: holds complex numbers; allowed: real numbers")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise ConfigError(f"{what}: holds values that are not numbers ({a.dtype}); allowed: numeric columns")
+    a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise ConfigError(f"{what}: holds NaN or infinite values; clean or drop those rows first")
     return a
+
+
+def _table_column(frame: Any, name: str, what: str) -> np.ndarray:
+    column = frame[name]
+    if not (column.dtype.is_numeric() or str(column.dtype) == "Boolean"):
+        raise ConfigError(f"{what}: column {name!r} holds {column.dtype} values, not numbers; allowed: numeric "
+                          f"columns")
+    return _numeric(column.to_numpy(), f"{what} ({name!r})")
 
 
 def load_rows(config: ArrayFileConfig) -> dict[str, np.ndarray]:
@@ -70,12 +80,13 @@ def _load_rows(key: str) -> dict[str, np.ndarray]:  # keyed by the settings' JSO
     if suffix not in ARRAY_SUFFIXES:
         raise ConfigError(f"data.path: {config.path!r} is a {suffix or 'suffix-less'} file; allowed: "
                           f"{', '.join(ARRAY_SUFFIXES)}")
-    y = None
+    y, col_names = None, None
     if suffix in (".npy", ".npz"):
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"data.path: cannot read {config.path!r} ({e})") from None
+        except (OSError, ValueError, EOFError):
+            raise ConfigError(f"data.path: cannot read {config.path!r} as a NumPy {suffix} file (not written by "
+                              f"numpy.save / numpy.savez, or an array of Python objects)") from None
         if suffix == ".npz":
             names = list(data.files)
             key = config.key or next((n for n in names if n != config.target), None)
@@ -95,17 +106,28 @@ def _load_rows(key: str) -> dict[str, np.ndarray]:  # keyed by the settings' JSO
     else:
         frame = _table(path)
         cols = config.columns or [c for c in frame.columns if c != config.target]
+        if config.target is not None and config.target in cols:
+            raise ConfigError(f"data.columns: {config.target!r} is the target (data.target); a column is a feature "
+                              f"or the target, not both")
         missing = [c for c in [*cols, *([config.target] if config.target else [])] if c not in frame.columns]
         if missing:
             raise ConfigError(f"data.{'columns' if missing[0] != config.target else 'target'}: {missing[0]!r} is "
                               f"not a column of {config.path!r}; its columns: {', '.join(frame.columns)}")
-        x = _numeric(frame.select(cols).to_numpy(), "data.columns")
-        y = None if config.target is None else _numeric(frame[config.target].to_numpy(), "data.target")
+        if not cols:
+            raise ConfigError(f"data.columns: {config.path!r} has no column besides the target")
+        x = np.stack([_table_column(frame, c, "data.columns") for c in cols], axis=1)
+        col_names = cols
+        y = None if config.target is None else _table_column(frame, config.target, "data.target")
     x = x.reshape(len(x), -1) if x.ndim != 2 else x
     if len(x) < 2:
         raise ConfigError(f"data.path: {config.path!r} holds {len(x)} row(s); at least 2 are needed")
     if y is not None and y.reshape(len(y), -1).shape != (len(x), 1):
         raise ConfigError(f"data.target: {len(y)} values for {len(x)} rows (one number per row)")
+    constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+    if constant.size:
+        which = ", ".join(repr(col_names[i]) if col_names else str(i) for i in constant.tolist()[:5])
+        raise ConfigError(f"data.columns: column(s) {which} of {config.path!r} hold one value (no variance, no "
+                          f"density to fit); drop them")
     return {"x": x} if y is None else {"x": x, "y": y.reshape(-1)}
 
 

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from collapselab.data.base import SOURCES, Source, SourceConfig
 from collapselab.data.corpora import Document
 from collapselab.data.files import find_files
+from collapselab.data.image_folder import decoded_classes, stratified_split, to_grey
 from collapselab.data.images import ImageSource, Splits
 from collapselab.data.text import TextConfig, TextSource
 from collapselab.errors import ConfigError
@@ -126,45 +127,26 @@ def hf_articles(config: HFDatasetConfig) -> tuple[Document, ...]:
     return tuple(docs[i] for i in order.tolist())
 
 
-def _as_grey(value: Any, size: int) -> np.ndarray | None:
-    from PIL import Image
-
-    try:
-        im = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value).astype(np.uint8))
-        im = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.float32) / 255.0
-    except (OSError, ValueError, TypeError):
-        return None
-
-
 @lru_cache(maxsize=4)
 def hf_images(config: HFDatasetConfig) -> tuple[Splits, int]:
-    """The image records' train / validation / test splits and the number of classes (0: unlabelled)."""
+    """The image records' train / validation / test splits and the number of classes (0: unlabelled); labels are
+    renumbered 0, 1, ... in sorted order."""
     ds = load_records(config)
-    images = [_as_grey(v, config.size) for v in ds[config.image]]
-    labels = np.asarray(ds[config.label] if config.label else [0] * len(ds), dtype=np.int64)
-    ok = np.array([x is not None for x in images])
-    if not ok.any():
-        raise ConfigError(f"data.image: none of the {len(ds)} records of {config.path!r} holds a decodable image")
-    x = np.stack([im for im in images if im is not None])[:, None]
-    y = labels[ok]
     if config.label is not None:
-        if y.min() < 0:
-            raise ConfigError(f"data.label: labels must be class indices 0, 1, ...; got {int(y.min())}")
-        if len(np.unique(y)) < 2:
-            raise ConfigError(f"data.label: {config.label!r} holds one class; a labelled source needs at least 2")
-    rng = np.random.default_rng(config.split_seed)
-    parts: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
-    for c in np.unique(y).tolist():
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val, n_test = round(len(idx) * config.validation_share), round(len(idx) * config.test_share)
-        parts["validation"] += idx[:n_val].tolist()
-        parts["test"] += idx[n_val:n_val + n_test].tolist()
-        parts["train"] += idx[n_val + n_test:].tolist()
-    if not all(parts.values()):
-        raise ConfigError(f"data.path: {len(y)} images leave a split empty; add images or change the shares")
-    classes = int(y.max()) + 1 if config.label else 0
-    return {k: (x[np.sort(v)], y[np.sort(v)]) for k, v in parts.items()}, classes
+        raw = list(ds[config.label])
+        bad = [v for v in raw if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise ConfigError(f"data.label: {config.label!r} must hold integer class labels; found {bad[0]!r}")
+        values = sorted({int(v) for v in raw})
+        labels = [values.index(int(v)) for v in raw]
+        names = tuple(str(v) for v in values)
+    else:
+        labels, names = [0] * len(ds), ("all",)
+    images = [None if v is None else to_grey(v, config.size) for v in ds[config.image]]
+    x, y, names = decoded_classes(images, labels, names, f"records of {config.path!r}", "data.image",
+                                  config.label is not None)
+    parts = stratified_split(y, config.validation_share, config.test_share, config.split_seed, "data.path")
+    return {k: (x[v], y[v]) for k, v in parts.items()}, (len(names) if config.label else 0)
 
 
 @SOURCES.register

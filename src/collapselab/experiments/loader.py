@@ -110,18 +110,36 @@ def anchor_plugins(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     specs = raw.get("plugins")
     if not isinstance(specs, list):
         return raw
-    from collapselab.registry import is_file_spec
+    return {**raw, "plugins": [_anchor(s, base) for s in specs]}
 
-    def anchor(spec: Any) -> Any:
-        if not isinstance(spec, str):
-            return spec
-        head, sep, tail = spec.rpartition(":")
-        path, obj = (head, sep + tail) if sep and head and not is_file_spec(tail) else (spec, "")
-        if not is_file_spec(path) or Path(path).expanduser().is_absolute():
-            return spec
-        return str((base / path).resolve()) + obj
 
-    return {**raw, "plugins": [anchor(s) for s in specs]}
+def _anchor(spec: Any, base: Path) -> Any:
+    """A ``file.py`` or ``file.py:Object`` spec made relative to ``base``; anything else as it is."""
+    from collapselab.registry import is_file_spec, split_spec
+
+    if not isinstance(spec, str):
+        return spec
+    where, obj = split_spec(spec)
+    if not is_file_spec(where) or Path(where).expanduser().is_absolute():
+        return spec
+    return str((base / where).resolve()) + (f":{obj}" if obj else "")
+
+
+def anchor_references(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with every ``name: "file.py:Object"`` (settings, arms, metrics) relative to ``base``."""
+    out = dict(raw)
+    keys = ("family", "regime", "curator", "loss")
+    for node in [out, *(out.get("arms") if isinstance(out.get("arms"), list) else [])]:
+        if not isinstance(node, dict):
+            continue
+        for key in keys:
+            if isinstance(node.get(key), dict) and ":" in str(node[key].get("name", "")):
+                node[key] = {**node[key], "name": _anchor(node[key]["name"], base)}
+    if isinstance(out.get("data"), dict) and ":" in str(out["data"].get("source", "")):
+        out["data"] = {**out["data"], "source": _anchor(out["data"]["source"], base)}
+    if isinstance(out.get("metrics"), list):
+        out["metrics"] = [_anchor(m, base) if ":" in str(m) else m for m in out["metrics"]]
+    return out
 
 
 def anchor_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -142,11 +160,11 @@ def load_experiment(name_or_path: str, sets: list[str] | None = None, seeds: int
     raw = load_raw(name_or_path)
     if name_or_path not in catalog_names():
         base = Path(name_or_path).resolve().parent
-        raw = anchor_data_path(anchor_plugins(raw, base), base)
-    if plugins:
+        raw = anchor_references(anchor_data_path(anchor_plugins(raw, base), base), base)
+    raw = apply_overrides(raw, sets, seeds, generations)
+    if plugins:  # after the overrides: --set plugins=... does not drop them
         own = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
         raw = {**raw, "plugins": [*own, *plugins]}
-    raw = apply_overrides(raw, sets, seeds, generations)
     try:
         return resolve(raw)
     except ValueError as e:

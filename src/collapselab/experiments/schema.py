@@ -8,7 +8,9 @@ cartesian product of dotted overrides (e.g. ``curator.delta: [0, 0.5]``). Unknow
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import re
 from typing import Annotated, Any
 
@@ -25,6 +27,7 @@ from pydantic import Discriminator as UnionTag
 
 from collapselab.curators import CuratorSettings, NoCurator
 from collapselab.data import SOURCES, DataSettings, source_class
+from collapselab.errors import ConfigError
 from collapselab.families import FAMILIES, FamilySettings
 from collapselab.losses.ulosses import CE, LossConfig
 from collapselab.metrics import METRICS, FailureRule, check_metric
@@ -158,10 +161,9 @@ class Experiment(BaseModel):
         return list(range(lo, min(self.seeds, lo + self.chains_per_batch)))
 
     def make_source(self) -> Any:
-        """The experiment's data source (held-out size and real samples per generation set)."""
-        from collapselab.data import make_source
-
-        return make_source(self.data, self.heldout, self.n)
+        """The experiment's data source (held-out size and real samples per generation set), built once per process
+        (the chains and the report share it, with whatever it has read and cached)."""
+        return _source(self.data.model_dump_json(), self.heldout, self.n)
 
     @property
     def rules(self) -> list[FailureRule]:
@@ -209,13 +211,13 @@ class Experiment(BaseModel):
                                  self.generations, frozenset(arm.synthetic(g) for g in range(1, self.generations + 1)))
             for setting, always in ((self.data, False), (arm.family, False), (arm.regime, True),
                                     (arm.curator, True), (arm.loss, True)):
-                why = _check(setting, ctx)
+                why = _check(setting, ctx, where)
                 if why:
                     raise ValueError(f"{where}: {why}" if always or len(self.arms) > 1 else why)
             for m in self.metrics:
                 why = check_metric(m, kind, source_cls.has_truth, fam, self.data.source)
                 if why is None and METRICS[m].check is not None:
-                    why = _check(METRICS[m], ctx)
+                    why = _check(METRICS[m], ctx, "metrics")
                 if why:
                     raise ValueError(f"metrics: {why}")
         self._check_rules()
@@ -250,13 +252,22 @@ class Experiment(BaseModel):
                 raise ValueError(f"{where}.baseline: {b!r} is not chance, generation0, a number or one of the "
                                  f"metrics {self.metrics}")
 
-def _check(setting: Any, ctx: SettingContext) -> str | None:
+@functools.lru_cache(maxsize=4)
+def _source(data_json: str, heldout: int, n: int) -> Any:
+    """The source of a data setting (by its JSON: settings holding lists are not hashable)."""
+    from collapselab.data import SOURCES, make_source
+
+    name = json.loads(data_json)["source"]
+    return make_source(SOURCES.config_class(SOURCES[name]).model_validate_json(data_json), heldout, n)
+
+
+def _check(setting: Any, ctx: SettingContext, where: str) -> str | None:
     """A setting's (or metric's) own cross-field check; a plugin whose check itself fails is named."""
     try:
         return setting.check(ctx)
     except Exception as e:
         what = getattr(setting, "name", None) or getattr(setting, "source", "?")
-        raise ValueError(f"{what}: its check(ctx) failed: {type(e).__name__}: {e}") from None
+        raise ValueError(f"{where}: {what}: its check(ctx) failed: {type(e).__name__}: {e}") from None
 
 
 def _set_path(raw: dict, path: str, value: Any) -> None:
@@ -419,28 +430,33 @@ def _resolve_references(doc: dict[str, Any]) -> None:
     regs = registries()
     refs: list[str] = []
 
-    def fix(kind: str, name: Any) -> Any:
+    def fix(kind: str, name: Any, where: str) -> Any:
         if not isinstance(name, str) or ":" not in name:
             return name
-        reg: Registry = regs[kind]
-        entry = reg.entry(name)
-        if name not in refs:
-            refs.append(name)
+        ref = normalize_spec(name)
+        try:
+            entry = regs[kind].entry(ref)
+        except ConfigError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if ref not in refs:
+            refs.append(ref)
         return entry.name
 
-    for node in [doc, *doc["arms"]]:
+    for i, node in enumerate([doc, *doc["arms"]]):
         for key, kind in _SETTING_KIND.items():
             setting = node.get(key)
             if isinstance(setting, dict):
                 tag = "source" if key == "data" else "name"
                 if tag in setting:
-                    node[key] = {**setting, tag: fix(kind, setting[tag])}
+                    where = f"{key}.{tag}" if i == 0 else f"arms.{i - 1}.{key}.{tag}"
+                    node[key] = {**setting, tag: fix(kind, setting[tag], where)}
     if isinstance(doc.get("metrics"), list):
-        doc["metrics"] = [fix("metric", m) for m in doc["metrics"]]
+        doc["metrics"] = [fix("metric", m, f"metrics.{j}") for j, m in enumerate(doc["metrics"])]
     rules = doc.get("failure")
-    for rule in rules if isinstance(rules, list) else [rules]:
+    for j, rule in enumerate(rules if isinstance(rules, list) else [rules]):
         if isinstance(rule, dict) and "metric" in rule:
-            rule["metric"] = fix("metric", rule["metric"])
+            rule["metric"] = fix("metric", rule["metric"], "failure.metric" if not isinstance(rules, list)
+                                 else f"failure.{j}.metric")
     doc["plugins"] = [*doc.get("plugins", []), *(r for r in refs if r not in doc.get("plugins", []))]
 
 

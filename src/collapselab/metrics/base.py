@@ -14,7 +14,7 @@ import numpy as np
 
 from collapselab.curators import CuratorConfig
 from collapselab.data.base import Source
-from collapselab.errors import ConfigError
+from collapselab.errors import ConfigError, NumericalError
 from collapselab.families.base import Family
 from collapselab.losses.ulosses import CE, ULoss
 from collapselab.registry import Registry, SettingContext
@@ -89,13 +89,11 @@ class Metric:
     check: Callable[[SettingContext], str | None] | None = None
 
 
-def _accepts_metric(obj: object) -> bool:
-    return isinstance(obj, Metric) or any(e.obj.fn is obj for e in (*METRICS._builtin.values(),
-                                                                     *METRICS._plugins.values()))
-
-
 #: every metric by name: the built-ins (``@metric``), plugins (entry points ``collapselab.metrics``, ``plugins:``)
-METRICS = Registry("metric", Metric, name_of=lambda m: m.name, accepts=_accepts_metric)
+METRICS = Registry("metric", Metric, name_of=lambda m: m.name, accepts=lambda o: isinstance(o, Metric),
+                   unwrap=lambda o: next((e.obj for e in (*METRICS._builtin.values(), *METRICS._plugins.values())
+                                          if e.obj.fn is o), o),
+                   want="a function decorated with collapselab.metrics.base.metric")
 
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
@@ -106,6 +104,9 @@ def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: boo
     """Register a metric function under ``name`` (``title``/``axis``: how figures label it; ``chance``: the
     value of a model that learned nothing, where one exists; ``reference`` and ``band``: see :class:`Metric`;
     ``check``: why an arm cannot have it, or ``None``). A metric in user code is a plugin like any other."""
+
+    if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+        raise TypeError(f"metric {name!r}: kinds must be a tuple of data kinds, e.g. ('points',), got {kinds!r}")
 
     def deco(fn: MetricFn) -> MetricFn:
         METRICS.add(Metric(name, fn, kinds, needs_truth, description, better, needs,
@@ -133,6 +134,12 @@ def check_metric(name: str, kind: str, has_truth: bool, family: type[Family], so
 
 def compute(names: list[str], model: Family, ctx: MetricContext) -> dict[str, np.ndarray]:
     """All requested metrics, ``{name: [C] float64}``."""
+    out = {}
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return {name: np.asarray(METRICS[name].fn(model, ctx), dtype=np.float64).reshape(model.n_chains)
-                for name in names}
+        for name in names:
+            value = np.asarray(METRICS[name].fn(model, ctx), dtype=np.float64)
+            if value.size != model.n_chains:
+                raise NumericalError(f"metric {name!r} gave {value.size} value(s) of shape {value.shape}; a metric "
+                                     f"gives one number per chain ({model.n_chains})")
+            out[name] = value.reshape(model.n_chains)
+    return out

@@ -92,9 +92,9 @@ class RunStore:
 
     @classmethod
     def create(cls, out: Path, experiment_yaml: str, experiment: dict[str, Any], overwrite: bool = False,
-               plugins: list[dict[str, str]] | None = None) -> RunStore:
+               plugins: list[dict[str, str]] | None = None, data: dict[str, Any] | None = None) -> RunStore:
         """Create (or, with ``overwrite``, empty and reuse) the run directory at ``out`` and store the experiment
-        (``plugins``: the pinned plugins it depends on, recorded in the manifest)."""
+        (``plugins`` and ``data``: the pinned plugins and user data it depends on, recorded in the manifest)."""
         real = cls.check_new(out, overwrite)
         _mkdir(real)
         lock = RunLock(real).acquire()
@@ -108,7 +108,7 @@ class RunStore:
             elif cls.is_run_dir(real):
                 raise ConfigError(f"--out {out}: already holds a run; continue it with "
                                   f"`collapselab resume {out}` or pass --overwrite")
-            store = cls(real, lock, {"plugins": plugins or []})
+            store = cls(real, lock, {"plugins": plugins or [], "data": data})
             store._write_experiment(experiment_yaml, experiment, new=True)
             return store
         except BaseException:
@@ -161,7 +161,7 @@ class RunStore:
         sha = write_atomic(self.root / EXPERIMENT, text.encode("utf-8"))
         manifest = {"format": RUN_FORMAT, "collapselab": __version__, "experiment_sha256": sha,
                     "experiment": experiment, "outputs": {} if new else self.manifest.get("outputs", {})}
-        for key in ("plugins", "plugin_changes"):
+        for key in ("plugins", "plugin_changes", "data"):
             if self.manifest.get(key):
                 manifest[key] = self.manifest[key]
         self._write_manifest(manifest)
