@@ -1,21 +1,33 @@
-"""Real data sources and known-truth toys, selected by ``data.source`` in an experiment."""
+"""Real data sources and known-truth toys, selected by ``data.source`` in an experiment (importing this package
+registers every built-in source)."""
 
 from __future__ import annotations
 
-from collapselab.data import (  # noqa: F401  (they register the built-in sources)
-    array_file,
-    digits,
-    hf_dataset,
-    image_folder,
-    images,
-    shakespeare,
-    text,
-    text_files,
-    truth,
-)
+# (import order is registration order, the order `collapselab list sources` shows: the known-truth toys, the
+# built-in real data sets, then the sources of a user's own files)
 from collapselab.data.base import SOURCES, FiniteSource, RealPool, Source, SourceConfig, TruthSource
-from collapselab.data.images import ImageSource
-from collapselab.data.text import TextSource
+from collapselab.data.truth import (
+    CategoricalTruth,
+    CategoricalTruthConfig,
+    GaussianTruth,
+    GaussianTruthConfig,
+    GMMTruth,
+    GMMTruthConfig,
+    LinearTruth,
+    LinearTruthConfig,
+)
+
+# isort: split
+from collapselab.data.digits import Digits, DigitsConfig
+from collapselab.data.images import MNIST, DigitImages, FashionMNIST, FashionMNISTConfig, ImageSource, MNISTConfig
+from collapselab.data.shakespeare import Shakespeare, ShakespeareConfig
+from collapselab.data.text import Plays, PlaysConfig, TextSource, Wikipedia, WikipediaConfig
+
+# isort: split
+from collapselab.data.array_file import ArrayFile, ArrayFileConfig
+from collapselab.data.hf_dataset import HFDataset, HFDatasetConfig
+from collapselab.data.image_folder import ImageFolder, ImageFolderConfig
+from collapselab.data.text_files import TextFiles, TextFilesConfig
 
 #: an experiment's ``data:`` setting: any registered source by ``source``
 DataSettings = SOURCES.field()
@@ -31,5 +43,10 @@ def make_source(config: SourceConfig, heldout: int, n: int = 0) -> Source:
     return source_class(config)(config, heldout, n)
 
 
-__all__ = ["SOURCES", "DataSettings", "FiniteSource", "ImageSource", "RealPool", "Source", "SourceConfig",
-           "TextSource", "TruthSource", "make_source", "source_class"]
+__all__ = ["MNIST", "SOURCES", "ArrayFile", "ArrayFileConfig", "CategoricalTruth", "CategoricalTruthConfig",
+           "DataSettings", "DigitImages", "Digits", "DigitsConfig", "FashionMNIST", "FashionMNISTConfig",
+           "FiniteSource", "GMMTruth", "GMMTruthConfig", "GaussianTruth", "GaussianTruthConfig", "HFDataset",
+           "HFDatasetConfig", "ImageFolder", "ImageFolderConfig", "ImageSource", "LinearTruth", "LinearTruthConfig",
+           "MNISTConfig", "Plays", "PlaysConfig", "RealPool", "Shakespeare", "ShakespeareConfig", "Source",
+           "SourceConfig", "TextFiles", "TextFilesConfig", "TextSource", "TruthSource", "Wikipedia",
+           "WikipediaConfig", "make_source", "source_class"]
