@@ -317,3 +317,48 @@ def test_module_plugins_metric_references_and_bad_metrics(plugin_dir):
     done = _cli("run", exp, "-o", plugin_dir / "bad", "-q", cwd=plugin_dir)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "metric 'scalar' gave 1 value(s) of shape (); a metric gives one number per chain (2)" in done.stderr
+
+
+def test_a_plugin_loss_through_get_loss_and_the_hugging_face_adapter(plugin_dir):
+    """The plugin TCE by name through ``get_loss`` (a module) and ``causal_lm_loss`` (a Trainer's
+    compute_loss_func) gives the built-in TCE's loss and gradients."""
+    import torch
+
+    from collapselab.losses.hf import causal_lm_loss
+    from collapselab.losses.modules import get_loss
+    from collapselab.plugins import load_plugin
+
+    load_plugin(str(plugin_dir / "my_plugin.py"))
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 9, 30, generator=g) * 3
+    labels = torch.randint(0, 30, (2, 9), generator=g)
+    labels[0, :3] = -100
+    outs = []
+    for name in ("tce", "plugin_tce"):
+        for make in (lambda n: get_loss(n, gamma=0.9, class_dim=-1), lambda n: causal_lm_loss(n, gamma=0.9)):
+            z = logits.clone().requires_grad_(True)
+            make(name)(z, labels).backward()  # the module scores every position; the adapter shifts the labels
+            outs.append((make(name)(z.detach(), labels), z.grad))
+    for (a, ga), (b, gb) in ((outs[0], outs[2]), (outs[1], outs[3])):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(gb, ga)
+
+
+def test_a_plugin_loss_in_the_bernoulli_pixel_form(plugin_dir):
+    """The VAE's per-pixel loss (``binary_uloss``) with the plugin TCE equals the built-in's, value and gradient."""
+    import torch
+
+    from collapselab.losses.binary import binary_uloss
+    from collapselab.plugins import load_plugin
+
+    load_plugin(str(plugin_dir / "my_plugin.py"))
+    g = torch.Generator().manual_seed(2)
+    logits, target = torch.randn(16, 64, generator=g) * 4, (torch.rand(16, 64, generator=g) > 0.5).float()
+    res = []
+    for loss in (get_uloss("tce", gamma=0.9), get_uloss("plugin_tce", gamma=0.9)):
+        z = logits.clone().requires_grad_(True)
+        out = binary_uloss(z, target, loss)
+        out.backward()
+        res.append((out.detach(), z.grad))
+    torch.testing.assert_close(res[1][0], res[0][0])
+    torch.testing.assert_close(res[1][1], res[0][1])
