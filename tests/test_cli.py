@@ -527,3 +527,20 @@ def test_audit_reads_and_tokenises_only_the_text_it_needs():
     ids = text_windows(tokenizer, read, windows=8, window=4, context=10)
     whole = [len(w) for w in text.split(" ")][:10 + 8 * 4]
     assert ids.tolist() == whole and max(asked) <= 1 << 16
+
+
+def test_list_keeps_names_and_descriptions_in_their_columns(capsys):
+    """Every name stands alone before its description (the longest name included), and a description is cut at
+    the end of its first sentence, not at an abbreviation ("Yi et al. ...")."""
+    from collapselab.experiments.catalog import catalog_names, first_sentence
+
+    assert cli("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = catalog_names()
+    width = max(map(len, names)) + 2
+    assert len(lines) == len(names)
+    for name, line in zip(names, lines, strict=True):
+        assert line.startswith(name + " ") and line[width - 2:width] == "  " and line[width] != " ", line
+    assert "Yi et al. (" in next(line for line in lines if line.startswith("yi-vae "))
+    assert first_sentence("Yi et al. (2025) show it. Then more.") == "Yi et al. (2025) show it"
+    assert first_sentence("A first look at it. The rest") == "A first look at it"

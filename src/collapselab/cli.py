@@ -210,8 +210,10 @@ def list_(what: Annotated[str, typer.Argument(metavar="[WHAT]", help="experiment
     if what in ("experiments", "all"):
         from collapselab.experiments.catalog import catalog_summaries
 
-        for name, line in catalog_summaries():
-            out.print(f"{name:<22}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
+        rows = catalog_summaries()
+        width = max(len(name) for name, _ in rows) + 2  # names never run into their descriptions
+        for name, line in rows:
+            out.print(f"{name:<{width}}{line}", soft_wrap=False, overflow="ellipsis", no_wrap=True, crop=True)
     if what == "experiments":
         return
     from collapselab.plugins import load_plugins, normalize_spec, registries

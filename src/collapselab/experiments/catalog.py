@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import yaml
@@ -23,5 +24,14 @@ def catalog_summaries() -> list[tuple[str, str]]:
     out = []
     for name in catalog_names():
         raw = yaml.safe_load(catalog_text(name)) or {}
-        out.append((name, str(raw.get("description", "")).split(". ")[0].strip()))
+        out.append((name, first_sentence(str(raw.get("description", "")))))
     return out
+
+
+#: a sentence ends at ". " before a capital letter, but not after an abbreviation ("et al.", "e.g.", "i.e.")
+_SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.\s+(?=[A-Z(])")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` (abbreviations such as "et al." do not end one)."""
+    return _SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0].strip()
