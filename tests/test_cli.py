@@ -544,3 +544,23 @@ def test_list_keeps_names_and_descriptions_in_their_columns(capsys):
     assert "Yi et al. (" in next(line for line in lines if line.startswith("yi-vae "))
     assert first_sentence("Yi et al. (2025) show it. Then more.") == "Yi et al. (2025) show it"
     assert first_sentence("A first look at it. The rest") == "A first look at it"
+
+
+def test_doctor_reports_what_is_here_and_how_to_get_what_is_not(capsys, monkeypatch, tmp_path):
+    """`collapselab doctor`: exit 0 when the catalog has what it needs (one line per check); a missing data set
+    is a MISSING line with how to get it, and exit 1."""
+    from collapselab.data import images
+    from collapselab.doctor import run_checks
+
+    complete = all(c.ok for c in run_checks() if c.needed)  # this machine may lack a data set the catalog reads
+    assert cli("doctor") == (0 if complete else 1)
+    out = capsys.readouterr().out
+    for name in ("python", "torch", "data: digits", "cache", "plugin loss soft_tce"):
+        assert any(line.startswith("ok") and name in line for line in out.splitlines()), name
+    monkeypatch.setattr(images, "FASHION_DIR", tmp_path)
+    assert cli("doctor") == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "data: fashion_mnist" in line)
+    assert line.startswith("MISSING") and "apt-get install dataset-fashion-mnist" in line
+    last = out.splitlines()[-1]
+    assert "needed piece(s) missing: " in last and "data: fashion_mnist" in last

@@ -195,6 +195,27 @@ def audit(
     o.print(f"audit: {target / 'audit.json'}, {target / 'confidence.png'}")
 
 
+@app.command()
+def doctor(address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="a Ray cluster to inspect "
+                                                       "(auto or ray://host:port)")] = None) -> None:
+    """Check what this machine has for collapselab (versions, devices, data, cache, plugins); exit 1 if the
+    catalog lacks something, with how to get it."""
+    from collapselab.doctor import run_checks
+
+    checks = run_checks(address)
+    out = _out()
+    for c in checks:
+        mark = "ok" if c.ok else ("MISSING" if c.needed else "-")
+        line = f"{mark:<8} {c.name:<24} {c.detail}"
+        if not c.ok and c.fix:
+            line += f"  [{c.fix}]"
+        out.print(line, soft_wrap=True, markup=False)
+    missing = [c for c in checks if c.needed and not c.ok]
+    if missing:
+        out.print(f"{len(missing)} needed piece(s) missing: {', '.join(c.name for c in missing)}", markup=False)
+        raise SystemExit(1)
+
+
 KINDS = {"losses": "loss", "curators": "curator", "regimes": "regime", "families": "family", "sources": "source",
          "metrics": "metric"}
 

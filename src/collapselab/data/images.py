@@ -93,15 +93,23 @@ def _idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz")
+
+
+def fashion_files() -> list[Path]:
+    """Fashion-MNIST's four IDX files (``FileNotFoundError`` with how to install them when absent)."""
+    files = [FASHION_DIR / f for f in FASHION_FILES]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(FASHION_HINT)
+    return files
+
+
 @cache
 def load_fashion_mnist() -> Splits:
     """Fashion-MNIST's 70k images: the first 50k training images as train, the last 10k as validation, and
     the 10k test images (pixels byte / 255, like MNIST's)."""
-    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz"]
-    if not all((FASHION_DIR / f).is_file() for f in files):
-        raise FileNotFoundError(FASHION_HINT)
-    xtr, ytr, xte, yte = (_idx(FASHION_DIR / f) for f in files)
+    xtr, ytr, xte, yte = (_idx(f) for f in fashion_files())
 
     def prep(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (_unit(x.reshape(-1, 1, 28, 28)), y.astype(np.int64))
