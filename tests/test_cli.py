@@ -564,3 +564,12 @@ def test_doctor_reports_what_is_here_and_how_to_get_what_is_not(capsys, monkeypa
     assert line.startswith("MISSING") and "apt-get install dataset-fashion-mnist" in line
     last = out.splitlines()[-1]
     assert "needed piece(s) missing: " in last and "data: fashion_mnist" in last
+
+
+def test_long_stages_report_elapsed_time_a_readable_rate_and_an_eta():
+    """A slow step reads in seconds per step (not "0/s"), and what is left has an ETA."""
+    from collapselab.families.lm import progress_line
+
+    assert progress_line(154, 444, 185.0, "steps") == "154/444 steps, 3m05s, 1.2 s/step, ETA 5m48s"
+    assert progress_line(5000, 20000, 2.0, "tokens") == "5000/20000 tokens, 2s, 2,500.0 tokens/s, ETA 6s"
+    assert progress_line(444, 444, 4000.0, "steps") == "444/444 steps, 1h06m, 9.0 s/step"

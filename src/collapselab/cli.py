@@ -30,6 +30,10 @@ Workers = Annotated[int, typer.Option("--workers", "-w", min=1, metavar="N",
                                       help="worker processes (chain batches run in parallel; results do not "
                                            "depend on it)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+Backend = Annotated[str, typer.Option("--backend", metavar="NAME", help="local (in-process or --workers processes) "
+                                                                       "or ray (a Ray instance; see --address)")]
+Address = Annotated[str | None, typer.Option("--address", metavar="ADDR", help="--backend ray: a running cluster "
+                                             "(auto or ray://host:port); default: start a local instance")]
 Plugins = Annotated[list[str] | None, typer.Option("--plugin", metavar="MODULE|FILE",
                                                    help="import a plugin (a module, a .py file or module:Object) "
                                                         "before the experiment is read; repeatable")]
@@ -54,9 +58,38 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks i
     _state["debug"] = debug
 
 
-def _execute(exp, store, workers: int, quiet: bool):
+def _backend(backend: str, address: str | None, workers: int) -> None:
+    """One-line errors for a backend setting that cannot apply."""
+    from collapselab.runner import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend != "ray" and address is not None:
+        raise ConfigError("--address: only with --backend ray")
+    if backend == "ray" and workers > 1:
+        raise ConfigError("--workers: applies to --backend local; with --backend ray every chain batch is a Ray task "
+                          "and the cluster's CPUs decide how many run at once")
+
+
+
+def _connect(backend: str, address: str | None) -> None:
+    """Start or join Ray before anything is written (a missing Ray or an unreachable address: exit 2)."""
+    if backend == "ray":
+        from collapselab.ray_backend import connect
+
+        connect(address)
+
+
+def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", address: str | None = None):
     """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from collapselab.runs import Outputs, assemble, execute, finish, prepare
 
@@ -67,10 +100,12 @@ def _execute(exp, store, workers: int, quiet: bool):
     seeds = f"{exp.seeds} seed{'s' * (exp.seeds != 1)}"
     with Outputs(exp) as outputs:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("generations"), TimeElapsedColumn(), console=err_console,
+                      TextColumn("generations"), TimeElapsedColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), console=err_console,
                       disable=quiet, transient=True) as bar:
             task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
             results = execute(exp, store, workers, lambda arm, batch, g: bar.advance(task), warn=_warn,
+                              backend=backend, address=address,
                               prepared=True, outputs=outputs)
         return finish(exp, store, assemble(exp, results), outputs)
 
@@ -100,16 +135,20 @@ def run(
                                                                "collapselab wrote are removed)")] = False,
     quiet: Quiet = False,
     plugin: Plugins = None,
+    backend: Backend = "local",
+    address: Address = None,
 ) -> None:
     """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
     from collapselab.runs import check_data, create_run
 
+    _backend(backend, address, workers)
     exp = load_experiment(experiment, set_, seeds, generations, plugins=plugin)
     check_data(exp)
+    _connect(backend, address)
     target = out or Path("runs") / exp.name
     with create_run(exp, target, overwrite) as store:
-        summary = _execute(exp, store, workers, quiet)
+        summary = _execute(exp, store, workers, quiet, backend, address)
     _show_result(exp, summary, target)
 
 
@@ -119,13 +158,16 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
            = None, quiet: Quiet = False,
            allow_plugin_change: Annotated[bool, typer.Option("--allow-plugin-change", help="continue although a "
                                                              "plugin changed since the run began (recorded in "
-                                                             "run.json)")] = False) -> None:
+                                                             "run.json)")] = False,
+           backend: Backend = "local", address: Address = None) -> None:
     """Continue a stopped run from its newest verified checkpoint (results equal an uninterrupted run)."""
     from collapselab.runs import open_run
 
+    _backend(backend, address, workers)
+    _connect(backend, address)
     store, exp = open_run(run_dir, generations, allow_plugin_change)
     with store:
-        summary = _execute(exp, store, workers, quiet)
+        summary = _execute(exp, store, workers, quiet, backend, address)
     _show_result(exp, summary, run_dir)
 
 

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +168,14 @@ def _drain(events, progress: Callable | None) -> None:
             progress(*item)
 
 
-def backend_for(workers: int) -> InProcess | ProcessPool:
-    """In-process for one worker, a process pool otherwise."""
+BACKENDS = ("local", "ray")
+
+
+def backend_for(workers: int, backend: str = "local", address: str | None = None) -> Any:
+    """``local``: in-process for one worker, a process pool otherwise; ``ray``: a Ray instance (``address``:
+    ``None`` starts a local one)."""
+    if backend == "ray":
+        from collapselab.ray_backend import RayBackend
+
+        return RayBackend(address)
     return InProcess() if workers <= 1 else ProcessPool(workers)

@@ -196,20 +196,23 @@ def _check_data(exp: Experiment) -> None:
 
 
 def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, progress: Progress | None = None,
-            warn: Warn | None = None, prepared: bool = False, outputs: Outputs | None = None) -> Results:
+            warn: Warn | None = None, prepared: bool = False, outputs: Outputs | None = None,
+            backend: str = "local", address: str | None = None) -> Results:
     """Run (or resume) every chain of ``exp``; returns the values per (arm, batch).
 
     With ``run`` (a :class:`RunStore` from :func:`create_run` / :func:`open_run`) chains checkpoint into it
     and continue from what it holds (after :func:`prepare`, unless ``prepared``); with ``None`` everything
     stays in memory. ``outputs`` (an :class:`Outputs`) starts on each arm's outputs as soon as its chains
-    are done.
+    are done. ``backend``: ``local`` (``workers`` processes) or ``ray`` (``address``: a cluster; default a local
+    Ray instance); the results do not depend on it.
     """
     if run is None:
         check_data(exp)
     elif not prepared:
         prepare(exp, run, warn)
     tasks = make_tasks(exp, None if run is None else str(run.root))
-    return backend_for(workers).run(tasks, progress, None if outputs is None else outputs.task_done)
+    return backend_for(workers, backend, address).run(tasks, progress,
+                                                      None if outputs is None else outputs.task_done)
 
 
 def assemble(exp: Experiment, results: Results) -> np.ndarray:

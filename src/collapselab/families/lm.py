@@ -76,14 +76,28 @@ def pack(x: np.ndarray, weight: np.ndarray | None, block: int) -> tuple[np.ndarr
 
 def _progress(label: str, done: int, total: int, t0: float, unit: str, every: float = 10.0,
               state: dict | None = None) -> None:
-    """Print ``label: done/total`` to stderr at most every ``every`` seconds (long stages show life)."""
+    """Print ``label: done/total``, the elapsed time, the rate (per second, or seconds per item when slower than
+    one a second) and an ETA to stderr, at most every ``every`` seconds (long stages show life)."""
     if state is None or total <= 0:
         return
     now = time.monotonic()
     if now - state.get("last", t0) >= every or done == total and now - t0 >= every:
         state["last"] = now
-        rate = done / max(now - t0, 1e-9)
-        print(f"  {label}: {done}/{total} {unit} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+        print(f"  {label}: {progress_line(done, total, now - t0, unit)}", file=sys.stderr, flush=True)
+
+
+def progress_line(done: int, total: int, elapsed: float, unit: str) -> str:
+    """``154/444 steps, 2m05s, 1.2 s/step, ETA 5m52s``: a rate that reads for slow steps, and what is left."""
+    rate = done / max(elapsed, 1e-9)
+    singular = unit[:-1] if unit.endswith("s") else unit
+    pace = f"{rate:,.1f} {unit}/s" if rate >= 1 else (f"{1 / rate:,.1f} s/{singular}" if rate > 0 else "starting")
+    left = f", ETA {_clock((total - done) / rate)}" if 0 < done < total else ""
+    return f"{done}/{total} {unit}, {_clock(elapsed)}, {pace}{left}"
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def accelerator(precision: str = "auto") -> Any:
