@@ -91,3 +91,37 @@ def test_a_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ConfigError, match=r"^--backend ray needs Ray: pip install 'collapselab\[ray\]'$"):
         connect(None)
+
+
+def test_a_ray_worker_that_dies_mid_run_is_retried_to_the_same_bytes(tmp_path):
+    """A plugin metric kills its own Ray worker (os._exit) at generation 2 of chain batch 0, once: Ray runs the task
+    again, it continues from its last checkpoint, and the run's files equal the undisturbed local run's."""
+    armed = tmp_path / "armed"
+    (tmp_path / "crash.py").write_text(textwrap.dedent(f'''
+        import os
+        from pathlib import Path
+
+        from collapselab.metrics.base import metric
+
+        ARMED, CALLS = Path({str(armed)!r}), []
+
+
+        @metric("mean_or_crash", ("points",), "the mean of 100 samples; kills its worker once when armed")
+        def mean_or_crash(model, ctx):
+            CALLS.append(1)
+            if ctx.batch == 0 and len(CALLS) == 3 and ARMED.exists():
+                ARMED.unlink(missing_ok=True)
+                os._exit(1)
+            return model.sample(100, ctx.rng)["x"][..., 0].mean(axis=1)
+    '''))
+    doc = {"name": "k", "plugins": ["./crash.py"], "family": {"name": "gaussian"},
+           "data": {"source": "gaussian", "dim": 2}, "n": 60, "generations": 4, "seeds": 4, "batch_size": 2,
+           "metrics": ["w1", "mean_or_crash"], "arms": [{"name": "ce"}]}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(doc))
+    assert _cli("run", exp, "-o", tmp_path / "local", "-q", cwd=tmp_path).returncode == 0
+    armed.write_text("")
+    done = _cli("run", exp, "-o", tmp_path / "ray", "-q", "--backend", "ray", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not armed.exists()  # the worker did die
+    assert run_files(tmp_path / "ray") == run_files(tmp_path / "local")

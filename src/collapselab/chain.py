@@ -134,9 +134,12 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     store = task.store(writer)
     if store is not None:
         scan = store.scan(exp.metrics, c, last=exp.generations)
-        if scan.problem is not None:  # execute() repairs this before any task starts
+        if scan.problem is not None and scan.resume is None:  # execute() repairs this before any task starts
             raise ConfigError(f"{scan.problem}; `collapselab resume` falls back to the newest checkpoint "
                               f"that verifies")
+        # a task run again after its worker died (a Ray retry) drops what that worker left half-written and goes
+        # on from the newest checkpoint that verifies; for a first run this finds nothing to remove
+        store.prune(scan.resume)
         if scan.resume is not None:
             model_state, regime_state = store.load(scan.resume)
             files = store.model_files(scan.resume)
