@@ -258,18 +258,17 @@ def doctor(address: Annotated[str | None, typer.Option("--address", metavar="ADD
         raise SystemExit(1)
 
 
-KINDS = {"losses": "loss", "curators": "curator", "regimes": "regime", "families": "family", "sources": "source",
-         "metrics": "metric"}
-
-
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(metavar="[WHAT]", help="experiments (default), losses, curators, "
                                               "regimes, families, sources, metrics or all")] = "experiments",
           plugin: Plugins = None) -> None:
     """List the built-in experiments, or the losses, curators, ... (built-ins and plugins, with their origin)."""
+    from collapselab.registry import PLURALS
+
+    kinds = {plural: kind for kind, plural in PLURALS.items()}
     out = _out()
-    if what not in ("experiments", "all", *KINDS):
-        raise ConfigError(f"list: {what!r}; allowed: experiments, {', '.join(KINDS)}, all")
+    if what not in ("experiments", "all", *kinds):
+        raise ConfigError(f"list: {what!r}; allowed: experiments, {', '.join(kinds)}, all")
     if what in ("experiments", "all"):
         from collapselab.experiments.catalog import catalog_summaries
 
@@ -283,7 +282,7 @@ def list_(what: Annotated[str, typer.Argument(metavar="[WHAT]", help="experiment
 
     load_plugins([normalize_spec(p) for p in plugin or []])
     regs = registries()
-    for plural, kind in KINDS.items():
+    for plural, kind in kinds.items():
         if what not in (plural, "all"):
             continue
         out.print(f"\n{plural}:" if what == "all" else f"{plural}:")

@@ -22,6 +22,7 @@ import numpy as np
 
 from collapselab.chain import ChainTask, Progress, run_chain
 from collapselab.errors import ConfigError
+from collapselab.runner import drain  # ray.util.queue.Empty is a queue.Empty
 
 RAY_HINT = "--backend ray needs Ray: pip install 'collapselab[ray]'"
 #: how often a task whose worker died is run again (from its last checkpoint)
@@ -84,7 +85,7 @@ class RayBackend:
             pending = list(refs)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
-                _drain(events, progress)
+                drain(events, progress)
                 for ref in ready:
                     t = refs[ref]
                     try:
@@ -93,7 +94,7 @@ class RayBackend:
                         raise (e.cause if isinstance(e.cause, Exception) else e) from None
                     if done:
                         done(t, results[(t.arm, t.batch)])
-            _drain(events, progress)
+            drain(events, progress)
             return results
         except BaseException:
             for ref in refs:
@@ -106,13 +107,3 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
-
-
-def _drain(events: Any, progress: Progress | None) -> None:
-    while True:
-        try:
-            item = events.get_nowait()
-        except Exception:  # ray.util.queue.Empty
-            return
-        if progress:
-            progress(*item)

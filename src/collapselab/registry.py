@@ -196,7 +196,7 @@ class Registry:
         obj = self._unwrap(import_object(ref, f"{self.kind} {ref!r}"))
         if not self._accepts(obj):
             raise ConfigError(f"{self.kind} {ref!r}: {_describe(obj)} is not a {self.kind} ({self._want()})")
-        for e in (*self._builtin.values(), *self._plugins.values()):
+        for e in self.registered():
             if e.obj is obj:
                 return e
         return self.add(obj, origin=f"plugin {ref}")
@@ -230,9 +230,13 @@ class Registry:
         """Whether ``obj`` is of this registry's kind."""
         return self._accepts(obj)
 
+    def registered(self) -> list[Entry]:
+        """The entries registered so far: built-ins, then plugins (entry points not yet loaded are not among them)."""
+        return [*self._builtin.values(), *self._plugins.values()]
+
     def holds(self, obj: Any) -> bool:
         """Whether ``obj`` is registered (built-in or plugin)."""
-        return any(e.obj is obj for e in (*self._builtin.values(), *self._plugins.values()))
+        return any(e.obj is obj for e in self.registered())
 
     def name_of(self, obj: Any) -> str:
         """The name ``obj`` declares."""

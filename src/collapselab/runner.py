@@ -124,13 +124,13 @@ class ProcessPool:
             pending = set(futures)
             while pending:
                 finished, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
-                _drain(events, progress)
+                drain(events, progress)
                 for f in finished:
                     t = futures[f]
                     results[(t.arm, t.batch)] = f.result()  # re-raises a chain's error here
                     if done:
                         done(t, results[(t.arm, t.batch)])
-            _drain(events, progress)
+            drain(events, progress)
             pool.shutdown(wait=True)
             return results
         except BaseException:
@@ -158,7 +158,8 @@ def kill_pool(pool: cf.ProcessPoolExecutor) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _drain(events, progress: Callable | None) -> None:
+def drain(events: Any, progress: Callable | None) -> None:
+    """Pass every progress event waiting in ``events`` (a multiprocessing or Ray queue) to ``progress``."""
     while True:
         try:
             item = events.get_nowait()

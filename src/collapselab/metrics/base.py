@@ -91,8 +91,7 @@ class Metric:
 
 #: every metric by name: the built-ins (``@metric``), plugins (entry points ``collapselab.metrics``, ``plugins:``)
 METRICS = Registry("metric", Metric, name_of=lambda m: m.name, accepts=lambda o: isinstance(o, Metric),
-                   unwrap=lambda o: next((e.obj for e in (*METRICS._builtin.values(), *METRICS._plugins.values())
-                                          if e.obj.fn is o), o),
+                   unwrap=lambda o: next((e.obj for e in METRICS.registered() if e.obj.fn is o), o),
                    want="a function decorated with collapselab.metrics.base.metric")
 
 
