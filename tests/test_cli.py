@@ -43,8 +43,11 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
     assert "time to failure" in text and "tce-0.99" in text and "report.html" in text
     assert max(len(line) for line in text.splitlines() if not line.startswith(("report:", "tables:"))) <= 80
     names = {p.name for p in out.iterdir()}
-    assert {"run.json", "experiment.yaml", "metrics.parquet", "metrics.csv", "summary.json", "report.html",
+    assert {"run.json", "experiment.yaml", "metrics.parquet", "summary.json", "report.html",
             "figures", "chains"} <= names
+    assert "metrics.csv" not in names and "metrics.csv" not in text  # the CSV is opt-in
+    assert cli("report", str(out), "--csv") == 0
+    assert str(out / "metrics.csv") in capsys.readouterr().out
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0] == "arm,seed,generation,metric,value"
     assert len(lines) == 1 + 4 * 2 * 4 * 4  # arms x seeds x generations x metrics
@@ -54,10 +57,10 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
         "tail_mass", "heldout_nll", "variance_ratio", "w1", "time_to_failure")}
     before = tree(out)
     assert cli("report", str(out)) == 0
-    assert tree(out) == before
+    assert tree(out) == before  # a report keeps the CSV it was once asked for
     assert cli("run", "quickstart", "--out", str(out), *SMALL) == 2  # an existing run is not overwritten
     assert "already holds a run" in capsys.readouterr().err
-    assert cli("run", str(out / "experiment.yaml"), "--out", str(out), "--overwrite", "-q") == 0
+    assert cli("run", str(out / "experiment.yaml"), "--out", str(out), "--overwrite", "-q", "--csv") == 0
     assert tree(out) == before  # re-running a run from its own resolved experiment gives the same files
 
 
@@ -365,7 +368,7 @@ def test_a_full_disk_is_one_line_exit_1_naming_the_file_and_keeps_finished_gener
     assert cli("resume", str(out), "-q") == 0  # the generations written before the disk filled up are kept
     full = tmp_path / "full"
     assert cli("run", "quickstart", *SMALL, "--out", str(full)) == 0
-    assert (out / "metrics.csv").read_bytes() == (full / "metrics.csv").read_bytes()
+    assert (out / "metrics.parquet").read_bytes() == (full / "metrics.parquet").read_bytes()
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
@@ -422,7 +425,7 @@ def test_stopped_runs_resume_to_the_same_files(full_run, tmp_path, sig, code):
     if sig != signal.SIGKILL:
         assert re.fullmatch(r"collapselab: error: interrupted after generation \d+ \(\d of 4 chain batches "
                             r"finished\); continue with `collapselab resume \S+`\n", err), err
-    assert not (killed / "metrics.csv").exists()
+    assert not (killed / "metrics.parquet").exists()
     done = subprocess.run([sys.executable, "-m", "collapselab", "resume", str(killed), "-q"], capture_output=True)
     assert done.returncode == 0, done.stderr
     assert _files(killed) == _files(full_run)

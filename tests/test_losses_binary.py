@@ -49,6 +49,20 @@ def test_tce_pixel_loss_equals_masked_reference(gamma):
     torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tce_fast_path_equals_the_general_path_bit_for_bit(dtype):
+    """Plain TCE takes a shortcut; unit sample weights send it through the general path: the same bits."""
+    z, t = _data(shape=(32, 1, 12, 12), seed=5)
+    z, t = z.to(dtype), t.to(dtype)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    fast = binary_uloss(z1, t, U.TCE(gamma=0.9), reduction="none")
+    general = binary_uloss(z2, t, U.TCE(gamma=0.9), reduction="none", sample_weight=torch.ones(32, dtype=dtype))
+    assert 0 < int((fast == 0).sum()) < fast.numel()
+    (fast.flatten(1).sum(1) * torch.arange(32, dtype=dtype)).sum().backward()
+    (general.flatten(1).sum(1) * torch.arange(32, dtype=dtype)).sum().backward()
+    assert torch.equal(fast, general) and torch.equal(z1.grad, z2.grad)
+
+
 @pytest.mark.parametrize("loss", [U.Focal(gamma=2.0), U.GCE(q=0.7), U.Linear(beta=0.5)])
 def test_generic_loss_matches_autograd_of_its_definition(loss):
     """Value l(u) and gradient w(u) * (sigmoid(z) - t) agree with autograd through l(exp(-BCE))."""

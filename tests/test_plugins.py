@@ -81,7 +81,7 @@ def _cli(*args, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-RESULTS = ("metrics.csv", "metrics.parquet", "summary.json")
+RESULTS = ("metrics.parquet", "summary.json")
 
 
 def _kill_and_resume(exp: Path, cwd: Path, part: Path) -> dict[str, bytes]:
@@ -162,9 +162,9 @@ def test_module_object_names_and_the_plugin_option(plugin_dir):
                   arms=[{"name": "sq", "loss": {"name": "squared", "a": 2.0}}])
     done = _cli("run", exp2, "-o", plugin_dir / "opt", "-q", "-w", "2", "--plugin", "my_plugin.py", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
-    assert run_files(plugin_dir / "ref")["metrics.csv"] == run_files(plugin_dir / "opt")["metrics.csv"]
+    assert run_files(plugin_dir / "ref")["metrics.parquet"] == run_files(plugin_dir / "opt")["metrics.parquet"]
     c = _kill_and_resume(exp, plugin_dir, plugin_dir / "part")
-    assert c["metrics.csv"] == run_files(plugin_dir / "ref")["metrics.csv"]
+    assert c["metrics.parquet"] == run_files(plugin_dir / "ref")["metrics.parquet"]
 
 
 def test_a_plugin_tce_gives_the_builtin_results(plugin_dir):

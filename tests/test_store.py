@@ -27,7 +27,7 @@ def _run(tmp_path, name="run", **over):
     exp = make_experiment(**{**EXP, **over})
     with create_run(exp, tmp_path / name) as store:
         values = assemble(exp, execute(exp, store))
-        finish(exp, store, values)
+        finish(exp, store, values, csv=True)
     return exp, values
 
 

@@ -34,6 +34,8 @@ Backend = Annotated[str, typer.Option("--backend", metavar="NAME", help="local (
                                                                        "or ray (a Ray instance; see --address)")]
 Address = Annotated[str | None, typer.Option("--address", metavar="ADDR", help="--backend ray: a running cluster "
                                              "(auto or ray://host:port); default: start a local instance")]
+Csv = Annotated[bool, typer.Option("--csv", help="also write metrics.csv (the rows of metrics.parquet as text; "
+                                                  "kept up to date by later resumes and reports)")]
 Plugins = Annotated[list[str] | None, typer.Option("--plugin", metavar="MODULE|FILE",
                                                    help="import a plugin (a module, a .py file or module:Object) "
                                                         "before the experiment is read; repeatable")]
@@ -80,7 +82,8 @@ def _connect(backend: str, address: str | None) -> None:
         connect(address)
 
 
-def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", address: str | None = None):
+def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", address: str | None = None,
+             csv: bool = False):
     """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
     from rich.progress import (
         BarColumn,
@@ -91,14 +94,14 @@ def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", addr
         TimeRemainingColumn,
     )
 
-    from collapselab.runs import Outputs, assemble, execute, finish, prepare
+    from collapselab.runs import Outputs, assemble, execute, finish, prepare, wants_csv
 
     _state["run_dir"], _state["exp"] = store.root, exp
     prepare(exp, store, _warn)  # checkpoint warnings and errors come before the progress bar
     total = len(exp.arms) * exp.n_batches * (exp.generations + 1)
     arms = f"{len(exp.arms)} arm{'s' * (len(exp.arms) != 1)}"
     seeds = f"{exp.seeds} seed{'s' * (exp.seeds != 1)}"
-    with Outputs(exp) as outputs:
+    with Outputs(exp, csv=wants_csv(store, csv)) as outputs:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("generations"), TimeElapsedColumn(), TextColumn("ETA"),
                       TimeRemainingColumn(), console=err_console,
@@ -115,8 +118,8 @@ def _show_result(exp, summary, run_dir: Path) -> None:
 
     out = _out()
     out.print(rich_table(exp, summary, width=out.width))
-    out.print(f"report: {run_dir / 'report.html'}\ntables: {run_dir / 'metrics.parquet'}, "
-              f"{run_dir / 'metrics.csv'}", soft_wrap=True)
+    tables = ", ".join(str(run_dir / n) for n in ("metrics.parquet", "metrics.csv") if (run_dir / n).exists())
+    out.print(f"report: {run_dir / 'report.html'}\ntables: {tables}", soft_wrap=True)
 
 
 @app.command()
@@ -137,6 +140,7 @@ def run(
     plugin: Plugins = None,
     backend: Backend = "local",
     address: Address = None,
+    csv: Csv = False,
 ) -> None:
     """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
@@ -148,7 +152,7 @@ def run(
     _connect(backend, address)
     target = out or Path("runs") / exp.name
     with create_run(exp, target, overwrite) as store:
-        summary = _execute(exp, store, workers, quiet, backend, address)
+        summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, target)
 
 
@@ -159,7 +163,7 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
            allow_plugin_change: Annotated[bool, typer.Option("--allow-plugin-change", help="continue although a "
                                                              "plugin changed since the run began (recorded in "
                                                              "run.json)")] = False,
-           backend: Backend = "local", address: Address = None) -> None:
+           backend: Backend = "local", address: Address = None, csv: Csv = False) -> None:
     """Continue a stopped run from its newest verified checkpoint (results equal an uninterrupted run)."""
     from collapselab.runs import open_run
 
@@ -167,19 +171,19 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
     _connect(backend, address)
     store, exp = open_run(run_dir, generations, allow_plugin_change)
     with store:
-        summary = _execute(exp, store, workers, quiet, backend, address)
+        summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, run_dir)
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run directory")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run directory")], csv: Csv = False) -> None:
     """Rebuild the tables, summary.json, figures and report.html from the verified checkpoints."""
     from collapselab.runs import collect, finish, open_run
 
     store, exp = open_run(run_dir, allow_plugin_change=None)
     with store:
         _state["run_dir"], _state["exp"] = store.root, exp
-        summary = finish(exp, store, collect(exp, store))
+        summary = finish(exp, store, collect(exp, store), csv=csv)
     _show_result(exp, summary, run_dir)
 
 

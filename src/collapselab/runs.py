@@ -30,7 +30,8 @@ from collapselab.runner import Results, backend_for, make_tasks
 from collapselab.store import RunStore
 
 Warn = Callable[[str], None]
-TABLES = ("metrics.parquet", "metrics.csv")
+TABLES = ("metrics.parquet",)
+CSV = "metrics.csv"  # opt-in: `--csv` (54 of the 73 MB of a 2 x 1,000 x 200 Gaussian run; parquet holds the same)
 #: experiment fields that may change between a run and its resume.
 RESUMABLE_CHANGES = ("generations", "description")
 
@@ -248,11 +249,19 @@ def collect(exp: Experiment, store: RunStore) -> np.ndarray:
     return assemble(exp, results)
 
 
-def finish(exp: Experiment, store: RunStore, values: np.ndarray, outputs: Outputs | None = None) -> dict[str, Any]:
-    """Write ``metrics.parquet``, ``metrics.csv``, ``summary.json``, the figures and ``report.html``;
-    returns the summary. ``outputs`` holds the parts already computed while the chains ran."""
+def wants_csv(store: RunStore, asked: bool) -> bool:
+    """Whether the run writes ``metrics.csv``: when asked (``--csv``), and always once a run has one, so a
+    resume or report keeps it up to date."""
+    return asked or CSV in store.manifest.get("outputs", {})
+
+
+def finish(exp: Experiment, store: RunStore, values: np.ndarray, outputs: Outputs | None = None,
+           csv: bool = False) -> dict[str, Any]:
+    """Write ``metrics.parquet`` (and ``metrics.csv`` with ``csv``), ``summary.json``, the figures and
+    ``report.html``; returns the summary. ``outputs`` holds the parts already computed while the chains ran.
+    A run that has a ``metrics.csv`` keeps it (:func:`wants_csv`)."""
     own = outputs is None
-    outputs = outputs or Outputs(exp)
+    outputs = outputs or Outputs(exp, csv=wants_csv(store, csv))
     try:
         return outputs.write(store, values)
     finally:
@@ -270,10 +279,11 @@ class Outputs:
     everything through the store. The files are the same as those of a run computed all at the end.
     """
 
-    def __init__(self, exp: Experiment) -> None:
+    def __init__(self, exp: Experiment, csv: bool = False) -> None:
         from collapselab.report import report_weights, theory_curves
 
         self.exp = exp
+        self.csv = csv
         self.theory = theory_curves(exp)
         self.weights = report_weights(exp)
         self._blocks: Results = {}
@@ -301,7 +311,7 @@ class Outputs:
 
         exp = self.exp
         frame = tidy_frame([arm.name for arm in exp.arms], exp.metrics, values[None], first_arm=a)
-        return frame, csv_bytes(frame, header=a == 0)
+        return frame, csv_bytes(frame, header=a == 0) if self.csv else b""
 
     def _all_tables(self) -> dict[str, bytes]:
         import polars as pl
@@ -309,8 +319,10 @@ class Outputs:
         from collapselab.tables import parquet_bytes
 
         parts = [self._tables[a].result() for a in range(len(self.exp.arms))]
-        return {"metrics.parquet": parquet_bytes(pl.concat([frame for frame, _ in parts])),
-                "metrics.csv": b"".join(csv for _, csv in parts)}
+        tables = {"metrics.parquet": parquet_bytes(pl.concat([frame for frame, _ in parts]))}
+        if self.csv:
+            tables[CSV] = b"".join(csv for _, csv in parts)
+        return tables
 
     def write(self, store: RunStore, values: np.ndarray) -> dict[str, Any]:
         """Complete and write every output; returns the summary."""
@@ -326,7 +338,7 @@ class Outputs:
         for a in range(len(self.exp.arms)):
             if a not in self._stats:  # arms whose chains were not reported (e.g. a resume with nothing to do)
                 self._start(a, values[a])
-        with store.outputs(list(TABLES) + report_names(self.exp)) as sink:
+        with store.outputs(list(TABLES) + [CSV] * self.csv + report_names(self.exp)) as sink:
             # the last arms' rows are formatted and the tables written (fsync waits on the disk) while the
             # figures render on this thread
             tables = self._pool.submit(lambda: [sink.write(n, b) for n, b in self._all_tables().items()])

@@ -289,7 +289,7 @@ class _Trainer:
                 opt.zero_grad(set_to_none=True)
                 step.backward()
                 opt.step()
-            self.stats = {"kept": kept[0] / kept[1] if kept[1] else 1.0}
+            self.stats = {"kept": float(kept[0]) / kept[1] if kept[1] else 1.0}
             if isinstance(getattr(loss, "gamma", None), float):
                 self.stats["gamma"] = float(loss.gamma)
             if n_val == 0:
@@ -361,8 +361,8 @@ class _Trainer:
         else:
             per_pixel = binary_uloss(logits, xb, loss, reduction="none", generator=self.masks)
             rec = per_pixel.flatten(1).sum(1)
-            with torch.no_grad():  # the share of pixels kept (a kept pixel's -log u > 0: its loss is not 0)
-                kept[0] += float((per_pixel != 0).sum())
+            with torch.no_grad():  # the share of pixels kept (a kept pixel's -log u > 0: its loss is not 0),
+                kept[0] += (per_pixel != 0).sum()  # a tensor: no device sync per step
                 kept[1] += per_pixel.numel()
         per = rec + kl
         if wb is not None:
