@@ -125,3 +125,128 @@ def test_a_ray_worker_that_dies_mid_run_is_retried_to_the_same_bytes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert not armed.exists()  # the worker did die
     assert run_files(tmp_path / "ray") == run_files(tmp_path / "local")
+
+
+# -- resources: pure functions of the experiment and the cluster's node records (no Ray started) -------------
+def _node(cpus: float, gpus: float = 0.0) -> dict:
+    return {"Alive": True, "NodeID": f"n{cpus}-{gpus}", "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+
+def test_each_family_asks_for_what_its_chain_needs():
+    from collapselab.experiments import load_experiment
+    from collapselab.ray_backend import task_resources
+
+    images = load_experiment("quickstart-images")  # conv VAEs, device auto
+    gmm = load_experiment("quickstart")
+    cpu_only, gpu_node = [_node(2)], [_node(16, 8)]
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(gmm, gpu_node).values()} == {(1.0, 0.0)}
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(images, gpu_node).values()} == {(1.0, 1.0)}
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(images, cpu_only).values()} == {(1.0, 0.0)}
+    threads = load_experiment("quickstart-images", ["family.threads=2"])
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(threads, cpu_only).values()} == {(2.0, 0.0)}
+    packed = load_experiment("quickstart-images", ["resources={num_gpus: 0.25}"])  # four chains on one GPU
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(packed, gpu_node).values()} == {(1.0, 0.25)}
+    on_cpu = load_experiment("quickstart-images", ["family.device=cpu"])
+    assert {(r.num_cpus, r.num_gpus) for r in task_resources(on_cpu, gpu_node).values()} == {(1.0, 0.0)}
+
+
+@pytest.mark.parametrize(("sets", "nodes", "message"), [
+    (["resources={num_gpus: 1}"], [_node(2)], r"^resources: a chain task of arm 'ce' needs 1 CPU and 1 GPU but no "
+                                              r"node of the Ray cluster has them \(1 node, the largest 2 CPUs and 0 "
+                                              r"GPUs\)"),
+    (["family.threads=8"], [_node(4), _node(2)], r"^family.threads: a chain task of arm 'ce' needs 8 CPUs"),
+    (["family.device=cuda"], [_node(2)], r"^family.device: arm 'ce' trains on 'cuda' but its chain tasks ask for "
+                                         r"no GPU|^family.device: a chain task of arm 'ce' needs 1 CPU and 1 GPU"),
+    (["family.device=cuda", "resources={num_gpus: 0}"], [_node(2, 1)],
+     r"^resources.num_gpus: arm 'ce' trains on 'cuda' but its chain tasks ask for no GPU"),
+])
+def test_a_request_no_node_can_grant_is_refused_in_one_line(sets, nodes, message):
+    from collapselab.errors import ConfigError
+    from collapselab.experiments import load_experiment
+    from collapselab.ray_backend import task_resources
+
+    with pytest.raises(ConfigError, match=message):
+        task_resources(load_experiment("quickstart-images", sets), nodes)
+
+
+def test_a_gpu_setting_on_a_machine_without_one_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = _cli("run", "quickstart-images", "-o", tmp_path / "out", "--set", "family.device=cuda", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr == ("collapselab: error: family.device: arm 'ce' asks for 'cuda' but "
+                                                    "this machine has no CUDA device; allowed here: auto, cpu (or "
+                                                    "--backend ray on a cluster with GPUs)\n"), done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_nobody_answers_is_one_line_at_once(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    done = _cli("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address", "127.0.0.1:1",
+                cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--address: cannot reach the Ray cluster at '127.0.0.1:1' (127.0.0.1:1: connection refused)" in done.stderr
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()
+
+
+# -- on a local Ray instance in this process --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_the_storage_probe_passes_on_a_shared_folder_and_names_a_node_that_cannot_see_it(local_ray, tmp_path,
+                                                                                        monkeypatch):
+    import collapselab.ray_backend as rb
+    from collapselab.errors import ConfigError
+
+    nodes = rb._nodes()
+    rb.probe_storage(tmp_path, nodes)
+    assert list(tmp_path.iterdir()) == []  # the probe and the nodes' answers are removed
+    elsewhere = tmp_path / "not-shared"
+    elsewhere.mkdir()
+    # the driver's file lands where the node does not look: what a node without the shared filesystem sees
+    monkeypatch.setattr(rb, "_write_probe", lambda path, token: (elsewhere / path.name).write_text(token))
+    with pytest.raises(ConfigError, match=r"^--out: Ray node \S+ \(\S+\) does not see \S+: cannot read it: No such "
+                                          r"file or directory; the run directory must be on a filesystem every node "
+                                          r"shares \(e.g. NFS\)$"):
+        rb.probe_storage(tmp_path, nodes)
+    assert list(tmp_path.iterdir()) == [elsewhere]
+
+
+def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_same_bytes(tmp_path):
+    """SIGINT to the driver mid-run: exit 130 with the resume hint, no file changes after it returned, and `resume
+    --backend ray` ends in the local run's bytes."""
+    import os
+    import re
+    import signal
+    import time
+
+    long = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
+    assert _cli("run", *long, "-o", tmp_path / "local", cwd=tmp_path).returncode == 0
+    out = tmp_path / "ray"
+    proc = subprocess.Popen([sys.executable, "-m", "collapselab", "run", *long, "-o", str(out), "--backend", "ray"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    end = time.monotonic() + 180
+    while not list(out.glob("chains/*/b0000/g00005.json")) and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"collapselab: error: interrupted after generation \d+ \(\d of 4 chain batches finished\); "
+                        r"continue with `collapselab resume \S+`\n", err), err
+    assert not (out / "metrics.parquet").exists()
+    before = run_files(out)
+    time.sleep(3)
+    assert run_files(out) == before  # nothing wrote into the run after the driver returned
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # nor is any process of its session left
+    done = _cli("resume", out, "-q", "--backend", "ray", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert run_files(out) == run_files(tmp_path / "local")

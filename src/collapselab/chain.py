@@ -28,7 +28,7 @@ from collapselab.curators import CurationError, CuratorContext
 from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
-from collapselab.families.base import PASSAGE_WINDOWS
+from collapselab.families.base import PASSAGE_WINDOWS, Family
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
@@ -71,6 +71,12 @@ def checkpoint_info(task: ChainTask) -> dict:
     s = task.seeds
     return {"arm": task.arm, "batch": task.batch, "seeds": [s[0], s[-1]], "n_chains": len(s),
             "metrics": list(task.experiment.metrics)}
+
+
+def _runtime(model: Family) -> dict[str, dict[str, str]]:
+    """``{"runtime": ...}``: where a torch family computed this checkpoint (device, precision), or nothing."""
+    rt = model.runtime()
+    return {"runtime": rt} if rt else {}
 
 
 def _state_flat(state: State) -> dict[str, np.ndarray]:
@@ -195,7 +201,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
             files = model.export()
             store.save(g, first, {} if files else model.state_dict(), np.stack(values[first:]),
                        {**_state_flat(state), **{CURATOR + k: v for k, v in ctx.state.items()}} or None,
-                       checkpoint_info(task), model_files=files,
+                       {**checkpoint_info(task), **_runtime(model)}, model_files=files,
                        keep_model=best_checkpoint(exp, values) if files else None, passages=shown)
             first, shown = g + 1, {}
         if progress:

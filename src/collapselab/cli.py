@@ -82,6 +82,19 @@ def _connect(backend: str, address: str | None) -> None:
         connect(address)
 
 
+def _preflight(backend: str, exp, run_dir: Path) -> None:
+    """What the backend checks before anything is written: a GPU the machine lacks (local); the cluster's
+    resources and the storage probe from every node (ray)."""
+    if backend == "ray":
+        from collapselab.ray_backend import preflight
+
+        preflight(exp, run_dir)
+    else:
+        from collapselab.runner import check_local
+
+        check_local(exp)
+
+
 def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", address: str | None = None,
              csv: bool = False):
     """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
@@ -151,6 +164,7 @@ def run(
     check_data(exp)
     _connect(backend, address)
     target = out or Path("runs") / exp.name
+    _preflight(backend, exp, target)
     with create_run(exp, target, overwrite) as store:
         summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, target)
@@ -169,7 +183,8 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
 
     _backend(backend, address, workers)
     _connect(backend, address)
-    store, exp = open_run(run_dir, generations, allow_plugin_change)
+    store, exp = open_run(run_dir, generations, allow_plugin_change,
+                          check=lambda e: _preflight(backend, e, run_dir))
     with store:
         summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, run_dir)

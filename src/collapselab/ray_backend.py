@@ -8,6 +8,13 @@ before it runs (installed packages as they are, ``plugins:`` files by their abso
 generation to the driver through a Ray queue, uses one CPU and that many torch threads, and is retried when its
 worker dies: it continues from its own last verified checkpoint, so the run ends with the same bytes. Ctrl-C or
 SIGTERM cancels every task before the driver returns.
+
+Before anything is written, :func:`preflight` asks the cluster for what each arm's chain task needs (its family's
+:meth:`~collapselab.families.base.FamilyConfig.resources`, or the experiment's ``resources:``) and refuses a
+request no node can ever grant (it would wait forever), and checks with a probe file that every node able to run a
+task reads and writes the run directory's folder (a node that cannot: one line, nothing runs). Each task gets its
+CPUs as torch threads; a GPU task sees only the GPU Ray assigned it (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is
+that GPU, never another task's on a node with several.
 """
 
 from __future__ import annotations
@@ -15,18 +22,27 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from collections.abc import Callable, Sequence
+import secrets
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from collapselab.chain import ChainTask, Progress, run_chain
-from collapselab.errors import ConfigError
+from collapselab.errors import ConfigError, Interrupted
+from collapselab.experiments.schema import Experiment
+from collapselab.families.base import Resources
 from collapselab.runner import drain  # ray.util.queue.Empty is a queue.Empty
 
 RAY_HINT = "--backend ray needs Ray: pip install 'collapselab[ray]'"
 #: how often a task whose worker died is run again (from its last checkpoint)
 RETRIES = 3
+#: seconds to reach a cluster's address (a TCP connection) before Ray is asked to join it
+CONNECT_TIMEOUT = 10.0
+#: seconds every node has to answer the storage probe
+PROBE_TIMEOUT = 60.0
 
 
 def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any, threads: int) -> np.ndarray:
@@ -41,21 +57,215 @@ def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any, threads: i
     return run_chain(task, lambda arm, batch, g: events.put((arm, batch, g)))
 
 
+def _reachable(address: str) -> None:
+    """A one-line :class:`ConfigError` unless a TCP connection to ``address``'s host and port opens within
+    :data:`CONNECT_TIMEOUT` (Ray itself waits minutes on an address nobody answers)."""
+    target = address.removeprefix("ray://")
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address  # what ray.init(address="auto") joins
+
+        try:
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # no running cluster: ray.init says so itself, at once
+            return
+        if not target:
+            return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: {address!r}; allowed: auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        why = (f"no answer within {CONNECT_TIMEOUT:g} s" if isinstance(e, TimeoutError)
+               else (e.strerror or type(e).__name__).lower())
+        raise ConfigError(f"--address: cannot reach the Ray cluster at {address!r} ({target}: {why}); is "
+                          f"`ray start --head` running there?") from None
+
+
+@contextlib.contextmanager
+def _stderr_aside(active: bool) -> Iterator[None]:
+    """While joining a cluster, file descriptor 2 goes to a temporary file: Ray's C++ client logs its retries there
+    (``gcs_client.cc ... Failed to get cluster ID``), which would turn a one-line error into many. Python's own
+    ``sys.stderr`` is untouched."""
+    if not active:
+        yield
+        return
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def connect(address: str | None) -> None:
-    """Start (no address) or join (``auto``, ``ray://host:port``) Ray now, before anything is written; a missing
-    Ray or an unreachable address is a one-line :class:`ConfigError`. Ray stops when the process exits."""
+    """Start (no address) or join (``auto``, ``host:port``, ``ray://host:port``) Ray now, before anything is
+    written; a missing Ray or an address that does not answer within :data:`CONNECT_TIMEOUT` is a one-line
+    :class:`ConfigError`. Ray stops when the process exits."""
     try:
         import ray
     except ImportError:
         raise ConfigError(RAY_HINT) from None
     if ray.is_initialized():
         return
+    if address is not None:
+        _reachable(address)
     try:
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+        with _stderr_aside(address is not None):
+            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
     except Exception as e:  # an unreachable or refused address: one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {first}") from None
+
+
+def _nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _fits(node: dict[str, Any], need: Resources) -> bool:
+    have = node.get("Resources", {})
+    return have.get("CPU", 0.0) >= (need.num_cpus or 0.0) and have.get("GPU", 0.0) >= (need.num_gpus or 0.0)
+
+
+def _count(x: float, unit: str) -> str:
+    return f"{x:g} {unit}{'s' * (x != 1)}"
+
+
+def task_resources(exp: Experiment, nodes: list[dict[str, Any]] | None = None) -> dict[str, Resources]:
+    """Per arm, what its chain tasks ask the cluster for: the family's own request on this cluster (GPUs or not),
+    with the experiment's ``resources:`` over it. A request no node can grant, or a ``cuda`` device without a
+    GPU, is a one-line :class:`ConfigError` (Ray would leave such a task pending forever)."""
+    nodes = _nodes() if nodes is None else nodes
+    gpus = any(n.get("Resources", {}).get("GPU", 0.0) > 0 for n in nodes)
+    out: dict[str, Resources] = {}
+    for arm in exp.arms:
+        need = arm.family.resources(gpus)
+        field = "family.device" if need.num_gpus else "family.threads"
+        if exp.resources is not None:
+            need, field = exp.resources.over(need), "resources"
+        if getattr(arm.family, "device", None) == "cuda" and not need.num_gpus:
+            raise ConfigError(f"{'resources.num_gpus' if field == 'resources' else field}: arm "
+                              f"{arm.name!r} trains on 'cuda' but its chain tasks ask for no GPU"
+                              + ("" if gpus else " (the Ray cluster has none)") + "; allowed: a GPU request, or "
+                              "family.device: cpu or auto")
+        if not any(_fits(n, need) for n in nodes):
+            most_cpu = max((n.get("Resources", {}).get("CPU", 0.0) for n in nodes), default=0.0)
+            most_gpu = max((n.get("Resources", {}).get("GPU", 0.0) for n in nodes), default=0.0)
+            raise ConfigError(
+                f"{field}: a chain task of arm {arm.name!r} needs {_count(need.num_cpus or 0, 'CPU')} and "
+                f"{_count(need.num_gpus or 0, 'GPU')} but no node of the Ray cluster has them ({len(nodes)} "
+                f"node{'s' * (len(nodes) != 1)}, the largest {_count(most_cpu, 'CPU')} and "
+                f"{_count(most_gpu, 'GPU')}); set resources.num_cpus / resources.num_gpus, family.threads or "
+                f"family.device")
+        out[arm.name] = need
+    return out
+
+
+def _write_probe(path: Path, token: str) -> None:
+    path.write_text(token)
+
+
+def _answer_probe(path: str, token: str) -> str | None:
+    """On a node: ``None`` if it reads the driver's probe and can write beside it (its answer), else why not."""
+    try:
+        seen = Path(path).read_text()
+    except OSError as e:
+        return f"cannot read it: {e.strerror or type(e).__name__}"
+    if seen != token:
+        return "it reads another file there (a folder of the same name that is not shared)"
+    try:
+        Path(f"{path}.{socket.gethostname()}.{os.getpid()}").write_text(token)
+    except OSError as e:
+        return f"cannot write there: {e.strerror or type(e).__name__}"
+    return None
+
+
+def probe_storage(folder: Path, nodes: list[dict[str, Any]]) -> None:
+    """Check from each of ``nodes`` (Ray node records) that it reads and writes ``folder`` (where the run directory
+    goes): the driver writes a probe file, a zero-CPU task pinned to each node reads it and writes its answer
+    beside it, and the driver reads the answers. A node that cannot is a one-line :class:`ConfigError`; the probe
+    files are removed either way."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(16)
+    probe = folder / f".collapselab-probe-{token[:12]}"
+    try:
+        _write_probe(probe, token)
+        answer = ray.remote(num_cpus=0, max_retries=0)(_answer_probe)
+        refs = {answer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(probe), token): n for n in nodes}
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT)
+        for ref in late:
+            ray.cancel(ref, force=True)
+        problems = [(refs[r], f"no answer within {PROBE_TIMEOUT:g} s") for r in late]
+        for r in ready:
+            try:
+                why = ray.get(r)
+            except Exception as e:  # the node could not run the probe at all
+                why = f"the probe failed ({type(e).__name__})"
+            problems += [(refs[r], why)] if why else []
+        if problems:
+            node, why = problems[0]
+            more = f" (and {len(problems) - 1} more node(s))" if len(problems) > 1 else ""
+            raise ConfigError(f"--out: Ray node {node.get('NodeManagerHostname', node['NodeID'])} "
+                              f"({node.get('NodeManagerAddress', '?')}) does not see {folder}: {why}{more}; the run "
+                              f"directory must be on a filesystem every node shares (e.g. NFS)")
+    finally:
+        for p in folder.glob(f"{probe.name}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+_checked: dict[tuple[str, str], dict[str, Resources]] = {}
+
+
+def preflight(exp: Experiment, run_dir: Path) -> dict[str, Resources]:
+    """Before anything is written: each arm's task resources (:func:`task_resources`) and the storage probe
+    (:func:`probe_storage`) of the nearest existing folder of ``run_dir`` from every node able to run a task.
+    Done once per run directory and experiment in a process."""
+    root = Path(run_dir).absolute()
+    key = (str(root), exp.model_dump_json())
+    if key not in _checked:
+        nodes = _nodes()
+        need = task_resources(exp, nodes)
+        folder = next(p for p in (root, *root.parents) if p.is_dir())
+        probe_storage(folder, [n for n in nodes if any(_fits(n, r) for r in need.values())])
+        _checked[key] = need
+    return _checked[key]
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """SIGINT / SIGTERM only recorded (in the yielded list) while Ray's client code runs: an exception raised by a
+    signal handler inside its Cython calls comes out as a ``SystemError``. The wait loop raises
+    :class:`Interrupted` itself between calls; a second signal during the clean-up is only recorded too."""
+    import signal
+    import threading
+
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def record(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class RayBackend:
@@ -69,7 +279,6 @@ class RayBackend:
         started = False
         try:
             import ray
-            from ray.util.queue import Queue
         except ImportError:
             raise ConfigError(RAY_HINT) from None
         if not ray.is_initialized():  # the API without the CLI's connect(): a Ray of this run's own
@@ -78,32 +287,54 @@ class RayBackend:
         results: dict[tuple[str, int], np.ndarray] = {}
         refs: dict[Any, ChainTask] = {}
         try:
-            events = Queue()
-            remote = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_remote_chain)
-            plugins = tuple(tasks[0].experiment.plugins) if tasks else ()
-            refs = {remote.remote(pickle.dumps(t), plugins, events, 1): t for t in tasks}
-            pending = list(refs)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
-                drain(events, progress)
-                for ref in ready:
-                    t = refs[ref]
-                    try:
-                        results[(t.arm, t.batch)] = ray.get(ref)
-                    except ray.exceptions.RayTaskError as e:  # a chain's own error, as the local backends raise it
-                        raise (e.cause if isinstance(e.cause, Exception) else e) from None
-                    if done:
-                        done(t, results[(t.arm, t.batch)])
-            drain(events, progress)
-            return results
-        except BaseException:
-            for ref in refs:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-            for ref in refs:  # wait until every task has stopped: nothing writes after the driver returns
-                with contextlib.suppress(Exception):
-                    ray.get(ref)
-            raise
+            with _signals_deferred() as caught:
+                try:
+                    if tasks:
+                        self._run(tasks, progress, done, results, refs, caught)
+                    return results
+                except BaseException:
+                    for ref in refs:
+                        with contextlib.suppress(Exception):
+                            ray.cancel(ref, force=True)
+                    for ref in refs:  # wait until every task has stopped: nothing writes after the driver returns
+                        with contextlib.suppress(Exception):
+                            ray.get(ref)
+                    raise
         finally:
             if started:
                 ray.shutdown()
+
+    @staticmethod
+    def _run(tasks: Sequence[ChainTask], progress: Progress | None,
+             done: Callable[[ChainTask, np.ndarray], None] | None, results: dict, refs: dict,
+             caught: list[int]) -> None:
+        import ray
+        from ray.util.queue import Queue
+
+        def check() -> None:
+            if caught:
+                raise Interrupted(caught[0])
+
+        exp = tasks[0].experiment
+        need = preflight(exp, Path(tasks[0].run_dir)) if tasks[0].run_dir is not None else task_resources(exp)
+        check()
+        events = Queue()
+        remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_remote_chain)
+        plugins = tuple(exp.plugins)
+        refs.update({remote.options(num_cpus=need[t.arm].num_cpus, num_gpus=need[t.arm].num_gpus)
+                     .remote(pickle.dumps(t), plugins, events, max(1, int(need[t.arm].num_cpus or 1))): t
+                     for t in tasks})
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+            check()
+            drain(events, progress)
+            for ref in ready:
+                t = refs[ref]
+                try:
+                    results[(t.arm, t.batch)] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # a chain's own error, as the local backends raise it
+                    raise (e.cause if isinstance(e.cause, Exception) else e) from None
+                if done:
+                    done(t, results[(t.arm, t.batch)])
+        drain(events, progress)

@@ -172,6 +172,21 @@ def drain(events: Any, progress: Callable | None) -> None:
 BACKENDS = ("local", "ray")
 
 
+def check_local(exp: Experiment) -> None:
+    """A one-line :class:`ConfigError` when an arm's family needs a GPU (``family.device: cuda``) and this machine
+    has none: the local backend's counterpart of the Ray backend's resource check, run before anything is
+    written."""
+    from collapselab.errors import ConfigError
+
+    for arm in exp.arms:
+        if arm.family.resources(False).num_gpus:  # torch is imported only for a family that asks for a GPU
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"family.device: arm {arm.name!r} asks for 'cuda' but this machine has no CUDA "
+                                  f"device; allowed here: auto, cpu (or --backend ray on a cluster with GPUs)")
+
+
 def backend_for(workers: int, backend: str = "local", address: str | None = None) -> Any:
     """``local``: in-process for one worker, a process pool otherwise; ``ray``: a Ray instance (``address``:
     ``None`` starts a local one)."""

@@ -100,9 +100,12 @@ def _pin(p: dict[str, str]) -> str:
 
 
 def open_run(run_dir: Path | str, generations: int | None = None,
-             allow_plugin_change: bool | None = False) -> tuple[RunStore, Experiment]:
+             allow_plugin_change: bool | None = False,
+             check: Callable[[Experiment], None] | None = None) -> tuple[RunStore, Experiment]:
     """Lock an existing run; returns it with its experiment (``generations`` extends the run; the plugins must be
-    those the run began with unless ``allow_plugin_change``; ``None``: not checked, for reading a finished run)."""
+    those the run began with unless ``allow_plugin_change``; ``None``: not checked, for reading a finished run).
+    ``check(exp)`` (e.g. the backend's resource check) runs after the run's own checks, before anything is
+    written."""
     store = RunStore.open(Path(run_dir))
     try:
         text, unchanged = store.read_experiment_text()
@@ -119,6 +122,8 @@ def open_run(run_dir: Path | str, generations: int | None = None,
         if current["generations"] < recorded["generations"]:
             raise ConfigError(f"generations: a run can only be extended (it has {recorded['generations']}, "
                               f"{current['generations']} asked)")
+        if check is not None:
+            check(exp)
         if note is not None:  # only now that every check has passed: nothing is written on an exit-2 path
             from collapselab.plugins import plugin_record
 
@@ -207,6 +212,10 @@ def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, prog
     are done. ``backend``: ``local`` (``workers`` processes) or ``ray`` (``address``: a cluster; default a local
     Ray instance); the results do not depend on it.
     """
+    if backend != "ray":
+        from collapselab.runner import check_local
+
+        check_local(exp)
     if run is None:
         check_data(exp)
     elif not prepared:

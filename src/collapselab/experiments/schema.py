@@ -28,7 +28,7 @@ from pydantic import Discriminator as UnionTag
 from collapselab.curators import CuratorSettings, NoCurator
 from collapselab.data import SOURCES, DataSettings, source_class
 from collapselab.errors import ConfigError
-from collapselab.families import FAMILIES, FamilySettings
+from collapselab.families import FAMILIES, FamilySettings, Resources
 from collapselab.losses.ulosses import CE, LossConfig
 from collapselab.metrics import METRICS, FailureRule, check_metric
 from collapselab.plugins import load_plugins, normalize_spec, registries
@@ -144,6 +144,8 @@ class Experiment(BaseModel):
                                               description="named presets of dotted overrides, e.g. a paper's scale")
     plugins: list[str] = Field(default_factory=list, description="modules, .py files or module:Object imported "
                                                                   "before the rest is validated (and in every worker)")
+    resources: Resources | None = Field(None, description="--backend ray: what each chain task asks the cluster "
+                                                          "for, over its family's own (e.g. {num_gpus: 0.25})")
     overrides: list[str] | None = Field(None, description="the --set / --seeds / --generations this run applied to "
                                                           "the experiment as written (recorded; the report lists them)")
 

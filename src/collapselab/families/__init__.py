@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collapselab.families.base import FAMILIES, Family, FamilyConfig
+from collapselab.families.base import FAMILIES, Family, FamilyConfig, Resources
 from collapselab.families.categorical import Categorical, CategoricalConfig
 from collapselab.families.causal_lm import CausalLM, CausalLMConfig
 from collapselab.families.gaussian import Gaussian, GaussianConfig
@@ -21,5 +21,5 @@ def make_family(config: FamilyConfig, n_chains: int, spec: dict) -> Family:
 
 __all__ = ["FAMILIES", "GMM", "Categorical", "CategoricalConfig", "CausalLM",
            "CausalLMConfig", "Family", "FamilyConfig", "FamilySettings",
-           "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "VAE", "VAEConfig",
+           "Gaussian", "GaussianConfig", "GMMConfig", "Linear", "LinearConfig", "Resources", "VAE", "VAEConfig",
            "make_family"]

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.losses.ulosses import ULoss
 from collapselab.registry import Registry, SettingContext
@@ -65,6 +65,21 @@ class DataSpec(Mapping[str, Any]):
         return f"DataSpec({self._values!r}, source={type(self.source).__name__ if self.source else None})"
 
 
+class Resources(BaseModel):
+    """What one chain task asks a Ray cluster for: CPUs and GPUs, fractions allowed (``num_gpus: 0.25`` packs four
+    small models on one GPU). A family states its own (:meth:`FamilyConfig.resources`); an experiment's
+    ``resources:`` overrides the fields it sets. The local backend does not read it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    num_cpus: float | None = Field(None, gt=0, le=1024, description="CPUs per chain task (its torch threads)")
+    num_gpus: float | None = Field(None, ge=0, le=64, description="GPUs per chain task (a fraction shares one)")
+
+    def over(self, base: Resources) -> Resources:
+        """These settings where they are set, ``base``'s elsewhere."""
+        return Resources(num_cpus=base.num_cpus if self.num_cpus is None else self.num_cpus,
+                         num_gpus=base.num_gpus if self.num_gpus is None else self.num_gpus)
+
+
 class FamilyConfig(BaseModel):
     """Base for family settings in an experiment (``name`` selects the family)."""
 
@@ -74,6 +89,11 @@ class FamilyConfig(BaseModel):
     def check(self, ctx: SettingContext) -> str | None:
         """Why this family cannot model the arm of ``ctx`` (one line naming the field), or ``None``."""
         return None
+
+    def resources(self, gpus: bool) -> Resources:
+        """What one chain task of this family needs on a cluster that has GPUs (``gpus``) or not: one CPU (array
+        families)."""
+        return Resources(num_cpus=1.0, num_gpus=0.0)
 
 
 class Family(abc.ABC):
@@ -133,6 +153,11 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def confidence(self, data: SampleSet) -> np.ndarray:
         """``u`` in [0, 1] per sample (or per token), the input of every u-loss."""
+
+    def runtime(self) -> dict[str, str]:
+        """Where this model computes, for its checkpoint records (e.g. ``device``, ``precision``); empty (the
+        default) for array families, whose results do not depend on it."""
+        return {}
 
     def loss_confidence(self, data: SampleSet) -> np.ndarray:
         """The ``u`` the arm's loss acts on in training (default: :meth:`confidence`; a VAE trained per image

@@ -195,7 +195,7 @@ class CausalLM(GradientFamily):
                           lr=PRETRAIN["lr"], batch=PRETRAIN["batch"], grad_accum=1,
                           weight_decay=PRETRAIN["weight_decay"], warmup=PRETRAIN["warmup"], generator=g,
                           precision="no", label="pretrain tiny", block=cfg.positions,
-                          shift_rng=np.random.default_rng(PRETRAIN["seed"]))
+                          shift_rng=np.random.default_rng(PRETRAIN["seed"]), device=self.device)
             model.save_pretrained(str(out))
             self.tokenizer.save_pretrained(str(out))
             (out / "collapselab.json").write_text(json.dumps({"recipe": recipe}, indent=1))
@@ -289,7 +289,8 @@ class CausalLM(GradientFamily):
                                           weight_decay=cfg.weight_decay, warmup=cfg.warmup, generator=g,
                                           precision=cfg.precision, label=f"fit ({loss.name})",
                                           block=cfg.block_size, shift_rng=shift, mask_generator=masks,
-                                          on_epoch=None if clip is None else self._gamma_per_epoch(loss, clip)))
+                                          on_epoch=None if clip is None else self._gamma_per_epoch(loss, clip),
+                                          device=self.device))
         self.fit_stats = self.history
         return self
 
@@ -314,6 +315,12 @@ class CausalLM(GradientFamily):
         return on_epoch
 
     # -- the protocol --------------------------------------------------------------------------------
+    def runtime(self) -> dict[str, str]:
+        """The device and the training precision (``bf16`` autocast on a GPU that supports it, by default)."""
+        from collapselab.families.lm import resolve_precision
+
+        return {**super().runtime(), "precision": resolve_precision(self.config.precision, self.device)}
+
     def _gen_args(self) -> dict[str, Any]:
         return {"bos": self.eos, "pad": self.pad, "eos": self.eos, "device": self.device,
                 "batch": self.config.gen_batch}

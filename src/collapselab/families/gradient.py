@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
-from collapselab.families.base import Family, FamilyConfig
+from collapselab.families.base import Family, FamilyConfig, Resources
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
@@ -43,6 +43,13 @@ class GradientConfig(FamilyConfig):
     patience: int = Field(5, ge=1, le=10_000, description="epochs without a better validation loss before stopping")
     validation: float = Field(0.1, ge=0.0, lt=1.0,
                               description="fraction of each training set held out for early stopping (0: none)")
+
+    def resources(self, gpus: bool) -> Resources:
+        """One GPU (and a CPU to feed it) when the device is ``cuda``, or ``auto`` on a cluster with GPUs; else
+        ``threads`` CPUs (default 1)."""
+        if self.device == "cuda" or (self.device == "auto" and gpus):
+            return Resources(num_cpus=1.0, num_gpus=1.0)
+        return Resources(num_cpus=float(self.threads or 1), num_gpus=0.0)
 
 
 def torch_device(setting: Device) -> Any:
@@ -118,6 +125,15 @@ class GradientFamily(Family):
     @property
     def device(self) -> Any:
         return torch_device(self.config.device)
+
+    def runtime(self) -> dict[str, str]:
+        """``device`` (``cpu``, or ``cuda`` and the GPU's name)."""
+        import torch
+
+        dev = self.device
+        if dev.type != "cuda":
+            return {"device": "cpu"}
+        return {"device": "cuda", "gpu": torch.cuda.get_device_name(dev)}
 
     def fresh(self, rng: np.random.Generator) -> list[Any]:
         """One freshly initialised network per chain, each from its own seeded stream."""

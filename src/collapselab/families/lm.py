@@ -100,14 +100,23 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def accelerator(precision: str = "auto") -> Any:
-    """An Accelerate ``Accelerator``: bf16 on a GPU that supports it (``auto``), else full precision."""
+def resolve_precision(precision: str, device: Any) -> str:
+    """The mixed precision ``precision`` means on ``device``: ``auto`` is bf16 autocast on a CUDA device that
+    supports it (the losses accumulate in float32 all the same), else ``no`` (float32)."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
+def accelerator(precision: str = "auto", device: Any = None) -> Any:
+    """An Accelerate ``Accelerator`` on ``device`` (default: CUDA when there is one) in :func:`resolve_precision`."""
     import torch
     from accelerate import Accelerator
 
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    dev = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    return Accelerator(mixed_precision=resolve_precision(precision, dev), cpu=dev.type != "cuda")
 
 
 def epoch_blocks(stream: np.ndarray, block: int, epoch_rng: np.random.Generator | None) -> tuple[int, int]:
@@ -129,7 +138,8 @@ def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULos
           steps: int | None, lr: float, batch: int, grad_accum: int, weight_decay: float, warmup: float,
           generator: Any, precision: str = "auto", label: str = "train",
           on_epoch: Callable[[Any, int], Any] | None = None, block: int | None = None,
-          shift_rng: np.random.Generator | None = None, mask_generator: Any = None) -> dict[str, float]:
+          shift_rng: np.random.Generator | None = None, mask_generator: Any = None,
+          device: Any = None) -> dict[str, float]:
     """Train ``model`` in place under ``loss`` (``None``: cross entropy) on ``blocks [B, L]`` or, with ``block``,
     on a token stream ``blocks [T]`` cut into blocks of ``block`` tokens at a new offset drawn from
     ``shift_rng`` every epoch (:func:`epoch_blocks`).
@@ -146,7 +156,7 @@ def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULos
     from collapselab.losses import functional as LF
     from collapselab.losses.hf import shift_labels
 
-    acc = accelerator(precision)
+    acc = accelerator(precision, device)
     if block is None:
         stream, block = np.asarray(blocks).reshape(-1), int(np.asarray(blocks).shape[-1])
         shift_rng = None
