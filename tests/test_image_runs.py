@@ -3,6 +3,8 @@ sample grid."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from collapselab.report.gallery import MAX_ROWS, PER_ROW, gallery_generations, mosaic
@@ -30,6 +32,11 @@ def test_killed_image_run_resumes_to_identical_files(tmp_path):
     assert "figures/samples.png" in full_files and "figures/samples.png" in part_files
     assert full_files == part_files
     assert "figures/samples.png" in (tmp_path / "full" / "report.html").read_text()
+    import torch
+
+    record = json.loads(full_files["chains/tce-pixel/b0000/g00001.json"])  # where the checkpoint was computed
+    assert record["runtime"] == ({"device": "cuda", "gpu": torch.cuda.get_device_name()} if torch.cuda.is_available()
+                                 else {"device": "cpu"})
 
 
 def test_the_sample_grid_shows_checkpointed_generations_thinned_evenly():

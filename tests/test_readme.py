@@ -58,8 +58,14 @@ def test_every_block_is_runnable_or_marked_as_text():
 
 @pytest.mark.parametrize("text, line", BASH, ids=[f"line-{n}" for _, n in BASH])
 def test_bash_blocks_run(text, line, tmp_path):
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    if "ray " in text:
+        pytest.importorskip("ray")
+    try:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=tmp_path, env=_env(), capture_output=True,
+                              text=True, timeout=600)
+    finally:
+        if "ray start" in text:  # a block that failed half-way leaves no cluster behind
+            subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
     assert done.returncode == 0, f"README line {line}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 

@@ -291,6 +291,14 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     exp = make_experiment(**TEXT_EXP)
     full_files, part_files, values = killed_and_uninterrupted(exp, tmp_path)
     assert full_files == part_files
+    import json
+
+    import torch
+
+    record = json.loads(full_files["chains/ce/b0000/g00002.json"])  # device and training precision, recorded
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert record["runtime"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert record["runtime"]["precision"] == ("bf16" if bf16 else "no")
     folder = tmp_path / "full" / "chains" / "ce" / "b0000"
     kept = sorted(p.name for p in folder.glob("g*.model"))
     assert "g00002.model" in kept and len(kept) <= 3  # bounded: the newest two and the best

@@ -72,15 +72,17 @@ def _ray(address: str | None) -> Check:
                      needed=False)
     if address is None:
         return Check("ray", True, f"{version} (pass --address to see a cluster's resources)", needed=False)
+    from collapselab.errors import ConfigError
+    from collapselab.ray_backend import connect
+
     try:
         import ray
 
-        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+        connect(address)  # what `run --backend ray --address` does: an address nobody answers fails at once
         res = ray.cluster_resources()
         ray.shutdown()
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return Check("ray", False, f"{version}; cannot join {address!r}: {first}", "start the cluster (ray start "
+    except ConfigError as e:
+        return Check("ray", False, f"{version}; {str(e).removeprefix('--address: ')}", "start the cluster (ray start "
                      "--head) or check the address", needed=True)
     return Check("ray", True, f"{version}; cluster {address}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs, "
                               f"{len([k for k in res if k.startswith('node:') and k != 'node:__internal_head__'])} "

@@ -118,8 +118,9 @@ def connect(address: str | None) -> None:
         _reachable(address)
     try:
         with _stderr_aside(address is not None):
-            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+            # "local": a new instance even when `ray start` runs on this machine (ray.init() alone would join it)
+            ray.init(address=address or "local", ignore_reinit_error=True, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
     except Exception as e:  # an unreachable or refused address: one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {first}") from None
