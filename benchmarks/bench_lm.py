@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -211,7 +212,7 @@ def main() -> None:
     ap.add_argument("--smollm2", action="store_true")
     ap.add_argument("--fortifai", action="store_true")
     args = ap.parse_args()
-    apply_threads(None)
+    apply_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     print(f"bench_lm: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     source = Wikipedia(WikipediaConfig(tokenizer="tiny", vocab=8000), heldout=64)

@@ -14,6 +14,14 @@ kl_to_truth) with 1,000 chains x 200 generations per arm, three ways, interleave
 
 Targets: CLI <= 1.5x execute; CLI >= 3x faster than the loop. Also reported: the bytes the run directory
 holds per (chain, generation, metric), in all and by part. Each time is the median of ``--repeats`` runs.
+
+``--ray`` adds the Ray backend against the local process pool at the same core count, each a fresh
+``collapselab`` process (start-up included), interleaved, median of ``--ray-repeats``:
+
+4. ``fortifai-gmm`` (all arms, 16 seeds): ``-w CORES`` against ``--backend ray`` (a local instance sized to the
+   machine). Target: <= 1.25x.
+5. tiny chains: ``shumailov-gaussian`` with one chain per task (``batch_size: 1``), 200 seeds x 1 generation
+   (400 tasks): tasks per second of each backend, start-up excluded (a run of 2 seeds is subtracted).
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,12 +70,49 @@ def run_dir_bytes(root: Path) -> dict[str, int]:
     return parts
 
 
+def _wall(*args: str) -> float:
+    """Seconds of one ``collapselab run`` in a fresh process (imports and backend start-up included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "collapselab", "run", *args, "--out", f"{tmp}/run", "-q"],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"collapselab run {' '.join(args)} failed: {done.stderr.strip()}")
+        return time.perf_counter() - t0
+
+
+def ray_section(repeats: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local, ray = ["-w", str(cores)], ["--backend", "ray"]
+    gmm = ["fortifai-gmm", "--seeds", "16"]
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    for _ in range(repeats):
+        times["local"].append(_wall(*gmm, *local))
+        times["ray"].append(_wall(*gmm, *ray))
+    lo, ra = statistics.median(times["local"]), statistics.median(times["ray"])
+    print(f"\nfortifai-gmm, all arms, 16 seeds, {cores} cores (fresh process each, median of {repeats})")
+    print(f"  local process pool (-w {cores})  {lo:7.2f} s")
+    print(f"  --backend ray (local instance) {ra:7.2f} s")
+    print(f"  ray / local          {ra / lo:6.2f}x   (target <= 1.25x)")
+    tiny = ["shumailov-gaussian", "--generations", "1", "--set", "batch_size=1"]
+    print("tiny chains (one chain per task, 1 generation): tasks per second, start-up excluded")
+    for name, backend in (("local", local), ("ray", ray)):
+        big = statistics.median(_wall(*tiny, "--seeds", "200", *backend) for _ in range(repeats))
+        small = statistics.median(_wall(*tiny, "--seeds", "2", *backend) for _ in range(repeats))
+        rate = 396 / max(big - small, 1e-9)
+        print(f"  {name:<6} {rate:8.1f} tasks/s   (400 tasks {big:.1f} s, 4 tasks {small:.1f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=1000)
     ap.add_argument("--generations", type=int, default=200)
+    ap.add_argument("--ray", action="store_true", help="also the Ray backend against the local process pool")
+    ap.add_argument("--ray-repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.ray:
+        ray_section(args.ray_repeats)
     exp = load_experiment("shumailov-gaussian", seeds=args.seeds, generations=args.generations)
     out = Path(tempfile.mkdtemp(prefix="bench-runs-")) / "run"
     argv = ["run", "shumailov-gaussian", "--seeds", str(args.seeds), "--generations", str(args.generations),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import tempfile
@@ -64,7 +65,8 @@ def bare_loop(arch: str, x: torch.Tensor, epochs: int, device: str, gamma: float
 
 def family_fit(arch: str, data: SampleSet, epochs: int, device: str) -> float:
     """Seconds for the family's fit under TCE per pixel (validation split included)."""
-    cfg = VAEConfig(arch=arch, max_epochs=epochs, patience=epochs + 1, device=device)
+    cfg = VAEConfig(arch=arch, max_epochs=epochs, patience=epochs + 1, device=device,
+                    threads=torch.get_num_threads())
     model = VAE(cfg, 1, {"shape": [1, 28, 28], "classes": 10})
     t0 = time.perf_counter()
     model.fit_loss(data, TCE(gamma=0.9), np.random.default_rng(0))
@@ -99,7 +101,7 @@ def filtering(device: str) -> None:
     train = source.load()
     idx = np.concatenate([np.flatnonzero(train["y"] == k)[:50] for k in range(10)])
     real = SampleSet({"x": train["x"][idx][None], "y": train["y"][idx][None].astype(np.int64)})
-    cfg = VAEConfig(arch="conv", conditional=True, max_epochs=30, device=device)
+    cfg = VAEConfig(arch="conv", conditional=True, max_epochs=30, device=device, threads=torch.get_num_threads())
     model = VAE(cfg, 1, source.spec).fit_loss(real, CE(), np.random.default_rng(0))
     settings = {"keep": 0.1, "conditional": True, "real": 10_000, "synthetic": 10_000, "epochs": 2}
     ctx = CuratorContext(source)
@@ -138,7 +140,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--yi", action="store_true", help="also time `collapselab run yi-vae`")
     args = ap.parse_args()
-    apply_threads(None)
+    apply_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, device {args.device}")
     training(args.images, args.epochs, args.repeats, args.device)

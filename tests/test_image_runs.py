@@ -108,3 +108,18 @@ def test_image_and_loss_metrics_meet_their_identities():
     assert (m["drop_own"][0] == 0).all() and (m["drop_real"][0] == 0).all()
     assert (m["loss_gamma"][1] == 0.5).all() and (m["loss_kept"][1] > 0).all() and (m["loss_kept"][1] < 1).all()
     assert np.isfinite(m["image_confidence_gap"]).all() and np.isfinite(m["image_confidence_gap_mean"]).all()
+
+
+def test_conv_vae_runs_are_byte_identical_with_one_worker_or_two(tmp_path):
+    """A conv net's results depend on its torch thread count; every chain uses family.threads (default 1) on every
+    backend, so one worker and two write the same bytes (they used 2 and 1 threads before)."""
+    from collapselab.runs import create_run, finish
+
+    from .conftest import run_files
+
+    exp = make_experiment(**{**IMAGE_EXP, "family": {**IMAGE_EXP["family"], "arch": "conv", "max_epochs": 2},
+                             "arms": IMAGE_EXP["arms"][:1], "n": 100, "generations": 1, "seeds": 2, "batch_size": 1})
+    for workers in (1, 2):
+        with create_run(exp, tmp_path / f"w{workers}") as store:
+            finish(exp, store, assemble(exp, execute(exp, store, workers)))
+    assert run_files(tmp_path / "w1") == run_files(tmp_path / "w2")

@@ -49,9 +49,8 @@ def _torch() -> list[Check]:
         return [Check("torch", False, "not installed", "pip install torch==2.13.0 (a CPU build: --index-url "
                                                        "https://download.pytorch.org/whl/cpu)")]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    out = [Check("torch", True, f"{torch.__version__}; threads {torch.get_num_threads()} (interop "
-                                f"{torch.get_num_interop_threads()}); cores usable {cores}; "
-                                f"COLLAPSELAB_THREADS={os.environ.get('COLLAPSELAB_THREADS', 'unset')}")]
+    out = [Check("torch", True, f"{torch.__version__}; cores usable {cores}; a chain uses family.threads torch "
+                                f"threads (default 1: run chains in parallel with -w {cores})")]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)

@@ -5,16 +5,17 @@ the local backends run, so results never depend on the backend. Without an addre
 the machine is started (and stopped after the run); ``--address auto`` or ``ray://host:port`` joins a running
 cluster, whose nodes must see the run directory (a shared filesystem). A task imports the experiment's plugins
 before it runs (installed packages as they are, ``plugins:`` files by their absolute path), reports each finished
-generation to the driver through a Ray queue, uses one CPU and that many torch threads, and is retried when its
+generation to the driver through a Ray queue, asks for what its family needs (below), and is retried when its
 worker dies: it continues from its own last verified checkpoint, so the run ends with the same bytes. Ctrl-C or
 SIGTERM cancels every task before the driver returns.
 
 Before anything is written, :func:`preflight` asks the cluster for what each arm's chain task needs (its family's
 :meth:`~collapselab.families.base.FamilyConfig.resources`, or the experiment's ``resources:``) and refuses a
 request no node can ever grant (it would wait forever), and checks with a probe file that every node able to run a
-task reads and writes the run directory's folder (a node that cannot: one line, nothing runs). Each task gets its
-CPUs as torch threads; a GPU task sees only the GPU Ray assigned it (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is
-that GPU, never another task's on a node with several.
+task reads and writes the run directory's folder (a node that cannot: one line, nothing runs). A torch family's
+task asks for ``family.threads`` CPUs (default 1), the threads it uses on every backend; a GPU task sees only the
+GPU Ray assigned it (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is that GPU, never another task's on a node with
+several.
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 60.0
 
 
-def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any, threads: int) -> np.ndarray:
+def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any) -> np.ndarray:
     """What a Ray worker runs: the plugins first (the task, pickled, may hold their classes: it is unpickled only
     after), then the chain, reporting each generation."""
-    os.environ["COLLAPSELAB_THREADS"] = str(threads)
     if plugins:
         from collapselab.plugins import load_plugins
 
@@ -323,7 +323,7 @@ class RayBackend:
         remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_remote_chain)
         plugins = tuple(exp.plugins)
         refs.update({remote.options(num_cpus=need[t.arm].num_cpus, num_gpus=need[t.arm].num_gpus)
-                     .remote(pickle.dumps(t), plugins, events, max(1, int(need[t.arm].num_cpus or 1))): t
+                     .remote(pickle.dumps(t), plugins, events): t
                      for t in tasks})
         pending = list(refs)
         while pending:

@@ -80,11 +80,10 @@ def init_child(parent: int) -> None:
     _die_with_parent(parent)
 
 
-def _init_worker(events, parent: int, threads: int, plugins: tuple[str, ...] = ()) -> None:
+def _init_worker(events, parent: int, plugins: tuple[str, ...] = ()) -> None:
     global _events
     _events = events
     init_child(parent)
-    os.environ["COLLAPSELAB_THREADS"] = str(threads)  # torch families' default (see families/gradient.py)
     if plugins:  # before any task arrives: its settings may be plugin classes, its metrics plugin metrics
         from collapselab.plugins import load_plugins
 
@@ -99,12 +98,6 @@ def _worker(task: ChainTask) -> np.ndarray:
     return run_chain(task, _report)
 
 
-def worker_threads(workers: int) -> int:
-    """Threads per worker process for torch work: the cores this process may use, shared by the workers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
-
-
 class ProcessPool:
     """Run the tasks on ``workers`` local processes (spawned, so no state leaks between them)."""
 
@@ -116,7 +109,7 @@ class ProcessPool:
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
         pool = cf.ProcessPoolExecutor(min(self.workers, max(1, len(tasks))), mp_context=ctx, initializer=_init_worker,
-                                      initargs=(events, os.getpid(), worker_threads(self.workers),
+                                      initargs=(events, os.getpid(),
                                                 tuple(tasks[0].experiment.plugins) if tasks else ()))
         results: Results = {}
         try:

@@ -71,7 +71,7 @@ class Resources(BaseModel):
     ``resources:`` overrides the fields it sets. The local backend does not read it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    num_cpus: float | None = Field(None, gt=0, le=1024, description="CPUs per chain task (its torch threads)")
+    num_cpus: float | None = Field(None, gt=0, le=1024, description="CPUs reserved per chain task")
     num_gpus: float | None = Field(None, ge=0, le=64, description="GPUs per chain task (a fraction shares one)")
 
     def over(self, base: Resources) -> Resources:

@@ -6,9 +6,12 @@ gradient descent with the arm's u-loss applied **inside each training step** (th
 method for every family and never branches.
 
 - **Device**: ``device: auto`` is CUDA when available, else CPU.
-- **Threads** (CPU): ``threads`` when set; else ``$COLLAPSELAB_THREADS`` (the process-pool runner sets it to
-  the cores divided by the workers, so two workers on two cores use one thread each: a second busy process
-  cuts a two-thread process's throughput 3-6x on these machines, a one-thread one's by ~7%); else every core.
+- **Threads** (CPU): ``threads`` when set, else 1, whatever the backend or the number of workers: a conv net's
+  results depend on its thread count (reduction order), so this keeps runs byte-identical across ``--workers`` and
+  ``--backend ray`` (whose task asks for ``threads`` CPUs). Chains in parallel (``-w N``) use cores better than
+  threads for these small models, and one thread per process keeps its speed beside a busy neighbour: measured on
+  2 cores, ``quickstart-images`` took 69 s quiet and 75 s beside a CPU-bound process with one thread, 75 s and
+  (before this policy) 194 s with two.
 - **Randomness**: every draw comes from the run's seed tree: a numpy stream is turned into torch generators
   (:func:`torch_generator`), parameter initialisation runs under :func:`seeded` (a forked torch RNG), so the
   same experiment and seed give the same metrics on CPU with the same thread count, also after a resume.
@@ -18,7 +21,6 @@ method for every family and never branches.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal, Self
 
@@ -65,8 +67,7 @@ def apply_threads(threads: int | None) -> None:
     """Set torch's CPU thread count by the policy of the module docstring."""
     import torch
 
-    n = threads or int(os.environ.get("COLLAPSELAB_THREADS", "0")) or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = threads or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
