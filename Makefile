@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_chains.py
-	$(BIN)/python benchmarks/bench_runs.py
+	$(BIN)/python benchmarks/bench_runs.py --ray
 	$(BIN)/python benchmarks/bench_losses.py
 	$(BIN)/python benchmarks/bench_vae.py
 	$(BIN)/python benchmarks/bench_lm.py

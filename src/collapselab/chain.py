@@ -18,9 +18,11 @@ as above, so the resumed run ends with exactly the files of an uninterrupted one
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,19 @@ from collapselab.seeding import SeedTree
 from collapselab.store import ChainStore, Writer, chain_folder
 
 Progress = Callable[[str, int, int], None]  # arm, batch, generation just finished
+
+
+def drain(events: Any, progress: Callable | None) -> None:
+    """Pass every progress event waiting in ``events`` (a multiprocessing or Ray queue) to ``progress``."""
+    while True:
+        try:
+            item = events.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            return
+        if progress:
+            progress(*item)
+
+
 #: exceptions of numerical origin inside a fit or a metric: they take the chain-error path.
 NUMERICAL = (np.linalg.LinAlgError, ArithmeticError, NumericalError)
 CURATOR = "__curator__."  # prefix of a curator's kept arrays in the checkpoint's state file

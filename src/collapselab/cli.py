@@ -82,13 +82,13 @@ def _connect(backend: str, address: str | None) -> None:
         connect(address)
 
 
-def _preflight(backend: str, exp, run_dir: Path) -> None:
+def _preflight(backend: str, exp, run_dir: Path, address: str | None) -> None:
     """What the backend checks before anything is written: a GPU the machine lacks (local); the cluster's
-    resources and the storage probe from every node (ray)."""
+    resources and, on a cluster joined by address, the storage probe from every node (ray)."""
     if backend == "ray":
         from collapselab.ray_backend import preflight
 
-        preflight(exp, run_dir)
+        preflight(exp, run_dir, probe=address is not None)
     else:
         from collapselab.runner import check_local
 
@@ -120,7 +120,8 @@ def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", addr
                       TimeRemainingColumn(), console=err_console,
                       disable=quiet, transient=True) as bar:
             task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
-            results = execute(exp, store, workers, lambda arm, batch, g: bar.advance(task), warn=_warn,
+            results = execute(exp, store, workers, None if quiet else lambda arm, batch, g: bar.advance(task),
+                              warn=_warn,
                               backend=backend, address=address,
                               prepared=True, outputs=outputs)
         return finish(exp, store, assemble(exp, results), outputs)
@@ -164,7 +165,7 @@ def run(
     check_data(exp)
     _connect(backend, address)
     target = out or Path("runs") / exp.name
-    _preflight(backend, exp, target)
+    _preflight(backend, exp, target, address)
     with create_run(exp, target, overwrite) as store:
         summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, target)
@@ -184,7 +185,7 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
     _backend(backend, address, workers)
     _connect(backend, address)
     store, exp = open_run(run_dir, generations, allow_plugin_change,
-                          check=lambda e: _preflight(backend, e, run_dir))
+                          check=lambda e: _preflight(backend, e, run_dir, address))
     with store:
         summary = _execute(exp, store, workers, quiet, backend, address, csv)
     _show_result(exp, summary, run_dir)

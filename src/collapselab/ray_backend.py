@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.chain import ChainTask, Progress, run_chain
+from collapselab.chain import ChainTask, Progress, drain, run_chain  # ray.util.queue.Empty is a queue.Empty
 from collapselab.errors import ConfigError, Interrupted
 from collapselab.experiments.schema import Experiment
 from collapselab.families.base import Resources
-from collapselab.runner import drain  # ray.util.queue.Empty is a queue.Empty
 
 RAY_HINT = "--backend ray needs Ray: pip install 'collapselab[ray]'"
 #: how often a task whose worker died is run again (from its last checkpoint)
@@ -54,7 +53,7 @@ def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any) -> np.ndar
 
         load_plugins(plugins)
     task = pickle.loads(blob)  # our own bytes, made by the driver of this run
-    return run_chain(task, lambda arm, batch, g: events.put((arm, batch, g)))
+    return run_chain(task, None if events is None else lambda arm, batch, g: events.put((arm, batch, g)))
 
 
 def _reachable(address: str) -> None:
@@ -230,8 +229,9 @@ def probe_storage(folder: Path, nodes: list[dict[str, Any]]) -> None:
 _checked: dict[tuple[str, str], dict[str, Resources]] = {}
 
 
-def preflight(exp: Experiment, run_dir: Path) -> dict[str, Resources]:
-    """Before anything is written: each arm's task resources (:func:`task_resources`) and the storage probe
+def preflight(exp: Experiment, run_dir: Path, probe: bool = True) -> dict[str, Resources]:
+    """Before anything is written: each arm's task resources (:func:`task_resources`) and, with ``probe`` (a
+    cluster joined by address; a local instance shares this machine's files), the storage probe
     (:func:`probe_storage`) of the nearest existing folder of ``run_dir`` from every node able to run a task.
     Done once per run directory and experiment in a process."""
     root = Path(run_dir).absolute()
@@ -239,8 +239,9 @@ def preflight(exp: Experiment, run_dir: Path) -> dict[str, Resources]:
     if key not in _checked:
         nodes = _nodes()
         need = task_resources(exp, nodes)
-        folder = next(p for p in (root, *root.parents) if p.is_dir())
-        probe_storage(folder, [n for n in nodes if any(_fits(n, r) for r in need.values())])
+        if probe:
+            folder = next(p for p in (root, *root.parents) if p.is_dir())
+            probe_storage(folder, [n for n in nodes if any(_fits(n, r) for r in need.values())])
         _checked[key] = need
     return _checked[key]
 
@@ -305,8 +306,7 @@ class RayBackend:
             if started:
                 ray.shutdown()
 
-    @staticmethod
-    def _run(tasks: Sequence[ChainTask], progress: Progress | None,
+    def _run(self, tasks: Sequence[ChainTask], progress: Progress | None,
              done: Callable[[ChainTask, np.ndarray], None] | None, results: dict, refs: dict,
              caught: list[int]) -> None:
         import ray
@@ -317,9 +317,10 @@ class RayBackend:
                 raise Interrupted(caught[0])
 
         exp = tasks[0].experiment
-        need = preflight(exp, Path(tasks[0].run_dir)) if tasks[0].run_dir is not None else task_resources(exp)
+        need = (preflight(exp, Path(tasks[0].run_dir), probe=self.address is not None) if tasks[0].run_dir is not None
+                else task_resources(exp))
         check()
-        events = Queue()
+        events = Queue() if progress is not None else None  # an actor: only when someone shows the progress
         remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_remote_chain)
         plugins = tuple(exp.plugins)
         refs.update({remote.options(num_cpus=need[t.arm].num_cpus, num_gpus=need[t.arm].num_gpus)
@@ -329,7 +330,8 @@ class RayBackend:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
             check()
-            drain(events, progress)
+            if events is not None:
+                drain(events, progress)
             for ref in ready:
                 t = refs[ref]
                 try:
@@ -338,4 +340,5 @@ class RayBackend:
                     raise (e.cause if isinstance(e.cause, Exception) else e) from None
                 if done:
                     done(t, results[(t.arm, t.batch)])
-        drain(events, progress)
+        if events is not None:
+            drain(events, progress)

@@ -19,7 +19,6 @@ import contextlib
 import ctypes
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from collapselab.chain import ChainTask, Progress, run_chain
+from collapselab.chain import ChainTask, Progress, drain, run_chain
 from collapselab.experiments.schema import Experiment
 
 Results = dict[tuple[str, int], np.ndarray]  # (arm, batch) -> [generations + 1, metrics, chains]
@@ -149,17 +148,6 @@ def kill_pool(pool: cf.ProcessPoolExecutor) -> None:
             p.join(5)
     with contextlib.suppress(Exception):
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def drain(events: Any, progress: Callable | None) -> None:
-    """Pass every progress event waiting in ``events`` (a multiprocessing or Ray queue) to ``progress``."""
-    while True:
-        try:
-            item = events.get_nowait()
-        except (queue.Empty, OSError, ValueError):
-            return
-        if progress:
-            progress(*item)
 
 
 BACKENDS = ("local", "ray")
