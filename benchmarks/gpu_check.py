@@ -178,7 +178,7 @@ def estimates(vae_rates: dict[str, float], lm: dict[str, float]) -> None:
     - ``fortifai-smollm2`` (7 arms x 3 seeds x 6 stages): per stage the model trains on ~2 x 1,000 windows of 32
       tokens (a rewrite plus a fresh real chunk) and rewrites as many (beam 5); scoring (memorization, probes,
       perplexity) is taken as 3x the training tokens at 3x the training rate (forward only).
-    - ``fortifai-vae`` at 8 seeds (12 arms x 8 seeds x 6 stages, MLP VAE): 500 images x ~40 epochs (early
+    - ``fortifai-vae --set scale=gpu`` (12 arms x 16 seeds x 6 stages, MLP VAE): 500 images x ~40 epochs (early
       stopping at patience 5 stops the CPU runs after 25-60) per fit, plus ~2,000 held-out images through the
       metric networks, taken as 4 fits' worth.
     - ``yi-vae --set scale=paper`` (2 arms x 50 rounds, conv VAE): round g trains on 5,000 g images for ~30 epochs;
@@ -188,13 +188,13 @@ def estimates(vae_rates: dict[str, float], lm: dict[str, float]) -> None:
     tokens = 2 * 1000 * 32
     stage = tokens / lm["train"] + tokens / lm["generate"] + 3 * tokens / (3 * lm["train"])
     smol = 7 * 3 * 6 * stage
-    fvae = 12 * 8 * 6 * (500 * 40 * 5) / vae_rates["mlp"]
+    fvae = 12 * 16 * 6 * (500 * 40 * 5) / vae_rates["mlp"]
     rounds = np.arange(1, 51)
     train_images = (5000 * rounds * 30).sum()
     candidates = (50000 * rounds).sum()
     disc = 50 * 110_000 * 20 / (4 * vae_rates["conv"])
     yi = (2 * train_images + candidates * 3) / vae_rates["conv"] + disc
-    for name, sec in (("fortifai-smollm2 (estimate)", smol), ("fortifai-vae --seeds 8 (estimate)", fvae),
+    for name, sec in (("fortifai-smollm2 (estimate)", smol), ("fortifai-vae --set scale=gpu (estimate)", fvae),
                       ("yi-vae --set scale=paper (estimate)", yi)):
         row(name, f"{sec / 3600:.1f} h" if sec >= 3600 else f"{sec / 60:.0f} min", "one chain task at a time")
 

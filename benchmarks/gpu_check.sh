@@ -5,5 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+if [ ! -x "$PY" ]; then
+    echo "gpu_check: $PY not found; run \`make .venv/.installed\` first (or set PYTHON=/path/to/python)" >&2
+    exit 2
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 exec timeout 480 "$PY" benchmarks/gpu_check.py --device "${DEVICE:-cuda}" "$@"

@@ -568,9 +568,9 @@ def test_doctor_reports_what_is_here_and_how_to_get_what_is_not(capsys, monkeypa
     last = out.splitlines()[-1]
     assert "needed piece(s) missing: " in last and "data: fashion_mnist" in last
     pytest.importorskip("ray")
-    assert cli("doctor", "--address", "127.0.0.1:1") == 1  # a cluster nobody answers: a MISSING line, at once
-    line = next(line for line in capsys.readouterr().out.splitlines() if " ray " in line)
-    assert line.startswith("MISSING") and "cannot reach the Ray cluster at '127.0.0.1:1'" in line
+    assert cli("doctor", "--address", "127.0.0.1:1") == 2  # a cluster nobody answers: bad input, as for `run`
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--address: cannot reach the Ray cluster at '127.0.0.1:1'" in err
 
 
 def test_long_stages_report_elapsed_time_a_readable_rate_and_an_eta():

@@ -250,3 +250,27 @@ def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_sam
     done = _cli("resume", out, "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert run_files(out) == run_files(tmp_path / "local")
+
+
+def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_path):
+    """A web server at the address: Ray's join retries for minutes; a watchdog ends it with one line, exit 2."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        done = _cli("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address", f"127.0.0.1:{port}",
+                    cwd=tmp_path)
+        assert time.monotonic() - t0 < 30
+    finally:
+        server.kill()
+    assert done.returncode == 2 and done.stderr == (f"collapselab: error: --address: the Ray cluster at "
+                                                    f"'127.0.0.1:{port}' did not answer within 20 s; is it a Ray head "
+                                                    f"node's address?\n"), done.stderr
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,8 @@ RAY_HINT = "--backend ray needs Ray: pip install 'collapselab[ray]'"
 RETRIES = 3
 #: seconds to reach a cluster's address (a TCP connection) before Ray is asked to join it
 CONNECT_TIMEOUT = 10.0
+#: seconds Ray has to join a cluster that accepted the connection (then the process ends with one line, exit 2)
+JOIN_TIMEOUT = 20.0
 #: seconds every node has to answer the storage probe
 PROBE_TIMEOUT = 60.0
 
@@ -82,23 +84,37 @@ def _reachable(address: str) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_aside(active: bool) -> Iterator[None]:
-    """While joining a cluster, file descriptor 2 goes to a temporary file: Ray's C++ client logs its retries there
-    (``gcs_client.cc ... Failed to get cluster ID``), which would turn a one-line error into many. Python's own
-    ``sys.stderr`` is untouched."""
-    if not active:
+def _joining(address: str | None) -> Iterator[None]:
+    """While joining a cluster: file descriptor 2 goes to a temporary file (Ray's C++ client logs its retries there,
+    ``gcs_client.cc ... Failed to get cluster ID``, which would turn a one-line error into many; Python's own
+    ``sys.stderr`` is untouched), and a watchdog ends the process with a one-line error after
+    :data:`JOIN_TIMEOUT` seconds: an address that accepts connections but is no Ray head (a web server, a
+    client-server port that never answers) keeps ``ray.init`` retrying for minutes, and nothing has been written
+    yet that an exit could leave half-done."""
+    if address is None:
         yield
         return
     import sys
     import tempfile
+    import threading
 
     sys.stderr.flush()
     saved = os.dup(2)
+
+    def give_up() -> None:
+        os.write(saved, f"collapselab: error: --address: the Ray cluster at {address!r} did not answer within "
+                        f"{JOIN_TIMEOUT:g} s; is it a Ray head node's address?\n".encode())
+        os._exit(2)
+
+    watchdog = threading.Timer(JOIN_TIMEOUT, give_up)
+    watchdog.daemon = True
     with tempfile.TemporaryFile() as aside:
         os.dup2(aside.fileno(), 2)
+        watchdog.start()
         try:
             yield
         finally:
+            watchdog.cancel()
             os.dup2(saved, 2)
             os.close(saved)
 
@@ -116,7 +132,7 @@ def connect(address: str | None) -> None:
     if address is not None:
         _reachable(address)
     try:
-        with _stderr_aside(address is not None):
+        with _joining(address):
             # "local": a new instance even when `ray start` runs on this machine (ray.init() alone would join it)
             ray.init(address=address or "local", ignore_reinit_error=True, include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
