@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import statistics
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from collapselab.data.text import Wikipedia, WikipediaConfig
-from collapselab.families.gradient import apply_threads
+from collapselab.families.gradient import apply_threads, usable_cores
 from collapselab.families.lm import Decoding, pack, rewrite, train
 from collapselab.losses.ulosses import TCE
 from collapselab.metrics.kr import source_items
@@ -212,7 +211,7 @@ def main() -> None:
     ap.add_argument("--smollm2", action="store_true")
     ap.add_argument("--fortifai", action="store_true")
     args = ap.parse_args()
-    apply_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    apply_threads(usable_cores())
     print(f"bench_lm: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     source = Wikipedia(WikipediaConfig(tokenizer="tiny", vocab=8000), heldout=64)

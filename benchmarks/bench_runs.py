@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import platform
 import statistics
 import subprocess
@@ -82,7 +81,9 @@ def _wall(*args: str) -> float:
 
 
 def ray_section(repeats: int) -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from collapselab.families.gradient import usable_cores
+
+    cores = usable_cores()
     local, ray = ["-w", str(cores)], ["--backend", "ray"]
     gmm = ["fortifai-gmm", "--seeds", "16"]
     times: dict[str, list[float]] = {"local": [], "ray": []}

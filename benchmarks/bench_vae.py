@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import statistics
 import tempfile
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 
 from collapselab.curators import CuratorContext, Discriminator
 from collapselab.data import MNISTConfig, make_source
-from collapselab.families.gradient import apply_threads
+from collapselab.families.gradient import apply_threads, usable_cores
 from collapselab.families.vae import VAE, VAEConfig
 from collapselab.families.vae_nets import VAENet, kl_standard_normal
 from collapselab.losses.ulosses import CE, TCE
@@ -140,7 +139,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--yi", action="store_true", help="also time `collapselab run yi-vae`")
     args = ap.parse_args()
-    apply_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    apply_threads(usable_cores())
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, device {args.device}")
     training(args.images, args.epochs, args.repeats, args.device)

@@ -73,7 +73,6 @@ def _backend(backend: str, address: str | None, workers: int) -> None:
                           "and the cluster's CPUs decide how many run at once")
 
 
-
 def _connect(backend: str, address: str | None) -> None:
     """Start or join Ray before anything is written (a missing Ray or an unreachable address: exit 2)."""
     if backend == "ray":

@@ -48,7 +48,9 @@ def _torch() -> list[Check]:
     except ImportError:
         return [Check("torch", False, "not installed", "pip install torch==2.13.0 (a CPU build: --index-url "
                                                        "https://download.pytorch.org/whl/cpu)")]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from collapselab.families.gradient import usable_cores
+
+    cores = usable_cores()
     out = [Check("torch", True, f"{torch.__version__}; cores usable {cores}; a chain uses family.threads torch "
                                 f"threads (default 1: run chains in parallel with -w {cores})")]
     if torch.cuda.is_available():

@@ -11,7 +11,7 @@ method for every family and never branches.
   ``--backend ray`` (whose task asks for ``threads`` CPUs). Chains in parallel (``-w N``) use cores better than
   threads for these small models, and one thread per process keeps its speed beside a busy neighbour: measured on
   2 cores, ``quickstart-images`` took 69 s quiet and 75 s beside a CPU-bound process with one thread, 75 s and
-  (before this policy) 194 s with two.
+  (before this policy) 252 s with two.
 - **Randomness**: every draw comes from the run's seed tree: a numpy stream is turned into torch generators
   (:func:`torch_generator`), parameter initialisation runs under :func:`seeded` (a forked torch RNG), so the
   same experiment and seed give the same metrics on CPU with the same thread count, also after a resume.
@@ -21,6 +21,7 @@ method for every family and never branches.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal, Self
 
@@ -61,6 +62,11 @@ def torch_device(setting: Device) -> Any:
     if setting == "cuda" and not torch.cuda.is_available():
         raise ValueError("family.device: 'cuda' but no CUDA device is available; allowed here: auto, cpu")
     return torch.device("cuda" if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def apply_threads(threads: int | None) -> None:
