@@ -469,19 +469,43 @@ def test_workers_never_outlive_the_parent(tmp_path, sig):
     assert _files(out) == snapshot  # nothing writes into the run after the parent is gone
 
 
-def test_a_second_run_on_a_directory_in_use_is_refused(tmp_path, capsys):
+HOLD = """
+import sys
+from pathlib import Path
+from collapselab.store.lock import RunLock
+run = Path(sys.argv[1])
+lock = RunLock(run).acquire()
+# what a writer holds mid-write: a temporary file of its own, and (to prove the lock is looked at first) a file
+# that collapselab did not write
+(run / "chains" / "ce" / "b0000" / ".g00008.json.6001bdf67eec.tmp").write_bytes(b"half")
+(run / "notes.txt").write_text("mine")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_directory_in_use_is_refused_for_that_reason_first(tmp_path, capsys):
+    """A process holding the run's lock mid-write (its temporary file and a foreign file in the folder): every
+    command that would use the folder names the holder, not the files it finds; deterministic, no timing."""
     out = tmp_path / "run"
-    proc = _cli_proc("run", *LONG, "--out", str(out))
+    assert cli("run", "quickstart", *SMALL, "--out", str(out)) == 0
+    capsys.readouterr()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
-        _wait_for(out / "chains", "*/b0000/g00001.json")
-        for argv in (["run", *LONG, "--out", str(out), "--overwrite"], ["resume", str(out)], ["report", str(out)]):
+        assert holder.stdout.readline() == "holding\n"
+        for argv in (["run", "quickstart", *SMALL, "--out", str(out), "--overwrite"],
+                     ["run", "quickstart", *SMALL, "--out", str(out)], ["resume", str(out)], ["report", str(out)]):
             assert cli(*argv) == 2
             err = capsys.readouterr().err
-            assert f"in use by pid {proc.pid}" in err and err.count("\n") == 1, err
+            assert f"in use by pid {holder.pid}" in err and err.count("\n") == 1, (argv, err)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert cli("resume", str(out), "-q") == 0  # the killed holder's lock does not block
+        holder.stdin.close()
+        holder.wait(30)
+    (out / "chains" / "ce" / "b0000" / ".g00008.json.6001bdf67eec.tmp").unlink()
+    assert cli("resume", str(out), "-q") == 0  # the holder's lock is gone with it
+    assert cli("run", "quickstart", *SMALL, "--out", str(out), "--overwrite") == 2
+    assert "did not write: notes.txt" in capsys.readouterr().err  # now the foreign file is the reason
 
 
 def _can_drop_privileges() -> bool:

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,28 @@ def test_manifest_records_outputs_and_experiment_hash(tmp_path):
         assert hashlib.sha256((run / name).read_bytes()).hexdigest() == sha
     assert {"metrics.csv", "metrics.parquet", "summary.json", "report.html"} <= set(manifest["outputs"])
     assert RunStore.foreign_files(run) == []
+
+
+def test_the_stores_own_temporary_files_are_never_foreign(tmp_path, monkeypatch):
+    """A writer's temporary file (present, or renamed away between the folder listing and the look at it) is the
+    store's, never a user's; deterministic: the vanished file is listed by a stand-in for os.walk."""
+    import collapselab.store.run as store_run
+    from collapselab.store import RunStore
+
+    _run(tmp_path)
+    root = tmp_path / "run"
+    chain = root / "chains" / "a" / "b0000"
+    (chain / ".g00009.json.6001bdf67eec.tmp").write_bytes(b"half-written")
+    assert RunStore.foreign_files(root) == []
+    real_walk = os.walk
+
+    def walk_listing_a_vanished_temp(top, *a, **k):
+        for dirpath, dirnames, filenames in real_walk(top, *a, **k):
+            if Path(dirpath) == chain:
+                filenames = [*filenames, ".g00010.json.0123456789ab.tmp", "g00011.json"]  # renamed/removed since
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr(store_run.os, "walk", walk_listing_a_vanished_temp)
+    assert RunStore.foreign_files(root) == []
+    (root / "mine.txt").write_text("x")
+    assert RunStore.foreign_files(root) == ["mine.txt"]

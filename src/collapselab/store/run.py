@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -64,6 +65,7 @@ class RunStore:
         if real.exists():
             if not real.is_dir():
                 raise ConfigError(f"--out {out}: exists and is not a directory")
+            RunLock(real).check_free()  # before anything else looks at the folder: a live writer changes it
             if any(real.iterdir()):
                 if not cls.is_run_dir(real):
                     raise ConfigError(f"--out {out}: exists, is not empty and is not a collapselab run directory "
@@ -246,9 +248,13 @@ class RunStore:
             for f in filenames:
                 p = here / f
                 relf = (rel / f).as_posix()
-                if p.is_symlink() or not p.is_file():
+                try:
+                    mode = os.lstat(p).st_mode
+                except FileNotFoundError:  # gone since the listing (a writer renamed its temporary file)
+                    continue
+                if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
                     yield p, False
-                elif _TEMP.match(f):
+                elif _TEMP.match(f):  # the store's own temporary file (write_atomic's name), never foreign
                     yield p, True
                 elif not parts:
                     yield p, f in top or relf in outputs
