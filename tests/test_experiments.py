@@ -22,6 +22,7 @@ CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-li
            "fortifai-smollm2", "yi-text", "text-replace-vs-accumulate"]
 
 
+@pytest.mark.heavy
 def test_catalog_is_complete_and_round_trips():
     assert sorted(catalog_names()) == sorted(CATALOG)
     for name in CATALOG:

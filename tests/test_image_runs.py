@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from collapselab.report.gallery import MAX_ROWS, PER_ROW, gallery_generations, mosaic
 from collapselab.runs import assemble, execute
@@ -75,6 +76,7 @@ def test_the_sample_grid_is_legible_labelled_and_shows_means_beside_draws():
     assert width >= PER_ROW * SAMPLE_PX and height >= len(exp.arms) * 4 * SAMPLE_PX
 
 
+@pytest.mark.heavy
 def test_shumailov_vae_loses_spread_and_classes_generation_after_generation():
     """Shumailov et al.'s signal, on real digits: a fresh VAE per generation on its predecessor's decoder
     means. Measured (shumailov-vae on MNIST): latent_std 0.83 -> 0.08 and class_entropy 2.23 -> 1.16 in 8

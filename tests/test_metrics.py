@@ -29,6 +29,7 @@ def test_kl_gaussian_closed_form_matches_monte_carlo():
     assert closed == pytest.approx(mc, rel=0.02)
 
 
+@pytest.mark.heavy
 def test_gmm_l2_closed_form_matches_numerical_integration():
     truth_cfg = GMMTruthConfig(weights=[0.6, 0.4], means=[[0.0, 0.0], [2.0, 1.0]], stds=[1.0, 0.6])
     ctx = _ctx(truth_cfg, chains=1)

@@ -101,6 +101,7 @@ def _kill_and_resume(exp: Path, cwd: Path, part: Path) -> dict[str, bytes]:
     return run_files(part)
 
 
+@pytest.mark.heavy
 def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
     """``plugins: [./my_plugin.py]`` (relative to the experiment file): a plugin loss and metric run with
     ``--workers 2`` as with one worker; a run killed after generation 1 and resumed with two workers writes the
@@ -129,6 +130,7 @@ def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
     assert "continued with changed plugins" in json.loads((one / "run.json").read_text())["plugin_changes"][0]
 
 
+@pytest.mark.heavy
 def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
     """The example package's loss and curator, found through their entry points, with --workers 2 equal to one
     worker, and killed after generation 1 then resumed; the run record pins the distribution's version."""
@@ -149,6 +151,7 @@ def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
                                                "(collapselab-example-plugin 0.1.0)"}
 
 
+@pytest.mark.heavy
 def test_module_object_names_and_the_plugin_option(plugin_dir):
     """``name: "<file>:<Class>"`` works where a name does and joins ``plugins``; ``--plugin`` imports a file for
     a run whose experiment names its loss; both run with two workers, and a killed run resumes to the same."""
@@ -264,6 +267,7 @@ def test_list_shows_plugins_with_their_origin(plugin_dir):
     assert f"plugin {plugin_dir / 'my_plugin.py'}" in lines["squared"] and "variation ratio" in lines["squared"]
 
 
+@pytest.mark.heavy
 def test_relative_references_resolve_against_the_experiment_file_and_the_run_reopens(plugin_dir):
     """``name: "my_plugin.py:Squared"`` in an experiment file is relative to that file (run from another folder),
     recorded absolute, and the run can be reported and resumed; a resume that fails after

@@ -13,6 +13,8 @@ import yaml
 from .conftest import run_files
 
 ray = pytest.importorskip("ray")
+#: every test here starts, joins or probes Ray: one parallel worker runs them all, in turn
+pytestmark = pytest.mark.xdist_group("ray")
 
 PLUGIN = textwrap.dedent('''
     from typing import Literal

@@ -50,13 +50,22 @@ PYTHON = [(t, n) for lang, t, n in ALL if lang == "python"]
 YAML = [(t, n) for lang, t, n in ALL if lang == "yaml"]
 
 
+def _bash_param(text: str, line: int) -> object:
+    """A bash block as a test: Ray blocks run in the worker that runs every Ray test (they share the machine's
+    cluster address), blocks that train neural models start first."""
+    marks = [pytest.mark.xdist_group("ray")] if "ray " in text else []
+    if "quickstart-text" in text or "quickstart-images" in text:
+        marks.append(pytest.mark.heavy)
+    return pytest.param(text, line, marks=marks, id=f"line-{line}")
+
+
 def test_every_block_is_runnable_or_marked_as_text():
     langs = {lang for lang, _, _ in ALL}
     assert langs <= RUNNABLE | {"text"}, langs
     assert len(BASH) >= 1 and len(PYTHON) >= 3 and len(YAML) >= 2
 
 
-@pytest.mark.parametrize("text, line", BASH, ids=[f"line-{n}" for _, n in BASH])
+@pytest.mark.parametrize("text, line", [_bash_param(t, n) for t, n in BASH])
 def test_bash_blocks_run(text, line, tmp_path):
     if "ray " in text:
         pytest.importorskip("ray")
@@ -101,6 +110,7 @@ def test_setup_commands_do_what_the_readme_says():
 
 @pytest.mark.skipif(shutil.which("make") is None or not (ROOT / "Makefile").is_file(), reason="needs make and the "
                     "source tree")
+@pytest.mark.heavy
 def test_make_run_prints_the_quickstart_shown_in_the_readme():
     shown = next(t for lang, t, _ in ALL if lang == "text" and t.startswith("quickstart: "))
     done = subprocess.run(["make", "run"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

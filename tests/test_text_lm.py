@@ -281,6 +281,7 @@ TEXT_EXP = {
 }
 
 
+@pytest.mark.heavy
 def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folders(tmp_path):
     """A text run killed after generation 1 and resumed writes exactly the files of an uninterrupted one
     (metrics, Hugging Face model folders, report); each kept generation loads with AutoModelForCausalLM."""
@@ -434,6 +435,7 @@ def test_lm_gamma_follows_the_model_on_a_fixed_clip_set_and_random_drop_keeps_it
     assert 0.0 < fam.fit_stats[0]["gamma"] < 1.0 and 0.5 < fam.fit_stats[0]["kept"] < 0.95
 
 
+@pytest.mark.heavy
 def test_the_text_quickstart_starts_from_a_writer_as_diverse_as_real_text(tmp_path):
     """Generation 0 of `quickstart-text` rewrites held-out windows with a distinct-2 within 0.5-1.5x that of the
     real windows themselves (the reference row), so collapse is measured from a working writer, not a loop; and
