@@ -85,10 +85,16 @@ def test_quantile_and_dynamic_gamma_drop_the_stated_shares_on_a_fixed_clip_set()
     # called directly (per batch), an adaptive TCE resolves gamma from the confidences it is given
     u = np.linspace(0.005, 0.995, 200)
     assert np.mean(get_uloss("tce", gamma={"quantile": 0.25}).weight_u(u)) == pytest.approx(0.75, abs=0.01)
-    # closed-form families resolve it per chain
+    # the seam resolves it per chain for the closed-form families, and records what each chain kept
+    from collapselab.losses import AppliedLoss
+
     two = np.stack([u, u ** 3])
-    w = get_uloss("tce", gamma={"quantile": 0.25}).weight_chains(two)
+    applied = AppliedLoss(get_uloss("tce", gamma={"quantile": 0.25}), chains=2)
+    w = applied.chain_weights(two)
     np.testing.assert_allclose(w.mean(axis=1), [0.75, 0.75], atol=0.01)
+    gammas = [r.gamma for r in applied.records()]
+    assert gammas[0] == pytest.approx(np.quantile(u, 0.75)) and gammas[1] == pytest.approx(np.quantile(u ** 3, 0.75))
+    assert [r.kept for r in applied.records()] == pytest.approx([0.75, 0.75], abs=0.01)
     assert get_uloss("tce", gamma={"quantile": 0.25}).adaptive and not get_uloss("tce", gamma=0.5).adaptive
 
 
@@ -104,15 +110,15 @@ def test_random_drop_keeps_its_share_at_random_with_tces_normalisation():
     np.testing.assert_array_equal(loss.weight_u(u), 1.0)  # the mask is separate: w(u) itself is CE's
     assert (loss.keep_mask(u, np.random.default_rng(1)) == m).all()
     torch = pytest.importorskip("torch")
-    from collapselab.losses.functional import _weigh_by, uloss
+    from collapselab.losses.functional import uloss, weigh_for
 
     logits = torch.randn(4000, 7, generator=torch.Generator().manual_seed(0))
     target = torch.randint(0, 7, (4000,), generator=torch.Generator().manual_seed(1))
-    got = uloss(logits, target, _weigh_by(loss, torch.Generator().manual_seed(2)))
+    got = uloss(logits, target, weigh_for(loss, generator=torch.Generator().manual_seed(2)))
     mask = loss.keep_mask(torch.zeros(4000), torch.Generator().manual_seed(2))
     ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     assert float(got) == pytest.approx(float((ce * mask).sum() / 4000), rel=1e-6)  # normalised over all targets
-    tce = uloss(logits, target, _weigh_by(get_uloss("tce", gamma=0.3)))
+    tce = uloss(logits, target, weigh_for(get_uloss("tce", gamma=0.3)))
     kept = torch.softmax(logits, 1).gather(1, target[:, None])[:, 0] <= 0.3
     assert float(tce) == pytest.approx(float((ce * kept).sum() / 4000), rel=1e-6)  # TCE: the same normalisation
 

@@ -186,11 +186,12 @@ def test_target_confidence_skips_ignored_targets_and_matches_the_per_batch_rule(
     np.testing.assert_allclose(conf.numpy(), want, rtol=1e-5)
     aligned = LF.target_confidence(z[:, :-1], shift_labels(y)[:, :-1], shift=False)
     torch.testing.assert_close(aligned, conf)
-    # the per-batch rule of gamma="dynamic" is the epoch rule with the current batch as the clip set
+    # the per-batch rule of gamma="batch_dynamic" is the epoch rule with the current batch as the clip set
     t = shift_labels(y)
-    log_u = torch.log_softmax(z, -1).gather(-1, t.clamp_min(0)[..., None])[..., 0].reshape(-1)
-    per_batch_rule = LF.dynamic_gamma(log_u, (t != -100).reshape(-1), seq_len=10, k=0.5)
-    assert per_batch_rule.item() == pytest.approx(LF.epoch_dynamic_gamma(conf, 0.5), rel=1e-5)
+    per_batch = LF.truncated_cross_entropy(z, t, gamma="batch_dynamic", k=0.5, class_dim=-1)
+    at_epoch_rule = LF.truncated_cross_entropy(z, t, gamma=min(LF.epoch_dynamic_gamma(conf, 0.5), 1.0),
+                                               class_dim=-1)
+    torch.testing.assert_close(per_batch, at_epoch_rule)
     # a trainer then trains the epoch with a fixed gamma
     g = min(LF.epoch_dynamic_gamma(conf, 0.5), 1.0)
     assert torch.isfinite(causal_lm_loss("tce", gamma=g)(z, y))
@@ -202,7 +203,7 @@ def test_linear_beta_is_validated_at_construction(beta):
     x, t = torch.randn(3, 4), torch.tensor([0, 1, 2])
     for build in (lambda: LF.linear_weighted_loss(x, t, beta=beta), lambda: LM.LinearWeightedLoss(beta=beta),
                   lambda: LM.LinearWeightedLoss(beta), lambda: causal_lm_loss("linear", beta=beta),
-                  lambda: LF.make_weigh("linear", beta=beta)):
+                  lambda: LF.make_weigh("linear", beta=beta), lambda: LM.get_loss("linear", beta=beta)):
         with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]"):
             build()
 

@@ -101,7 +101,7 @@ def test_tce_equals_a_masked_reference(normalize, ignore, weighted):
     assert (u > 0.3).any() and (u <= 0.3).any()  # the mask both cuts and keeps targets here
 
 
-def test_dynamic_gamma_is_mean_plus_k_std_of_sequence_confidence():
+def test_batch_dynamic_gamma_is_mean_plus_k_std_of_sequence_confidence():
     g = torch.Generator().manual_seed(5)
     x = (torch.randn(6, 8, 4, generator=g) * 2).requires_grad_()
     t = torch.randint(0, 4, (6, 8), generator=g)
@@ -110,7 +110,7 @@ def test_dynamic_gamma_is_mean_plus_k_std_of_sequence_confidence():
     valid = t != -100
     per_seq = torch.stack([u[i][valid[i]].mean() for i in range(6)])
     gamma = float(per_seq.mean() + 0.5 * per_seq.std(unbiased=False))
-    dyn = LF.truncated_cross_entropy(x, t, gamma="dynamic", k=0.5, class_dim=-1)
+    dyn = LF.truncated_cross_entropy(x, t, gamma="batch_dynamic", k=0.5, class_dim=-1)
     static = LF.truncated_cross_entropy(x, t, gamma=gamma, class_dim=-1)
     torch.testing.assert_close(dyn, static)
     assert dyn.item() < LF.cross_entropy(x, t, class_dim=-1).item()
@@ -141,7 +141,7 @@ def test_dtypes_agree(name, params, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name, params", ULOSSES + [("tce", {"gamma": "dynamic"})])
+@pytest.mark.parametrize("name, params", ULOSSES + [("tce", {"gamma": "batch_dynamic"})])
 def test_extreme_logits_and_all_ignored_batches(name, params, device):
     fn = FUNCTIONAL[name]
     x = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0], [1e4, 1e4, -1e4]], device=device)
@@ -232,7 +232,7 @@ def test_modules_and_get_loss():
 
 
 @pytest.mark.parametrize("name, params", ULOSSES + [("tce", {"gamma": 0.3, "normalize": "kept"}),
-                                                    ("tce", {"gamma": "dynamic", "k": 0.5})])
+                                                    ("tce", {"gamma": "batch_dynamic", "k": 0.5})])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("chunk", [None, 5])
 def test_fused_linear_loss_matches_the_unfused_path(name, params, reduction, chunk):

@@ -15,6 +15,7 @@ from collapselab.cache import cache_dir  # noqa: E402
 from collapselab.data.text import Wikipedia, WikipediaConfig  # noqa: E402
 from collapselab.families.causal_lm import CausalLM, CausalLMConfig  # noqa: E402
 from collapselab.families.lm import pack  # noqa: E402
+from collapselab.losses import AppliedLoss  # noqa: E402
 from collapselab.losses.ulosses import get_uloss  # noqa: E402
 from collapselab.metrics.kr import source_items  # noqa: E402
 from collapselab.samples import SampleSet  # noqa: E402
@@ -422,17 +423,21 @@ def test_lm_gamma_follows_the_model_on_a_fixed_clip_set_and_random_drop_keeps_it
     train = source.take(SeedTree(0), 0, 1, 0, 160)
     clip = fitted._clip_set(train["x"][0].reshape(-1), np.random.default_rng(0))
     u = np.exp(token_logprobs(fitted.nets[0], clip.reshape(-1), 64, fitted.eos, "cpu"))
+    clip_u = fitted.clip_confidences(clip)
     for q in (0.25, 0.5):
-        g = fitted._gamma_per_epoch(get_uloss("tce", gamma={"quantile": q}), clip)(fitted.nets[0], 0).gamma
+        g = AppliedLoss(get_uloss("tce", gamma={"quantile": q})).start_epoch(lambda: clip_u(fitted.nets[0])).gamma
         assert np.mean(u > g) == pytest.approx(q, abs=0.01)
     means = u.reshape(len(clip) // CLIP_BATCH, -1).mean(axis=1)
-    g = fitted._gamma_per_epoch(get_uloss("tce", gamma={"dynamic": 1.0}), clip)(fitted.nets[0], 0).gamma
+    g = AppliedLoss(get_uloss("tce", gamma={"dynamic": 1.0})).start_epoch(lambda: clip_u(fitted.nets[0])).gamma
     assert g == pytest.approx(means.mean() + means.std(), abs=1e-9)
     fam = CausalLM(CausalLMConfig(**SMALL, epochs=1, lr=1e-3), 1, source.spec)
     fam.fit_loss(train, get_uloss("random_drop", q=0.25), np.random.default_rng(0))
-    assert fam.fit_stats[0]["kept"] == pytest.approx(0.75, abs=0.02)
+    assert fam.loss_records[0].kept == pytest.approx(0.75, abs=0.02) and fam.loss_records[0].gamma is None
     fam.fit_loss(train, get_uloss("tce", gamma={"quantile": 0.25}), np.random.default_rng(0))
-    assert 0.0 < fam.fit_stats[0]["gamma"] < 1.0 and 0.5 < fam.fit_stats[0]["kept"] < 0.95
+    record = fam.loss_records[0]
+    assert 0.0 < record.gamma < 1.0 and 0.5 < record.kept < 0.95 and record.loss.gamma == record.gamma
+    fam.fit_loss(train, get_uloss("focal", gamma=2.0), np.random.default_rng(0))
+    assert fam.loss_records[0].gamma is None  # focal's exponent is no confidence threshold
 
 
 @pytest.mark.heavy

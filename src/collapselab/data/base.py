@@ -36,6 +36,12 @@ class SourceConfig(BaseModel):
         """Why this data setting cannot serve the arm of ``ctx`` (one line naming the field), or ``None``; no I/O."""
         return None
 
+    @classmethod
+    def complete(cls, data: dict[str, Any], arms: list[dict[str, Any]]) -> dict[str, Any]:
+        """The raw data setting with what it leaves to be filled in from the arms' raw settings (e.g. a text
+        source's tokenizer from their model); called once while the experiment is resolved (default: as it is)."""
+        return data
+
 
 @dataclass
 class RealPool:

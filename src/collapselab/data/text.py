@@ -58,6 +58,14 @@ class TextConfig(SourceConfig):
     kr_items: int | None = Field(None, ge=1, le=100_000,
                                  description="knowledge-retention items per chunk (at most; default: every candidate)")
 
+    @classmethod
+    def complete(cls, data: dict[str, Any], arms: list[dict[str, Any]]) -> dict[str, Any]:
+        """``tokenizer: model`` (the default) becomes the arms' ``family.model`` when they agree."""
+        if data.get("tokenizer", "model") != "model":
+            return data
+        models = {(a.get("family") or {}).get("model", "tiny") for a in arms if isinstance(a.get("family"), dict)}
+        return {**data, "tokenizer": models.pop()} if len(models) == 1 else data
+
 
 class WikipediaConfig(TextConfig):
     """English Wikipedia (gensim's 106-article extract)."""

@@ -400,7 +400,7 @@ def resolve(raw: dict[str, Any]) -> Experiment:
         for a in resolved:
             a.setdefault(key, doc[key])
     _resolve_references(doc)
-    _fill_tokenizer(doc)
+    _complete_data(doc)
     try:
         return Experiment.model_validate(doc)
     except ValidationError as e:
@@ -462,17 +462,12 @@ def _resolve_references(doc: dict[str, Any]) -> None:
     doc["plugins"] = [*doc.get("plugins", []), *(r for r in refs if r not in doc.get("plugins", []))]
 
 
-def _fill_tokenizer(doc: dict[str, Any]) -> None:
-    """A text source's ``tokenizer: model`` (the default) becomes the arms' ``family.model`` when they agree."""
+def _complete_data(doc: dict[str, Any]) -> None:
+    """The data source completes its own setting from the arms' (:meth:`SourceConfig.complete`)."""
     data = doc.get("data")
-    if not isinstance(data, dict) or data.get("tokenizer", "model") != "model":
-        return
-    cls = SOURCES.get(data.get("source"))  # type: ignore[arg-type]
-    if cls is None or cls.kind != "text":
-        return
-    models = {(a.get("family") or {}).get("model", "tiny") for a in doc["arms"] if isinstance(a.get("family"), dict)}
-    if len(models) == 1:
-        doc["data"] = {**data, "tokenizer": models.pop()}
+    cls = SOURCES.get(data.get("source")) if isinstance(data, dict) else None  # type: ignore[arg-type]
+    if cls is not None:
+        doc["data"] = cls.config_class.complete(data, doc["arms"])
 
 
 def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> str:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from collapselab.losses.training import LossRecord
 from collapselab.losses.ulosses import ULoss
 from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet
@@ -113,6 +114,8 @@ class Family(abc.ABC):
         self.config = config
         self.n_chains = int(n_chains)
         self.spec = spec if isinstance(spec, DataSpec) else DataSpec(spec)
+        #: per chain, what the arm's loss did in the last :meth:`fit_loss` (its last epoch or refit)
+        self.loss_records: list[LossRecord] = []
 
     # -- protocol ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -123,7 +126,8 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
                  steps: int = 3) -> Self:
-        """Fit (in place) under the u-loss ``loss``; returns ``self`` (``steps``: weighted refits of a closed-form
+        """Fit (in place) under the u-loss ``loss``, applied through :class:`collapselab.losses.AppliedLoss`, and
+        set :attr:`loss_records` (one per chain); returns ``self`` (``steps``: weighted refits of a closed-form
         family; a gradient-trained family applies the loss inside every training step and ignores it)."""
 
     @abc.abstractmethod

@@ -30,6 +30,7 @@ from pydantic import Field
 from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, seeded, torch_generator
 from collapselab.families.lm import Decoding
+from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
@@ -282,16 +283,17 @@ class CausalLM(GradientFamily):
             shift = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # each epoch's block offset
             masks = torch_generator(rng, "cpu")  # a random-drop loss's masks (drawn by every arm: common streams)
             clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # drawn by every arm, as above
-            clip = self._clip_set(x.reshape(-1), clip_rng) if getattr(loss, "adaptive", False) else None
+            applied = AppliedLoss(loss, generator=masks)
+            clip = self._clip_set(x.reshape(-1), clip_rng) if applied.adaptive else None
             with seeded(rng):
-                self.history.append(train(net, x.reshape(-1), tok_w, loss, epochs=cfg.epochs, steps=cfg.steps,
+                self.history.append(train(net, x.reshape(-1), tok_w, applied, epochs=cfg.epochs, steps=cfg.steps,
                                           lr=cfg.lr, batch=cfg.batch, grad_accum=cfg.grad_accum,
                                           weight_decay=cfg.weight_decay, warmup=cfg.warmup, generator=g,
                                           precision=cfg.precision, label=f"fit ({loss.name})",
-                                          block=cfg.block_size, shift_rng=shift, mask_generator=masks,
-                                          on_epoch=None if clip is None else self._gamma_per_epoch(loss, clip),
+                                          block=cfg.block_size, shift_rng=shift,
+                                          clip=None if clip is None else self.clip_confidences(clip),
                                           device=self.device))
-        self.fit_stats = self.history
+        self.loss_records = [h["record"] for h in self.history]
         return self
 
     def _clip_set(self, stream: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -301,18 +303,18 @@ class CausalLM(GradientFamily):
         pick = np.sort(rng.permutation(n)[:CLIP_BLOCKS])
         return stream[: n * b].reshape(n, b)[pick]
 
-    def _gamma_per_epoch(self, loss: ULoss, clip: np.ndarray) -> Any:
-        """``on_epoch`` for :func:`~collapselab.families.lm.train`: the epoch's TCE at the gamma its rule gives on the
-        clip set under the current model (ForTIFAI's ``on_train_epoch_start``; per-token u in clip batches of
-        :data:`CLIP_BATCH` blocks; scored in eval mode, where ForTIFAI's model stays in train mode)."""
+    def clip_confidences(self, clip: np.ndarray) -> Any:
+        """``clip(model)`` for :func:`~collapselab.families.lm.train`: the per-token u of the clip set under the
+        current model in clip batches of :data:`CLIP_BATCH` blocks, ``(u [groups, m], groups)`` (ForTIFAI's
+        ``on_train_epoch_start``; scored in eval mode, where ForTIFAI's model stays in train mode)."""
         from collapselab.families.lm import token_logprobs
 
-        def on_epoch(model: Any, epoch: int) -> ULoss:
+        def confidences(model: Any) -> tuple[np.ndarray, int]:
             u = np.exp(token_logprobs(model, clip.reshape(-1), self.config.block_size, self.eos, self.device))
             groups = max(1, len(clip) // CLIP_BATCH)
-            return loss.at(loss.resolve(u[: groups * CLIP_BATCH * clip.shape[1]].reshape(groups, -1), groups))
+            return u[: groups * CLIP_BATCH * clip.shape[1]].reshape(groups, -1), groups
 
-        return on_epoch
+        return confidences
 
     # -- the protocol --------------------------------------------------------------------------------
     def runtime(self) -> dict[str, str]:

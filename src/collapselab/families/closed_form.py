@@ -19,6 +19,7 @@ import numpy as np
 
 from collapselab.errors import NumericalError
 from collapselab.families.base import Family, per_sample
+from collapselab.losses.training import AppliedLoss, LossRecord
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
@@ -29,15 +30,16 @@ class ClosedFormFamily(Family):
     def fit_loss(self, data: SampleSet, loss: ULoss, rng: np.random.Generator, init: Family | None = None,
                  steps: int = 3) -> Self:
         """Fit (in place) under ``loss`` by ``steps`` weighted refits towards its fixed point; returns ``self``."""
-        fit_with_loss(self, data, loss, rng, init=init, steps=steps)
+        self.loss_records = fit_with_loss(self, data, loss, rng, init=init, steps=steps)
         return self
 
 
 def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Generator,
-                  init: Family | None = None, steps: int = 3) -> Family:
-    """Fit ``model`` (in place) to ``data`` under ``loss``; returns the model."""
+                  init: Family | None = None, steps: int = 3) -> list[LossRecord]:
+    """Fit ``model`` (in place) to ``data`` under ``loss``; returns what the loss did on each chain (its last refit)."""
     if loss.is_ce:
-        return model.fit(data, None, init=init, rng=rng)
+        model.fit(data, None, init=init, rng=rng)
+        return [LossRecord.unweighted(loss)] * model.n_chains
     if init is not None and init.is_fitted:
         u = init.confidence(data)
     else:
@@ -45,16 +47,14 @@ def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Ge
         u = model.confidence(data)
         init = model
     # a loss that drops targets at random (random_drop) keeps one mask for all refits, drawn after the first fit
-    mask = loss.keep_mask(np.asarray(u, dtype=np.float64), rng)
+    applied = AppliedLoss(loss, generator=rng, chains=model.n_chains, fixed_mask=True)
     for _ in range(max(1, steps)):
-        weights = loss.weight_chains(u)
-        if mask is not None:
-            weights = weights * mask
+        weights = applied.chain_weights(u)
         _check_mass(weights, data, loss)
         model.fit(data, weights, init=init, rng=rng)
         init = model
         u = model.confidence(data)
-    return model
+    return applied.records()
 
 
 def _check_mass(weights: np.ndarray, data: SampleSet, loss: ULoss) -> None:

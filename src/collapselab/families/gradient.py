@@ -115,14 +115,10 @@ class GradientFamily(Family):
 
     max_chains: ClassVar[int] = 4
     config: GradientConfig
-    #: (instances set their own in ``__init__``; the class attribute lets metrics see the capability)
-    fit_stats: list[dict[str, float]] = []
 
     def __init__(self, config: GradientConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
         super().__init__(config, n_chains, spec)
         self.nets: list[Any] = []
-        #: per chain, what the last fit's final epoch did: ``gamma`` (a loss with one) and ``kept`` (mean w(u))
-        self.fit_stats: list[dict[str, float]] = []
 
     # -- networks ----------------------------------------------------------------------------------
     def build(self) -> Any:

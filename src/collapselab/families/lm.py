@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collapselab.losses.ulosses import ULoss
+from collapselab.losses.training import AppliedLoss
 
 #: tokens per inference forward pass (rows x length): keeps the logits of a 49k-vocabulary model < 1 GB.
 SCORE_TOKENS = 8192
@@ -134,26 +134,23 @@ def epoch_blocks(stream: np.ndarray, block: int, epoch_rng: np.random.Generator 
     return offset, n
 
 
-def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULoss | None, *, epochs: int,
+def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: AppliedLoss | None, *, epochs: int,
           steps: int | None, lr: float, batch: int, grad_accum: int, weight_decay: float, warmup: float,
           generator: Any, precision: str = "auto", label: str = "train",
-          on_epoch: Callable[[Any, int], Any] | None = None, block: int | None = None,
-          shift_rng: np.random.Generator | None = None, mask_generator: Any = None,
-          device: Any = None) -> dict[str, float]:
-    """Train ``model`` in place under ``loss`` (``None``: cross entropy) on ``blocks [B, L]`` or, with ``block``,
-    on a token stream ``blocks [T]`` cut into blocks of ``block`` tokens at a new offset drawn from
-    ``shift_rng`` every epoch (:func:`epoch_blocks`).
+          clip: Callable[[Any], Any] | None = None, block: int | None = None,
+          shift_rng: np.random.Generator | None = None, device: Any = None) -> dict[str, Any]:
+    """Train ``model`` in place under ``loss`` (the arm's loss as applied in this fit; ``None``: cross entropy) on
+    ``blocks [B, L]`` or, with ``block``, on a token stream ``blocks [T]`` cut into blocks of ``block`` tokens at a
+    new offset drawn from ``shift_rng`` every epoch (:func:`epoch_blocks`).
 
     ``weights`` (the shape of ``blocks``) are per-token curation weights (0 drops a token). The learning rate
-    warms up linearly over the first ``warmup`` share of the steps and decays linearly to 0. ``on_epoch(model,
-    epoch)`` runs before each epoch; a :class:`ULoss` it returns is the loss from that epoch on (how an adaptive
-    gamma is applied). A loss that drops targets at random draws its masks from ``mask_generator``. Returns
-    ``{"steps", "tokens", "loss", "kept"}`` (the last epoch's mean training loss and the share of its targets the
-    loss kept, i.e. the mean ``w(u)``) and ``"gamma"`` when the loss has a fixed one.
+    warms up linearly over the first ``warmup`` share of the steps and decays linearly to 0. Every epoch starts with
+    :meth:`AppliedLoss.start_epoch`, given ``clip(model)``, the confidences of the family's clip set under the
+    current model (scored only when the loss follows the model). Returns ``{"steps", "tokens", "loss", "record"}``:
+    the last epoch's mean training loss and the loss's :class:`~collapselab.losses.training.LossRecord`.
     """
     import torch
 
-    from collapselab.losses import functional as LF
     from collapselab.losses.hf import shift_labels
 
     acc = accelerator(precision, device)
@@ -180,32 +177,15 @@ def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULos
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model, opt = acc.prepare(model, opt)
     model.train()
-    kept = [0.0, 0.0]  # this epoch's sum of w(u) and count of targets
-
-    def weighing(loss: ULoss | None) -> Any:
-        if loss is None or loss.is_ce:
-            return None
-        inner = LF._weigh_by(loss, mask_generator)
-
-        def weigh(log_u: Any, valid: Any) -> Any:
-            value, w, mask = inner(log_u, valid)
-            kept[0] += float((w * valid).sum())
-            kept[1] += float(valid.sum())
-            return value, w, mask
-
-        return weigh
-
-    weigh = weighing(loss)
+    applied = loss if loss is not None else AppliedLoss(None)
     step, tokens, t0, shown = 0, 0, time.monotonic(), {"last": time.monotonic()}
     last_loss = float("nan")
-    for epoch in range(n_epochs):
-        if on_epoch is not None:
-            new = on_epoch(model, epoch)
-            if new is not None:
-                loss = new
-                weigh = weighing(loss)
+    for _ in range(n_epochs):
+        if applied.adaptive and clip is not None:
+            applied.start_epoch(lambda: clip(model))
             model.train()
-        kept[:] = [0.0, 0.0]
+        else:
+            applied.start_epoch()
         offset, _ = epoch_blocks(stream, block, shift_rng)
         cut = slice(offset, offset + n * block)
         ids_all = torch.from_numpy(np.ascontiguousarray(stream[cut], dtype=np.int64).reshape(n, block))
@@ -231,11 +211,11 @@ def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULos
                 lab = lab.to(acc.device)
                 with acc.autocast():
                     logits = model(input_ids=ids).logits
-                if weigh is None and w is None:
+                if applied.is_ce and w is None:
                     per_sum = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), lab.flatten(),
                                                                 reduction="sum")
                 else:
-                    per = (LF.uloss(logits, lab, weigh, reduction="none", class_dim=-1) if weigh is not None
+                    per = (applied.targets(logits, lab, class_dim=-1) if not applied.is_ce
                            else torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), lab.flatten(),
                                                                   reduction="none").view_as(lab))
                     per_sum = (per * w.to(per.device)).sum() if w is not None else per.sum()
@@ -252,11 +232,7 @@ def train(model: Any, blocks: np.ndarray, weights: np.ndarray | None, loss: ULos
         last_loss = sums[0] / max(sums[1], 1)
     model.eval()
     acc.free_memory()
-    out = {"steps": float(step), "tokens": float(tokens), "loss": last_loss,
-           "kept": kept[0] / kept[1] if kept[1] else 1.0}
-    if loss is not None and isinstance(getattr(loss, "gamma", None), float):
-        out["gamma"] = float(loss.gamma)
-    return out
+    return {"steps": float(step), "tokens": float(tokens), "loss": last_loss, "record": applied.record()}
 
 
 def token_logprobs(model: Any, stream: np.ndarray, block: int, bos: int, device: Any) -> np.ndarray:

@@ -12,9 +12,10 @@ every step through :func:`collapselab.losses.binary.binary_uloss`:
   start of every epoch; the image's -ELBO is that of the current step. TCE with gamma then drops ``1 - gamma``
   of real unseen images by construction. The image's whole reconstruction term is weighted by ``w(u)``.
 
-An adaptive gamma (``{quantile: q}``, ``{dynamic: k}``) is resolved at the start of every epoch on a fixed clip
-set (per pixel: :data:`CLIP_IMAGES` training images drawn once per fit, under the current model; per image: the
-training set's u). A ``random_drop`` loss drops random pixels (or images) with a mask from the run's seed tree.
+The loss is applied through :class:`collapselab.losses.AppliedLoss`. An adaptive gamma (``{quantile: q}``,
+``{dynamic: k}``) is resolved at the start of every epoch on a fixed clip set of :data:`CLIP_IMAGES` training
+images drawn once per fit, under the current model (their pixels' u, or their image confidences). A
+``random_drop`` loss drops random pixels (or images) with a mask from the run's seed tree.
 
 The KL term is never re-weighted by the loss (only by a curator's per-image weight): the u-losses act on the
 likelihood, and a re-weighted KL would no longer bound anything. Early stopping watches the plain negative
@@ -33,6 +34,7 @@ from pydantic import Field
 
 from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, torch_generator
+from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
 
@@ -92,7 +94,7 @@ class VAE(GradientFamily):
         else:
             self.nets = self.fresh(rng)
         w = data.weight if weights is None else data.weight * np.asarray(weights, dtype=np.float64)
-        self.epochs_trained, self.fit_stats = [], []
+        self.epochs_trained, self.loss_records = [], []
         ref = self.reference() if self.config.granularity == "image" and not loss.is_ce else None
         for c, net in enumerate(self.nets):
             x, y = self._tensors(data, c % data.n_chains)
@@ -100,10 +102,10 @@ class VAE(GradientFamily):
             g = torch_generator(rng, self.device)
             masks = torch_generator(rng, self.device)  # drawn by every arm (common random numbers)
             clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
-            trainer = _Trainer(self, net, loss, g, masks, clip_rng, ref)
+            trainer = _Trainer(self, net, AppliedLoss(loss, generator=masks), g, clip_rng, ref)
             self.nets[c] = trainer.run(x, y, sw, warm=init is not None and init.is_fitted)
             self.epochs_trained.append(trainer.epochs)  # per chain, for diagnostics (not saved)
-            self.fit_stats.append(trainer.stats)
+            self.loss_records.append(trainer.applied.record())
         return self
 
     def _tensors(self, data: SampleSet, c: int) -> tuple[Any, Any]:
@@ -236,16 +238,15 @@ class VAE(GradientFamily):
 
 
 class _Trainer:
-    """Adam on the u-loss ELBO with early stopping on a validation split (one chain's network)."""
+    """Adam on the u-loss ELBO with early stopping on a validation split (one chain's network); the arm's loss
+    is applied through ``applied`` (:class:`collapselab.losses.AppliedLoss`)."""
 
-    def __init__(self, family: VAE, net: Any, loss: ULoss, g: Any, masks: Any = None,
+    def __init__(self, family: VAE, net: Any, applied: AppliedLoss, g: Any,
                  clip_rng: np.random.Generator | None = None, ref: Any = None) -> None:
-        self.family, self.net, self.loss, self.g = family, net, loss, g
-        self.masks, self.clip_rng, self.ref = masks, clip_rng, ref
+        self.family, self.net, self.applied, self.g = family, net, applied, g
+        self.clip_rng, self.ref = clip_rng, ref
         self.cfg = family.config
         self.epochs = 0
-        #: the last epoch's gamma (when the loss has one) and share of targets kept (the mean w(u))
-        self.stats: dict[str, float] = {}
 
     def run(self, x: Any, y: Any, sw: Any, warm: bool = False) -> Any:
         """Train on ``x`` (labels ``y``, per-image weights ``sw``); ``warm``: the network starts trained."""
@@ -264,34 +265,30 @@ class _Trainer:
             raise NumericalError("the training set is empty after curation and the validation split")
         xt, yt, wt = x[train], None if y is None else y[train], sw[train]
         unit = bool((wt == 1).all())
-        image = self.cfg.granularity == "image" and not self.loss.is_ce
+        image = self.cfg.granularity == "image" and not self.applied.is_ce
         ref_nelbo = None
         if image:  # the reference's NELBO of the training images, once (it is frozen)
             yl = np.full(len(xt), -1) if yt is None else yt.cpu().numpy()
             ref_nelbo = torch.as_tensor(self.ref.ref_nelbo(xt.cpu().numpy(), yl), dtype=torch.float32,
                                         device=x.device)
         clip = None
-        if not image and getattr(self.loss, "adaptive", False):
+        if self.applied.adaptive:
             pick = np.sort(self.clip_rng.permutation(len(xt))[:CLIP_IMAGES])
-            clip = (xt[pick], None if yt is None else yt[pick])
+            clip = (xt[pick], None if yt is None else yt[pick], None if ref_nelbo is None else ref_nelbo[pick])
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         best, best_state, bad = math.inf, None, 0
         for self.epochs in range(1, cfg.max_epochs + 1):
-            loss = self._epoch_loss(clip)
             rank = self._ranking() if image else None
+            self.applied.start_epoch(lambda rank=rank: self._clip_confidences(clip, rank))
             self.net.train()
             perm = torch.randperm(len(xt), generator=g, device=x.device)
-            kept = [0.0, 0.0]
             for i in range(0, len(xt), cfg.batch):
                 b = perm[i:i + cfg.batch]
-                step = self._step_loss(loss, xt[b], None if yt is None else yt[b], None if unit else wt[b], rank,
-                                       None if ref_nelbo is None else ref_nelbo[b], kept)
+                step = self._step_loss(xt[b], None if yt is None else yt[b], None if unit else wt[b], rank,
+                                       None if ref_nelbo is None else ref_nelbo[b])
                 opt.zero_grad(set_to_none=True)
                 step.backward()
                 opt.step()
-            self.stats = {"kept": float(kept[0]) / kept[1] if kept[1] else 1.0}
-            if isinstance(getattr(loss, "gamma", None), float):
-                self.stats["gamma"] = float(loss.gamma)
             if n_val == 0:
                 continue
             score = self._validate(x[val], None if y is None else y[val])
@@ -307,21 +304,27 @@ class _Trainer:
         self.net.eval()
         return self.net
 
-    def _epoch_loss(self, clip: Any) -> ULoss:
-        """The loss of this epoch: an adaptive gamma resolved on the clip set's per-pixel u (the decoder's
-        probability of each observed pixel at the posterior mean), per image a group."""
+    def _clip_confidences(self, clip: Any, rank: dict[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
+        """The clip set's confidences under the current model, one group per image, on which an adaptive gamma is
+        resolved every epoch: per pixel, the decoder's probability of each observed pixel at the posterior mean;
+        per image (``rank`` given), the image confidence of :mod:`~collapselab.families.vae_confidence`."""
         import torch
 
+        from collapselab.families.vae_confidence import nelbo
         from collapselab.losses.binary import log_u_binary
 
-        if clip is None:
-            return self.loss
-        xc, yc = clip
+        xc, yc, ref_c = clip
+        if rank is not None:
+            y = None if yc is None else yc.cpu().numpy()
+            s = ref_c.cpu().numpy() - nelbo(self.net, xc.cpu().numpy(), y if self.family.classes else None,
+                                            xc.device).astype(np.float32)
+            u = self.ref.u(s, np.full(len(s), -1) if y is None else y, rank)
+            return u.reshape(-1, 1), len(u)
         self.net.eval()
         with torch.inference_mode():
             mu, _ = self.net.encode(xc, yc)
             u = log_u_binary(self.net.decode(mu, yc), xc).exp().double().cpu().numpy().reshape(len(xc), -1)
-        return self.loss.at(self.loss.resolve(u, len(u)))
+        return u, len(u)
 
     def _ranking(self) -> dict[int, np.ndarray]:
         """The ranking set's scores under the current model, float32 as the step's (image granularity; once per
@@ -336,34 +339,24 @@ class _Trainer:
         u = self.ref.u(s.detach().float().cpu().numpy(), labels, rank)
         return torch.as_tensor(u, dtype=s.dtype, device=s.device)
 
-    def _step_loss(self, loss: ULoss, xb: Any, yb: Any, wb: Any, rank: Any, ref_b: Any, kept: list) -> Any:
+    def _step_loss(self, xb: Any, yb: Any, wb: Any, rank: Any, ref_b: Any) -> Any:
         import torch
         import torch.nn.functional as F
 
         from collapselab.families.vae_nets import kl_standard_normal
-        from collapselab.losses.binary import binary_uloss
 
-        net = self.net
+        net, applied = self.net, self.applied
         mu, logvar = net.encode(xb, yb)
         z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=self.g, device=mu.device)
         logits = net.decode(z, yb)
         kl = kl_standard_normal(mu, logvar)
-        if loss.is_ce or rank is not None:
+        if applied.is_ce or rank is not None:
             rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
             if rank is not None:  # image granularity: w(u) of the image's confidence
                 u = self._image_u(ref_b - (rec + kl).detach(), yb if self.family.classes else None, rank)
-                w = loss.weight_u(u)
-                m = loss.keep_mask(w, self.masks)
-                w = w if m is None else w * m
-                kept[0] += float(w.sum())
-                kept[1] += len(w)
-                rec = rec * w
+                rec = rec * applied.weights(u)
         else:
-            per_pixel = binary_uloss(logits, xb, loss, reduction="none", generator=self.masks)
-            rec = per_pixel.flatten(1).sum(1)
-            with torch.no_grad():  # the share of pixels kept (a kept pixel's -log u > 0: its loss is not 0),
-                kept[0] += (per_pixel != 0).sum()  # a tensor: no device sync per step
-                kept[1] += per_pixel.numel()
+            rec = applied.pixels(logits, xb).flatten(1).sum(1)
         per = rec + kl
         if wb is not None:
             per = per * wb

@@ -15,6 +15,7 @@ the logits' dtype and is formed in the forward pass (one logits-sized tensor kep
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -28,21 +29,26 @@ Reduction = Literal["mean", "sum", "none"]
 class _BinaryULoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, t: torch.Tensor, loss: U.ULoss, sample_weight: torch.Tensor | None,
-                generator: torch.Generator | None = None):
+                generator: torch.Generator | None = None, tally: Callable[[torch.Tensor], None] | None = None):
         acc = torch.float64 if z.dtype == torch.float64 else torch.float32
         zf, tf = z.detach().to(acc), t.to(acc)
         nll = F.binary_cross_entropy_with_logits(zf, tf, reduction="none")  # -log u
         mask = loss.keep_mask(nll, generator)  # shaped like it (only its shape, dtype and device are read)
-        if isinstance(loss, U.TCE) and not loss.adaptive and mask is None and sample_weight is None:
+        threshold = loss.threshold
+        if isinstance(loss, U.TCE) and threshold is not None and mask is None and sample_weight is None:
             # the common case in 5 element-wise passes, no generic temporaries (a third faster per step on an
             # MLP VAE); the same values, bit for bit, as the general path below
-            keep = nll >= -math.log(loss.gamma)  # in log space, as ulosses.TCE
+            keep = nll >= -math.log(threshold)  # in log space, as ulosses.TCE
+            if tally is not None:
+                tally(keep)
             ctx.save_for_backward(torch.sigmoid(zf).sub_(tf).mul_(keep).to(z.dtype))
             return torch.where(keep, nll, 0.0)
         log_u = -nll
         value, w = loss.value_and_weight(log_u)
         if mask is not None:
             value, w = value * mask, w * mask
+        if tally is not None:
+            tally(w)
         if sample_weight is not None:
             sw = sample_weight.to(acc).reshape(sample_weight.shape + (1,) * (z.dim() - sample_weight.dim()))
             value, w = value * sw, w * sw
@@ -53,19 +59,22 @@ class _BinaryULoss(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
         up = float(grad_output) if grad_output.dim() == 0 else grad_output.to(grad.dtype)  # no rounding to half
-        return grad * up, None, None, None, None
+        return grad * up, None, None, None, None, None
 
 
 def binary_uloss(logits: torch.Tensor, target: torch.Tensor, loss: U.ULoss | None = None,
                  reduction: Reduction = "mean", sample_weight: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None,
+                 tally: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """The u-loss ``loss`` (default CE) of Bernoulli ``logits`` for ``target`` values in [0, 1], element-wise.
 
     ``reduction``: ``"none"`` (per element, ``logits``' shape), ``"sum"``, or ``"mean"`` (over elements).
     ``sample_weight``: optional weights for the leading dimensions (e.g. one per image ``[N]``), multiplied
     into the loss and its gradient (how image-level u-weights apply). ``loss=CE()`` equals
     ``F.binary_cross_entropy_with_logits``. A loss that drops targets at random (``random_drop``) draws its mask
-    from ``generator`` (default: torch's global generator).
+    from ``generator`` (default: torch's global generator). ``tally`` (if given) is called with the per-element
+    weights ``w(u)`` (mask included, before ``sample_weight``), how :class:`~collapselab.losses.training.AppliedLoss`
+    counts the targets kept.
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -76,7 +85,7 @@ def binary_uloss(logits: torch.Tensor, target: torch.Tensor, loss: U.ULoss | Non
     if sample_weight is not None and sample_weight.shape != logits.shape[: sample_weight.dim()]:
         raise ValueError(f"sample_weight shape {tuple(sample_weight.shape)} must match the leading dimensions "
                          f"of logits {tuple(logits.shape)}")
-    per = _BinaryULoss.apply(logits, target, loss if loss is not None else U.CE(), sample_weight, generator)
+    per = _BinaryULoss.apply(logits, target, loss if loss is not None else U.CE(), sample_weight, generator, tally)
     if reduction == "none":
         return per
     return per.sum() if reduction == "sum" else per.mean()

@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from collapselab.losses import ulosses as U
 
 Reduction = Literal["mean", "sum", "none"]
+Normalize = Literal["all", "kept"]
 GradientMode = Literal["backward", "forward", "inplace"]
 _REDUCTIONS = ("mean", "sum", "none")
 _GRADIENTS = ("backward", "forward", "inplace")
@@ -209,49 +210,177 @@ def uloss(input: torch.Tensor, target: torch.Tensor, weigh: Weigh, weight: torch
     return loss
 
 
-def _weigh_by(loss: U.ULoss, generator: torch.Generator | None = None) -> Weigh:
-    """The weighing of the u-loss ``loss``; a loss that drops targets at random (``random_drop``) draws its mask
-    from ``generator`` (default: torch's global generator)."""
-    if loss.keep_share < 1.0:
-        def masked(log_u: torch.Tensor, valid: torch.Tensor):
-            m = loss.keep_mask(log_u, generator)
-            value, w = loss.value_and_weight(log_u)
-            return value * m, w * m, None
+def weigh_for(loss: U.ULoss, normalize: Normalize = "all", generator: torch.Generator | None = None,
+              batch_dynamic: float | None = None, seq_len: int = 1) -> Weigh:
+    """The per-target weighing of the u-loss ``loss`` for :func:`uloss`.
 
-        return masked
+    ``normalize``: ``"all"`` (a mean over every non-ignored target) or ``"kept"`` (over the targets the loss keeps,
+    ``w(u) > 0``). A loss that drops targets at random (``random_drop``) draws its mask from ``generator`` (default:
+    torch's global generator). ``batch_dynamic`` (TCE only): the per-batch variant of ForTIFAI's rule, gamma =
+    mean + ``batch_dynamic`` x std of this batch's per-sequence mean confidence (a sequence = ``seq_len``
+    consecutive targets; ignored targets and empty sequences left out), resolved at every call; ForTIFAI's own
+    ``{dynamic: k}`` is resolved once per epoch on a fixed clip set
+    (:class:`~collapselab.losses.training.AppliedLoss`).
+    """
+    if normalize not in ("all", "kept"):
+        raise ValueError(f"normalize must be 'all' or 'kept', got {normalize!r}")
+    rule = None if batch_dynamic is None else U.GammaDynamic(dynamic=float(batch_dynamic))
 
     def weigh(log_u: torch.Tensor, valid: torch.Tensor):
-        value, w = loss.value_and_weight(log_u)
-        return value, w, None
+        active = loss
+        if rule is not None:
+            u = log_u.exp() * valid
+            n = valid.reshape(-1, seq_len).sum(dim=1)
+            per_seq = u.reshape(-1, seq_len).sum(dim=1)[n > 0] / n[n > 0]
+            g = float(rule.of_means(per_seq)) if per_seq.numel() else 1.0
+            if not g > 0:  # a threshold <= 0 keeps nothing
+                zero = torch.zeros_like(log_u)
+                return zero, zero, zero
+            active = U.TCE(gamma=min(g, 1.0))
+        value, w = active.value_and_weight(log_u)
+        m = active.keep_mask(log_u, generator)
+        if m is not None:
+            value, w = value * m, w * m
+        return value, w, ((w > 0).to(w.dtype) if normalize == "kept" else None)
 
+    weigh.needs_all_targets = rule is not None  # type: ignore[attr-defined]  # fused.py: one call, every target
     return weigh
 
 
 def _u(loss: U.ULoss, input, target, weight, ignore_index, reduction, class_dim, gradient) -> torch.Tensor:
-    return uloss(input, target, _weigh_by(loss), weight, ignore_index, reduction, class_dim, gradient)
+    return uloss(input, target, weigh_for(loss), weight, ignore_index, reduction, class_dim, gradient)
 
 
-# -- the losses -----------------------------------------------------------------------------------------
-def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
-                  gradient: GradientMode = "backward") -> torch.Tensor:
-    """Cross entropy ``-log u`` (equals ``F.cross_entropy``; ``w = 1``)."""
-    return _u(U.CE(), input, target, weight, ignore_index, reduction, class_dim, gradient)
+def _seq_len(target_shape: tuple[int, ...]) -> int:
+    """Targets per sequence (all but the first dimension of the target), for the per-batch dynamic rule."""
+    return max(1, math.prod(target_shape[1:])) if len(target_shape) > 1 else 1
 
 
-def dynamic_gamma(log_u: torch.Tensor, valid: torch.Tensor, seq_len: int, k: float = 1.0) -> torch.Tensor:
-    """Per-batch threshold ``mean + k * std`` (population) of the per-sequence mean confidence of this batch.
+#: the keywords of a functional or module form that are not the loss's own fields
+WEIGH_OPTIONS = ("normalize", "k", "generator")
 
-    A per-batch approximation of ForTIFAI's rule, not theirs: ForTIFAI recomputes gamma once per epoch over
-    a fixed clip set (see :func:`epoch_dynamic_gamma`). Rows are grouped into sequences of ``seq_len``
-    consecutive targets; ignored targets and sequences without any valid target are left out.
-    """
-    u = log_u.exp() * valid
-    n = valid.reshape(-1, seq_len).sum(dim=1)
-    per_seq = u.reshape(-1, seq_len).sum(dim=1)[n > 0] / n[n > 0]
-    if per_seq.numel() == 0:
-        return torch.ones((), dtype=log_u.dtype, device=log_u.device)
-    return per_seq.mean() + k * per_seq.std(unbiased=False)
+
+def build(cls: type[U.ULoss], args: Sequence = (), params: dict | None = None) -> tuple[U.ULoss, dict]:
+    """The loss ``cls`` from positional ``args`` (its fields in order) and keyword ``params`` (its fields and the
+    weigh options ``normalize``, ``generator`` and, for TCE's ``gamma="batch_dynamic"``, ``k``), validated by the
+    class itself; returns ``(loss, weigh options)``. A bad value is a one-line ``ValueError`` naming the field, an
+    unknown parameter a ``TypeError``."""
+    from pydantic import ValidationError
+
+    params = dict(params or {})
+    fields = [k for k in cls.model_fields if k != "name"]
+    if len(args) > len(fields):
+        raise TypeError(f"{cls.model_fields['name'].default}: takes {len(fields)} positional parameters "
+                        f"({', '.join(fields)}), got {len(args)}")
+    params.update(zip(fields, args, strict=False))
+    options = {k: params.pop(k) for k in WEIGH_OPTIONS if k in params}
+    unknown = set(params) - set(fields)
+    name = cls.model_fields["name"].default
+    if unknown:
+        raise TypeError(f"{name} got unexpected parameters {sorted(unknown)}; allowed: {sorted(fields)}")
+    k = options.pop("k", None)
+    if params.get("gamma") == "batch_dynamic" and "gamma" in fields:
+        params.pop("gamma")
+        options["batch_dynamic"] = 1.0 if k is None else k
+    elif k is not None:
+        raise TypeError(f"{name}: k applies to gamma='batch_dynamic' only")
+    try:
+        loss = cls.model_validate(params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"] if x not in U.GAMMA_TAGS)
+        raise ValueError(f"{name}: {where} {err['msg'].replace('Value error, ', '')}") from None
+    if "normalize" in options and options["normalize"] not in ("all", "kept"):
+        raise ValueError(f"normalize must be 'all' or 'kept', got {options['normalize']!r}")
+    return loss, options
+
+
+#: the torch forms of the built-in u-losses: loss name -> (function name here, module name in ``modules``); the
+#: forms are made from the loss classes, whose fields are their parameters, defaults and validation
+FORMS: dict[str, tuple[str, str]] = {
+    "ce": ("cross_entropy", "CrossEntropy"), "tce": ("truncated_cross_entropy", "TruncatedCrossEntropy"),
+    "focal": ("focal_loss", "FocalLoss"), "linear": ("linear_weighted_loss", "LinearWeightedLoss"),
+    "poly1": ("poly1_loss", "Poly1Loss"), "gce": ("gce_loss", "GCELoss"), "sce": ("sce_loss", "SCELoss"),
+    "agce": ("agce_loss", "AGCELoss"), "ael": ("ael_loss", "AELLoss"), "vce": ("vce_loss", "VCELoss"),
+    "random_drop": ("random_drop_loss", "RandomDropLoss"),
+}
+
+_COMMON = """
+
+Torch form of :class:`collapselab.losses.ulosses.{cls}` (its fields are the parameters after ``target``, with their
+defaults and validation). Common arguments as ``F.cross_entropy`` (see the module docstring): ``weight``,
+``ignore_index``, ``reduction``, ``class_dim``, ``gradient``; ``normalize`` ``"all"`` (ForTIFAI's code: a mean over
+every non-ignored target, dropped ones counted) or ``"kept"``; ``generator`` for a random mask.{extra}"""
+
+_TCE_EXTRA = """ ``gamma="batch_dynamic"`` with
+``k`` resolves gamma = mean + k std of this batch's per-sequence mean confidence at every call (a per-batch variant;
+ForTIFAI's ``{dynamic: k}`` is resolved once per epoch on a clip set by
+:class:`~collapselab.losses.training.AppliedLoss`)."""
+
+
+def _functional(cls: type[U.ULoss], fname: str) -> Callable[..., torch.Tensor]:
+    import inspect
+
+    P = inspect.Parameter
+    fields = [k for k in cls.model_fields if k != "name"]
+    tce = cls is U.TCE
+    params = [P("input", P.POSITIONAL_OR_KEYWORD), P("target", P.POSITIONAL_OR_KEYWORD),
+              *(P(k, P.POSITIONAL_OR_KEYWORD, default=cls.model_fields[k].default) for k in fields),
+              P("weight", P.KEYWORD_ONLY, default=None), P("ignore_index", P.KEYWORD_ONLY, default=-100),
+              P("reduction", P.KEYWORD_ONLY, default="mean"), P("class_dim", P.KEYWORD_ONLY, default=1),
+              P("gradient", P.KEYWORD_ONLY, default="backward"), P("normalize", P.KEYWORD_ONLY, default="all"),
+              P("generator", P.KEYWORD_ONLY, default=None), *([P("k", P.KEYWORD_ONLY, default=1.0)] if tce else [])]
+    sig = inspect.Signature(params)
+
+    def fn(*args: Any, **kwargs: Any) -> torch.Tensor:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = dict(bound.arguments)
+        input, target = a.pop("input"), a.pop("target")
+        common = {k: a.pop(k) for k in ("weight", "ignore_index", "reduction", "class_dim", "gradient")}
+        _check(common["reduction"], common["gradient"])
+        if tce and a.get("gamma") != "batch_dynamic":
+            a.pop("k")
+        loss, options = build(cls, (), a)
+        weigh = weigh_for(loss, options.get("normalize", "all"), options.get("generator"),
+                          options.get("batch_dynamic"), _seq_len(tuple(target.shape)))
+        return uloss(input, target, weigh, **common)
+
+    fn.__signature__ = sig  # type: ignore[attr-defined]
+    fn.__name__ = fn.__qualname__ = fname
+    fn.__module__ = __name__
+    fn.__doc__ = (cls.__doc__ or "").strip() + _COMMON.format(cls=cls.__name__, extra=_TCE_EXTRA if tce else "")
+    return fn
+
+
+cross_entropy = _functional(U.CE, "cross_entropy")
+truncated_cross_entropy = _functional(U.TCE, "truncated_cross_entropy")
+focal_loss = _functional(U.Focal, "focal_loss")
+linear_weighted_loss = _functional(U.Linear, "linear_weighted_loss")
+poly1_loss = _functional(U.Poly1, "poly1_loss")
+gce_loss = _functional(U.GCE, "gce_loss")
+sce_loss = _functional(U.SCE, "sce_loss")
+agce_loss = _functional(U.AGCE, "agce_loss")
+ael_loss = _functional(U.AEL, "ael_loss")
+vce_loss = _functional(U.VCE, "vce_loss")
+random_drop_loss = _functional(U.RandomDrop, "random_drop_loss")
+
+
+def make_weigh(name: str, target_shape: tuple[int, ...] = (), **params: Any) -> Weigh:
+    """The weighing of the u-loss ``name`` (built-in, plugin or ``module:Class``) with ``params`` (its fields and the
+    weigh options of :func:`build`), for targets of ``target_shape`` (the per-batch dynamic rule groups by its
+    first dimension); validates them."""
+    if name == "nce_rce":
+        raise ValueError("nce_rce is not a u-loss (it depends on every class probability)")
+    from collapselab.errors import ConfigError
+
+    try:
+        cls = U.LOSSES.entry(name).obj
+    except ConfigError:
+        raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.LOSSES.names())}") from None
+    loss, options = build(cls, (), params)
+    return weigh_for(loss, options.get("normalize", "all"), options.get("generator"), options.get("batch_dynamic"),
+                     _seq_len(tuple(target_shape)))
 
 
 def target_confidence(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, shift: bool = True,
@@ -286,14 +415,15 @@ def target_confidence(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 
 def epoch_dynamic_gamma(confidences: torch.Tensor | Sequence[float | torch.Tensor], k: float = 1.0) -> float:
-    """ForTIFAI's dynamic TCE threshold: ``gamma = mean + k * std`` (population std, as ``np.std``).
+    """ForTIFAI's dynamic TCE threshold from the mean confidences of a fixed clip set's batches (a tensor, or a list
+    of floats or tensors, e.g. :func:`target_confidence` of each clip batch): :meth:`GammaDynamic.of_means
+    <collapselab.losses.ulosses.GammaDynamic.of_means>`, ``mean + k * std`` (population), in float64.
 
-    ``confidences``: the mean correct-token probabilities of a fixed clip set (a tensor, or a list of floats or
-    tensors, e.g. :func:`target_confidence` of each clip batch). ForTIFAI (``plt_model.on_train_epoch_start``)
-    recomputes it once per epoch with ``k`` = their ``alpha`` and trains the epoch with ``p > gamma`` clipped;
-    call it once per epoch and pass ``gamma=min(g, 1.0)`` to TCE (a value >= 1 keeps every target, as in their
-    code; <= 0 would keep none). Deliberate difference: their "dynamic" loss also multiplies the clipped CE
-    by ``alpha`` (= ``k``); ours does not. Computed in float64.
+    ForTIFAI (``plt_model.on_train_epoch_start``) recomputes it once per epoch with ``k`` = their ``alpha`` and
+    trains the epoch with ``p > gamma`` clipped; call it once per epoch and pass ``gamma=min(g, 1.0)`` to TCE (a value
+    >= 1 keeps every target, as in their code; <= 0 would keep none); :class:`~collapselab.losses.training.AppliedLoss`
+    does this for a training loop. Deliberate difference: their "dynamic" loss also multiplies the clipped CE by
+    ``alpha`` (= ``k``); ours does not.
     """
     if isinstance(confidences, torch.Tensor):
         c = confidences.detach().to("cpu", torch.float64).reshape(-1)
@@ -302,133 +432,7 @@ def epoch_dynamic_gamma(confidences: torch.Tensor | Sequence[float | torch.Tenso
         c = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
     if c.numel() == 0:
         raise ValueError("epoch_dynamic_gamma: no confidences given")
-    return float(c.mean() + k * c.std(unbiased=False))
-
-
-def tce_weigh(gamma: float | str = 0.99, normalize: str = "all", k: float = 1.0, seq_len: int = 1) -> Weigh:
-    """The per-target weighing of TCE (see :func:`truncated_cross_entropy`); validates its arguments."""
-    if normalize not in ("all", "kept"):
-        raise ValueError(f"normalize must be 'all' or 'kept', got {normalize!r}")
-    if gamma != "dynamic" and (isinstance(gamma, str) or not 0.0 < float(gamma) <= 1.0):
-        raise ValueError(f"gamma must be in (0, 1] or 'dynamic', got {gamma!r}")
-
-    def weigh(log_u: torch.Tensor, valid: torch.Tensor):
-        if gamma == "dynamic":
-            g = float(dynamic_gamma(log_u, valid, seq_len, k))
-            if not g > 0:  # a threshold <= 0 keeps nothing
-                zero = torch.zeros_like(log_u)
-                return zero, zero, zero
-            tce = U.TCE(gamma=min(g, 1.0))
-        else:
-            tce = U.TCE(gamma=float(gamma))
-        w = tce.weight(log_u)
-        return tce.value(log_u), w, (w if normalize == "kept" else None)
-
-    weigh.needs_all_targets = gamma == "dynamic"  # type: ignore[attr-defined]
-    return weigh
-
-
-def make_weigh(name: str, target_shape: tuple[int, ...] = (), **params) -> Weigh:
-    """The weighing function of the u-loss ``name`` with ``params`` (``tce`` also takes ``normalize``, ``k``)."""
-    if name == "tce":
-        seq_len = max(1, math.prod(target_shape[1:])) if len(target_shape) > 1 else 1
-        return tce_weigh(seq_len=seq_len, **params)
-    if name == "nce_rce":
-        raise ValueError("nce_rce is not a u-loss (it depends on every class probability)")
-    if name == "linear":
-        check_linear_beta(params.get("beta", 1.0))
-    if name not in U.LOSSES and ":" not in name:
-        raise ValueError(f"unknown u-loss {name!r}; allowed: {', '.join(U.LOSSES.names())}")
-    return _weigh_by(U.get_uloss(name, **params))
-
-
-def truncated_cross_entropy(input: torch.Tensor, target: torch.Tensor, gamma: float | str = 0.99,
-                            normalize: Literal["all", "kept"] = "all", k: float = 1.0,
-                            weight: torch.Tensor | None = None, ignore_index: int = -100,
-                            reduction: Reduction = "mean", class_dim: int = 1,
-                            gradient: GradientMode = "backward") -> torch.Tensor:
-    """Truncated cross entropy (ForTIFAI): ``1[u <= gamma] (-log u)``; ``w = 1[u <= gamma]``.
-
-    ``gamma`` in (0, 1] (1 equals cross entropy), or ``"dynamic"``: at each call ``gamma = mean + k * std`` of
-    the per-sequence mean confidence of the batch (a sequence = the targets sharing the first index of
-    ``target``, e.g. one row of ``[B, T]``). That is a per-batch approximation of ForTIFAI's rule, which
-    recomputes gamma once per epoch over a fixed clip set (use :func:`target_confidence` and
-    :func:`epoch_dynamic_gamma`, then a fixed float gamma); unlike their "dynamic" loss, the clipped CE is not
-    multiplied by ``alpha`` (= ``k``). The mask ``u <= gamma`` is taken in log space
-    (``-log u >= -log gamma``). ``normalize="all"`` divides a mean by all non-ignored targets (truncated ones
-    count, as in ForTIFAI's released code); ``"kept"`` by the kept ones only.
-    """
-    weigh = make_weigh("tce", tuple(target.shape), gamma=gamma, normalize=normalize, k=k)
-    return uloss(input, target, weigh, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def focal_loss(input, target, gamma: float = 2.0, weight=None, ignore_index: int = -100,
-               reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Focal loss ``-(1-u)^gamma log u`` (Lin et al. 2017), the modulating factor differentiated too."""
-    return _u(U.Focal(gamma=gamma), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def check_linear_beta(beta: float) -> None:
-    """Raise ``ValueError`` unless ``beta`` is in [0, 1] (the range of ``ulosses.Linear``: ``w >= 0``)."""
-    try:
-        ok = 0.0 <= float(beta) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"linear: beta must be in [0, 1] (w = 1 - beta*u >= 0), got {beta!r}")
-
-
-def linear_weighted_loss(input, target, beta: float = 1.0, weight=None, ignore_index: int = -100,
-                         reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """ForTIFAI's "entropy" variant, ``w = 1 - beta u``, with the value ``-log u + beta u``; beta in [0, 1].
-
-    Same gradient as ForTIFAI's ``entropy_loss`` (``-(alpha (1 - gamma p)).detach() log p`` with
-    ``alpha = 1``, ``gamma = beta``), different value: theirs is ``-(1 - beta u) log u``, ours is the
-    antiderivative ``-log u + beta u``, so logged losses differ while training is identical.
-    """
-    check_linear_beta(beta)
-    return _u(U.Linear(beta=beta), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def poly1_loss(input, target, epsilon: float = 1.0, weight=None, ignore_index: int = -100,
-               reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Poly-1 (Leng et al. 2022): ``-log u + epsilon (1 - u)``; ``w = 1 + epsilon u``."""
-    return _u(U.Poly1(epsilon=epsilon), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def gce_loss(input, target, q: float = 0.7, weight=None, ignore_index: int = -100,
-             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Generalized cross entropy (Zhang & Sabuncu 2018): ``(1 - u^q) / q``; ``w = u^q``."""
-    return _u(U.GCE(q=q), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def sce_loss(input, target, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, weight=None,
-             ignore_index: int = -100, reduction: Reduction = "mean", class_dim: int = 1,
-             gradient: GradientMode = "backward"):
-    """Symmetric cross entropy (Wang et al. 2019): ``alpha CE - beta A (1 - u)``; ``w = alpha - beta A u``.
-
-    ``A = -4`` is the paper's value; the Active-Passive-Losses code's ``SCELoss`` clamps the one-hot label at
-    1e-4 and takes the natural log, i.e. ``A = log(1e-4) ~ -9.21`` (pass ``A=math.log(1e-4)`` to match it).
-    """
-    return _u(U.SCE(alpha=alpha, beta=beta, A=A), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def agce_loss(input, target, a: float = 1.0, q: float = 2.0, weight=None, ignore_index: int = -100,
-              reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Asymmetric GCE (Zhou et al. 2021): ``((a+1)^q - (a+u)^q) / q``; ``w = u (a+u)^(q-1)``."""
-    return _u(U.AGCE(a=a, q=q), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def ael_loss(input, target, a: float = 2.5, weight=None, ignore_index: int = -100,
-             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Asymmetric exponential loss (Zhou et al. 2021): ``exp(-u/a)``; ``w = (u/a) exp(-u/a)``."""
-    return _u(U.AEL(a=a), input, target, weight, ignore_index, reduction, class_dim, gradient)
-
-
-def vce_loss(input, target, a: float = 0.5, weight=None, ignore_index: int = -100,
-             reduction: Reduction = "mean", class_dim: int = 1, gradient: GradientMode = "backward"):
-    """Bounded-variation cross entropy ``-log(a + u)``; ``w = u / (a + u)`` (form reconstructed, see ulosses)."""
-    return _u(U.VCE(a=a), input, target, weight, ignore_index, reduction, class_dim, gradient)
+    return float(U.GammaDynamic(dynamic=float(k)).of_means(c))
 
 
 class _NCERCEFunction(torch.autograd.Function):

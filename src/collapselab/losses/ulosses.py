@@ -26,10 +26,11 @@ All functions take ``log_u`` (natural log of u; clamped below at ``log(tiny)`` o
 
 **Gamma that follows the model.** TCE's ``gamma`` is a number, or ``{quantile: q}`` (drop the most confident
 ``q`` share of the targets: gamma is the ``1 - q`` quantile of their u) or ``{dynamic: k}`` (ForTIFAI's rule:
-gamma = mean + k std of the mean confidence of groups of targets). Called directly, an adaptive TCE resolves its
-gamma from the u it is given (per call, i.e. per batch); the gradient-trained families resolve it once per epoch
-on a fixed clip set of the training data, as ForTIFAI does (:meth:`TCE.at` gives the fixed-gamma loss they train
-with), and the closed-form families per chain from the training set (:meth:`ULoss.weight_chains`).
+gamma = mean + k std of the mean confidence of groups of targets). Each rule is written once, here
+(:meth:`GammaQuantile.resolve`, :meth:`GammaDynamic.resolve`); :meth:`ULoss.resolved` fixes it from a clip set's
+confidences. Training applies it through :class:`collapselab.losses.training.AppliedLoss`, which resolves it once per
+epoch on a fixed clip set, as ForTIFAI does (closed-form families: per chain, on the training set before each refit).
+A loss with an unresolved rule evaluated directly on an array takes that array as its clip set.
 
 **The matched control.** ``random_drop(q)`` drops a random ``q`` share of the targets whatever their u (a fresh
 Bernoulli mask per use: per token, pixel or sample), with TCE's normalisation (the mean over all targets, the
@@ -147,6 +148,22 @@ class ULoss(BaseModel):
         return False
 
     @property
+    def adaptive(self) -> bool:
+        """Whether a setting follows the model (resolved from its confidences on a clip set, :meth:`resolved`)."""
+        return False
+
+    def resolved(self, u: Any, groups: int | None = None) -> ULoss:
+        """The loss with every setting that follows the model fixed from the clip set's confidences ``u``
+        (``groups``: its rows, for a rule over groups of targets); itself when nothing follows the model."""
+        return self
+
+    @property
+    def threshold(self) -> float | None:
+        """The confidence above which the loss drops a target (TCE's gamma; 1 for cross entropy, which drops
+        none); ``None`` for a loss that does not truncate by confidence, or whose threshold is not yet resolved."""
+        return None
+
+    @property
     def keep_share(self) -> float:
         """The expected share of targets a random mask keeps (1 for a loss without one)."""
         return 1.0
@@ -156,11 +173,6 @@ class ULoss(BaseModel):
         ``torch.Generator``, ``None``: torch's global one) for a loss that drops targets at random; ``None`` (the
         default): no mask."""
         return None
-
-    def weight_chains(self, u: np.ndarray) -> np.ndarray:
-        """``w(u)`` of a closed-form family's confidences ``[C, n, ...]``, a loss with an adaptive setting resolved
-        per chain (the default: :meth:`weight_u`)."""
-        return self.weight_u(u)
 
     def label(self) -> str:
         """Short human name, e.g. ``tce(gamma=0.99)``."""
@@ -196,6 +208,10 @@ class CE(ULoss):
     def is_ce(self) -> bool:
         return True
 
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
 
 class GammaQuantile(BaseModel):
     """Drop the most confident ``quantile`` share of the targets (gamma = the ``1 - quantile`` quantile of u)."""
@@ -208,8 +224,8 @@ class GammaQuantile(BaseModel):
 
 
 class GammaDynamic(BaseModel):
-    """ForTIFAI's rule: gamma = mean + ``dynamic`` x std (population) of the groups' mean confidences (their
-    ``alpha``; a group is one clip batch of theirs)."""
+    """ForTIFAI's rule (``plt_model.on_train_epoch_start``): gamma = mean + ``dynamic`` x std (population, as
+    ``np.std``) of the groups' mean confidences (their ``alpha``; a group is one clip batch of theirs)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     dynamic: float = Field(ge=-10.0, le=10.0)
@@ -217,7 +233,13 @@ class GammaDynamic(BaseModel):
     def resolve(self, u: np.ndarray, groups: int | None = None) -> float:
         a = np.asarray(u, dtype=np.float64)
         means = a.reshape(groups or len(a), -1).mean(axis=1) if a.ndim else a.reshape(1)
-        return float(means.mean() + self.dynamic * means.std())
+        return float(self.of_means(means))
+
+    def of_means(self, means: Any) -> Any:
+        """The rule on the groups' mean confidences (numpy array or torch tensor, 1-D): the one place it is
+        written."""
+        std = means.std() if isinstance(means, np.ndarray) else means.std(unbiased=False)
+        return means.mean() + self.dynamic * std
 
 
 def _gamma_tag(v: Any) -> str:
@@ -275,12 +297,19 @@ class TCE(ULoss):
         """The same loss with a fixed ``gamma`` (how an adaptive one is trained for an epoch)."""
         return TCE(gamma=_clip_gamma(float(gamma)))
 
+    def resolved(self, u: Any, groups: int | None = None) -> TCE:
+        return self.at(self.resolve(u, groups)) if self.adaptive else self
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.adaptive else float(self.gamma)
+
     def _fixed(self, log_u: Any) -> TCE:
         if not self.adaptive:
             return self
         xp = namespace(log_u)
         u = np.asarray(xp.to_numpy(xp.exp(log_u)), dtype=np.float64)
-        return self.at(self.resolve(u.reshape(-1)))
+        return self.resolved(u.reshape(-1))
 
     def _keep(self, log_u: Any) -> Any:
         return -log_u >= -math.log(self.gamma)
@@ -293,19 +322,14 @@ class TCE(ULoss):
         t = self._fixed(log_u)
         return xp.where(t._keep(log_u), log_u * 0 + 1, log_u * 0)
 
-    def weight_chains(self, u: np.ndarray) -> np.ndarray:
-        if not self.adaptive:
-            return self.weight_u(u)
-        u = np.asarray(u, dtype=np.float64)
-        return np.stack([self.at(self.resolve(uc.reshape(-1), len(uc))).weight_u(uc) for uc in u])
-
     @property
     def is_ce(self) -> bool:
         return self.gamma == 1.0
 
 
 class Focal(ULoss):
-    """Focal loss (Lin et al. 2017): ``-(1-u)^gamma log u``; ``w = (1-u)^gamma (1 + gamma u (-log u)/(1-u))``."""
+    """Focal loss (Lin et al. 2017): ``-(1-u)^gamma log u``, the modulating factor differentiated too;
+    ``w = (1-u)^gamma (1 + gamma u (-log u)/(1-u))``."""
 
     name: Literal["focal"] = "focal"
     gamma: float = Field(2.0, ge=0.0)
@@ -327,12 +351,25 @@ class Focal(ULoss):
 
 
 class Linear(ULoss):
-    """Linear re-weighting ("entropy" in ForTIFAI's code): ``-log u + beta u``; ``w = 1 - beta u``."""
+    """Linear re-weighting ("entropy" in ForTIFAI's code): ``-log u + beta u``; ``w = 1 - beta u``, beta in [0, 1].
+
+    Same gradient as ForTIFAI's ``entropy_loss`` (``-(alpha (1 - gamma p)).detach() log p`` with ``alpha = 1``,
+    ``gamma = beta``), different value: theirs is ``-(1 - beta u) log u``, ours is the antiderivative
+    ``-log u + beta u``, so logged losses differ while training is identical.
+    """
 
     name: Literal["linear"] = "linear"
-    beta: float = Field(1.0, ge=0.0, le=1.0)
+    beta: float = Field(1.0)
     direction: ClassVar[Direction] = "confident"
     source: ClassVar[str] = "ForTIFAI released code ('entropy' loss)"
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _beta(cls, b: Any) -> Any:
+        ok = isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= float(b) <= 1.0
+        if not ok:
+            raise ValueError(f"must be in [0, 1] (w = 1 - beta*u >= 0), got {b!r}")
+        return float(b)
 
     def _value(self, xp, log_u, u, om):
         return -log_u + self.beta * u
@@ -374,7 +411,9 @@ class GCE(ULoss):
 class SCE(ULoss):
     """Symmetric cross entropy (Wang et al. 2019): ``alpha CE + beta RCE`` with ``RCE = -A (1-u)``.
 
-    ``A`` is the clipped ``log 0`` of the one-hot label (A < 0); ``w = alpha - beta A u``.
+    ``A`` is the clipped ``log 0`` of the one-hot label (A < 0); ``w = alpha - beta A u``. ``A = -4`` is the
+    paper's value; the Active-Passive-Losses code's ``SCELoss`` clamps the one-hot label at 1e-4 and takes the
+    natural log, i.e. ``A = log(1e-4) ~ -9.21`` (pass ``A=math.log(1e-4)`` to match it).
     """
 
     name: Literal["sce"] = "sce"

@@ -61,6 +61,8 @@ class MetricContext:
 
 
 MetricFn = Callable[[Family, MetricContext], np.ndarray]
+#: in a metric's ``kinds``: it applies to every kind of data (what it needs, every family has)
+ANY_KIND = "any"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Metric:
     band: tuple[float, float] | None = None
     #: a cross-field check of the arm (e.g. a curator with a reward): ``check(ctx) -> str | None``
     check: Callable[[SettingContext], str | None] | None = None
+    #: files the metric saves with the run (e.g. a probe's item set), by name relative to the run directory:
+    #: ``build(source, tree, batches) -> bytes``; metrics naming the same file share it
+    saves: tuple[tuple[str, Callable[[Source, SeedTree, int], bytes]], ...] = ()
 
 
 #: every metric by name: the built-ins (``@metric``), plugins (entry points ``collapselab.metrics``, ``plugins:``)
@@ -99,10 +104,12 @@ def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: boo
            better: str = "lower", needs: str | None = None, title: str = "",
            axis: str = "", chance: float | None = None, reference: str | None = None,
            band: tuple[float, float] | None = None,
-           check: Callable[[SettingContext], str | None] | None = None) -> Callable[[MetricFn], MetricFn]:
+           check: Callable[[SettingContext], str | None] | None = None,
+           saves: dict[str, Callable[[Source, SeedTree, int], bytes]] | None = None) -> Callable[[MetricFn], MetricFn]:
     """Register a metric function under ``name`` (``title``/``axis``: how figures label it; ``chance``: the
     value of a model that learned nothing, where one exists; ``reference`` and ``band``: see :class:`Metric`;
-    ``check``: why an arm cannot have it, or ``None``). A metric in user code is a plugin like any other."""
+    ``check``: why an arm cannot have it, or ``None``; ``saves``: the files it saves with the run, see
+    :class:`Metric`). A metric in user code is a plugin like any other."""
 
     if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
         raise TypeError(f"metric {name!r}: kinds must be a tuple of data kinds, e.g. ('points',), got {kinds!r}")
@@ -110,7 +117,7 @@ def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: boo
     def deco(fn: MetricFn) -> MetricFn:
         METRICS.add(Metric(name, fn, kinds, needs_truth, description, better, needs,
                            title or name.replace("_", " ").capitalize(), axis or name.replace("_", " "),
-                           chance, reference, band, check), module=fn.__module__)
+                           chance, reference, band, check, tuple((saves or {}).items())), module=fn.__module__)
         return fn
 
     return deco
@@ -122,7 +129,7 @@ def check_metric(name: str, kind: str, has_truth: bool, family: type[Family], so
         m = METRICS.entry(name).obj
     except ConfigError as e:
         return str(e)
-    if kind not in m.kinds:
+    if kind not in m.kinds and ANY_KIND not in m.kinds:
         return f"metric {name!r} applies to {'/'.join(m.kinds)} data; source {source_name!r} gives {kind}"
     if m.needs_truth and not has_truth:
         return f"metric {name!r} needs a known truth; source {source_name!r} is real data without one"
@@ -142,3 +149,8 @@ def compute(names: list[str], model: Family, ctx: MetricContext) -> dict[str, np
                                      f"gives one number per chain ({model.n_chains})")
             out[name] = value.reshape(model.n_chains)
     return out
+
+
+def saved_files(names: list[str]) -> dict[str, Callable[[Source, SeedTree, int], bytes]]:
+    """The files the metrics ``names`` save with a run, by file name (see :attr:`Metric.saves`)."""
+    return {file: build for name in names for file, build in METRICS[name].saves}

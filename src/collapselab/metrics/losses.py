@@ -1,9 +1,13 @@
 """What the arm's loss did, per generation: the gamma it trained with and the shares of targets it drops.
 
-- ``loss_gamma``: the gamma of the fit's last epoch (the realised one for an adaptive ``{quantile: q}`` or
-  ``{dynamic: k}``); NaN for a loss without a gamma; 1 for cross entropy (it truncates nothing).
-- ``loss_kept``: the share of the training targets (tokens, pixels or images) the loss kept in the fit's last
-  epoch, i.e. the mean of its weight ``w(u)`` there (with a random-drop mask applied).
+These read the fit's :class:`~collapselab.losses.training.LossRecord` (every family has one per chain, from the
+seam that applied the loss), so they apply to every family.
+
+- ``loss_gamma``: the confidence threshold of the fit's last epoch or refit (the realised one for an adaptive
+  ``{quantile: q}`` or ``{dynamic: k}``); 1 for cross entropy (it truncates nothing); NaN for a loss that does not
+  truncate by confidence (focal's exponent, say, is not a threshold).
+- ``loss_kept``: the share of the training targets (tokens, pixels, images or samples) the loss kept in the fit's
+  last epoch or refit, i.e. the mean of its weight ``w(u)`` there (with a random-drop mask applied).
 - ``drop_own`` / ``drop_real``: the share of the model's own samples' targets (its rewrite of the held-out windows,
   or its samples) and of held-out real data's that the loss, at that gamma, would drop: ``1 - mean(w(u))`` times
   a random mask's keep share. A truncating loss should drop more of its own text than of real text (ForTIFAI's
@@ -18,53 +22,44 @@ from __future__ import annotations
 import numpy as np
 
 from collapselab.families.base import Family
-from collapselab.metrics.base import MetricContext, metric
+from collapselab.metrics.base import ANY_KIND, MetricContext, metric
 from collapselab.metrics.fidelity import confidence_of
 
-GRADIENT = ("text", "images")
+
+def _records(model: Family) -> list:
+    return list(model.loss_records) + [None] * (model.n_chains - len(model.loss_records))
 
 
-def _gamma(model: Family, ctx: MetricContext, c: int) -> float:
-    stats = model.fit_stats[c] if c < len(model.fit_stats) else {}
-    if "gamma" in stats:
-        return float(stats["gamma"])
-    g = getattr(ctx.loss, "gamma", None)
-    if isinstance(g, float):
-        return g
-    return 1.0 if ctx.loss.is_ce else float("nan")
-
-
-@metric("loss_gamma", GRADIENT, "the gamma of the fit's last epoch (realised for an adaptive gamma; 1 for cross "
-        "entropy, NaN for a loss without one)", needs="fit_stats", title="Gamma used in training", axis="gamma")
+@metric("loss_gamma", (ANY_KIND,), "the confidence threshold of the fit's last epoch (realised for an adaptive gamma; "
+        "1 for cross entropy, NaN for a loss without one)", title="Gamma used in training", axis="gamma")
 def loss_gamma(model: Family, ctx: MetricContext) -> np.ndarray:
-    return np.array([_gamma(model, ctx, c) for c in range(model.n_chains)])
+    return np.array([np.nan if r is None or r.gamma is None else r.gamma for r in _records(model)])
 
 
-@metric("loss_kept", GRADIENT, "share of the training targets the loss kept in the fit's last epoch (mean w(u))",
-        better="higher", needs="fit_stats", title="Share of training targets kept by the loss", axis="share kept")
+@metric("loss_kept", (ANY_KIND,), "share of the training targets the loss kept in the fit's last epoch (mean w(u))",
+        better="higher", title="Share of training targets kept by the loss", axis="share kept")
 def loss_kept(model: Family, ctx: MetricContext) -> np.ndarray:
-    return np.array([float(model.fit_stats[c].get("kept", 1.0)) if c < len(model.fit_stats) else np.nan
-                     for c in range(model.n_chains)])
+    return np.array([np.nan if r is None else r.kept for r in _records(model)])
 
 
 def _dropped(model: Family, ctx: MetricContext, which: str) -> np.ndarray:
     u = confidence_of(model, ctx, which, "loss_confidence")
     out = np.empty(model.n_chains)
-    for c in range(model.n_chains):
-        loss = ctx.loss.at(_gamma(model, ctx, c)) if getattr(ctx.loss, "adaptive", False) else ctx.loss
+    for c, record in enumerate(_records(model)):
+        loss = ctx.loss if record is None else record.loss  # the loss as the fit applied it (its gamma resolved)
         w = np.asarray(loss.weight_u(np.asarray(u[c], dtype=np.float64)), dtype=np.float64)
         out[c] = 1.0 - float(np.mean(w)) * loss.keep_share
     return out
 
 
-@metric("drop_own", GRADIENT, "share of the targets of the model's own samples (its rewrite of the held-out "
+@metric("drop_own", (ANY_KIND,), "share of the targets of the model's own samples (its rewrite of the held-out "
         "windows) that the arm's loss, at its realised gamma, drops", needs="loss_confidence",
         title="Share of the model's own targets the loss drops", axis="share dropped")
 def drop_own(model: Family, ctx: MetricContext) -> np.ndarray:
     return _dropped(model, ctx, "own")
 
 
-@metric("drop_real", GRADIENT, "share of the targets of held-out real data that the arm's loss, at its realised "
+@metric("drop_real", (ANY_KIND,), "share of the targets of held-out real data that the arm's loss, at its realised "
         "gamma, drops", needs="loss_confidence", title="Share of real targets the loss drops",
         axis="share dropped")
 def drop_real(model: Family, ctx: MetricContext) -> np.ndarray:

@@ -57,11 +57,6 @@ def perplexity(model: Family, ctx: MetricContext) -> np.ndarray:
     return np.exp(-lp.reshape(lp.shape[0], -1).mean(axis=1))
 
 
-def uses_kr(metrics: list[str]) -> bool:
-    """Whether ``metrics`` include the knowledge-retention probe."""
-    return any(m in ("kr_accuracy", "kr_unseen") or m.startswith("kr_split_") for m in metrics)
-
-
 def kr_items_bytes(source: Any, tree: Any, batches: int) -> bytes:
     """The probe's item sets of chain batches ``0 .. batches - 1`` as safetensors bytes: the arrays of
     :func:`collapselab.metrics.kr.items_to_arrays` under ``b<batch>/`` (read one back with ``safetensors.numpy.load``,
@@ -72,6 +67,10 @@ def kr_items_bytes(source: Any, tree: Any, batches: int) -> bytes:
     arrays = {f"b{b:04d}/{k}": v for b in range(batches)
               for k, v in items_to_arrays(source_items(source, tree, b)).items()}
     return tensors_bytes(arrays, {"n": source.n, "seed": tree.seed, "batches": batches})
+
+
+#: the probe metrics save their item sets (one per seed) with the run
+KR_SAVES = {KR_FILE: kr_items_bytes}
 
 
 def kr_results(model: Family, ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +92,7 @@ def _kr_mean(model: Family, ctx: MetricContext, sel: np.ndarray) -> np.ndarray:
 @metric("kr_accuracy", TEXT, "knowledge retention: share of probe items from all real chunks where the true "
         "continuation is more likely than the false one (chance 0.5)", better="higher",
         needs="compare_continuations", title="Knowledge retention (all chunks)", axis="KR accuracy",
-        chance=0.5, reference="base")
+        chance=0.5, reference="base", saves=KR_SAVES)
 def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
     _, chunk = kr_results(model, ctx)
     return _kr_mean(model, ctx, np.ones(len(chunk), dtype=bool))
@@ -102,7 +101,7 @@ def kr_accuracy(model: Family, ctx: MetricContext) -> np.ndarray:
 @metric("kr_unseen", TEXT, "the knowledge-retention probe on the real chunks not yet trained on: the probe's "
         "measured chance level (0.5 for a valid probe)", better="higher", needs="compare_continuations",
         title="Knowledge retention on chunks not yet trained on (chance level)", axis="KR accuracy", chance=0.5,
-        reference="base")
+        reference="base", saves=KR_SAVES)
 def kr_unseen(model: Family, ctx: MetricContext) -> np.ndarray:
     _, chunk = kr_results(model, ctx)
     return _kr_mean(model, ctx, chunk >= ctx.chunks_seen)
@@ -119,7 +118,7 @@ def _kr_split(s: int):
 for _s in range(MAX_SPLITS):
     metric(f"kr_split_{_s}", TEXT, f"knowledge retention on the probe items of real chunk {_s} (chance 0.5)",
            better="higher", needs="compare_continuations", title=f"Knowledge retention, chunk {_s}",
-           axis="KR accuracy", chance=0.5, reference="base")(_kr_split(_s))
+           axis="KR accuracy", chance=0.5, reference="base", saves=KR_SAVES)(_kr_split(_s))
 
 
 def _chunk_logprobs(model: Family, ctx: MetricContext, k: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from collapselab.experiments.loader import dump_experiment
 from collapselab.experiments.schema import Experiment
-from collapselab.metrics.text import KR_FILE, kr_items_bytes, uses_kr
+from collapselab.metrics.base import saved_files
 from collapselab.report.aggregate import ArmStats, TheoryCurve, arm_stats, report_weights, summarize, theory_curves
 from collapselab.report.figures import figure_jobs, figure_names
 from collapselab.report.figures import render as render_figures
@@ -21,19 +21,19 @@ from collapselab.store import dumps_json
 
 def report_names(exp: Experiment) -> list[str]:
     """The files :func:`build_report` writes for ``exp`` (relative to the run directory)."""
-    probe = [KR_FILE] if uses_kr(exp.metrics) else []
-    return ["summary.json", *(f"figures/{name}" for name in figure_names(exp)), "report.html", *probe]
+    return ["summary.json", *(f"figures/{name}" for name in figure_names(exp)), "report.html",
+            *saved_files(exp.metrics)]
 
 
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
                  theory: dict[str, dict[str, TheoryCurve]] | None = None,
                  gallery: Gallery | None = None, passages: Passages | None = None,
                  refs: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html``, and
-    ``kr_items.safetensors`` with the knowledge-retention probe's item set when it is measured; paths
-    relative to the run directory) for ``values [arms, seeds, generations + 1, metrics]`` (or the arms'
-    precomputed ``stats`` with the ``theory`` they were computed with); ``gallery`` (from
-    :func:`collect_gallery`) adds the sample grid, ``passages`` (from :func:`collect_passages`) the rewrites."""
+    """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html`` and the files the
+    metrics save, :attr:`~collapselab.metrics.base.Metric.saves`; paths relative to the run directory) for
+    ``values [arms, seeds, generations + 1, metrics]`` (or the arms' precomputed ``stats`` with the ``theory`` they
+    were computed with); ``gallery`` (from :func:`collect_gallery`) adds the sample grid, ``passages`` (from
+    :func:`collect_passages`) the rewrites."""
     theory = theory_curves(exp) if theory is None else theory
     summary, bands = summarize(exp, values, theory, stats, refs)
     jobs = figure_jobs(exp, summary, bands, theory, gallery)
@@ -42,10 +42,12 @@ def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStat
     files.update({f"figures/{name}": data for name, data in figures})
     files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp),
                                         passages).encode()
-    if uses_kr(exp.metrics):  # the probe's item sets (one per seed), saved with the run
+    saves = saved_files(exp.metrics)  # what the metrics save with the run (e.g. a probe's item sets)
+    if saves:
         from collapselab.seeding import SeedTree
 
-        files[KR_FILE] = kr_items_bytes(exp.make_source(), SeedTree(exp.seed), exp.n_batches)
+        source, tree = exp.make_source(), SeedTree(exp.seed)
+        files.update({name: build(source, tree, exp.n_batches) for name, build in saves.items()})
     return summary, files
 
 
