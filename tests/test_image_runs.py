@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from collapselab.report.gallery import MAX_ROWS, PER_ROW, gallery_generations, mosaic
+from collapselab.exhibits import ImageGrid
+from collapselab.families.vae import GRID
+from collapselab.report.exhibits import mosaic, thinned
 from collapselab.runs import assemble, execute
 
 from .conftest import killed_and_uninterrupted, make_experiment
@@ -40,15 +42,13 @@ def test_killed_image_run_resumes_to_identical_files(tmp_path):
                                  else {"device": "cpu"})
 
 
-def test_the_sample_grid_shows_checkpointed_generations_thinned_evenly():
-    exp = make_experiment(**{**IMAGE_EXP, "generations": 40, "checkpoint_every": 5})
-    gens = gallery_generations(exp)
-    assert gens[0] == 0 and gens[-1] == 40 and len(gens) == MAX_ROWS
-    assert all(g % 5 == 0 for g in gens) and gens == sorted(set(gens))
-    assert gallery_generations(make_experiment(**IMAGE_EXP)) == [0, 1, 2, 3]
-    rows = [np.full((PER_ROW, 8, 8), v, np.float32) for v in (0.0, 1.0)]
+def test_the_sample_grid_shows_generations_thinned_evenly():
+    gens = thinned(list(range(41)), ImageGrid.max_rows)
+    assert gens[0] == 0 and gens[-1] == 40 and len(gens) == ImageGrid.max_rows
+    assert gens == sorted(set(gens)) and thinned([0, 1, 2, 3], ImageGrid.max_rows) == [0, 1, 2, 3]
+    rows = [np.full((GRID, 8, 8), v, np.float32) for v in (0.0, 1.0)]
     grid = mosaic(rows, gap=1, fill=0.5)
-    assert grid.shape == (2 * 8 + 1, PER_ROW * 9 - 1)
+    assert grid.shape == (2 * 8 + 1, GRID * 9 - 1)
     assert (grid[:8, :8] == 0).all() and (grid[9:, :8] == 1).all() and (grid[8] == 0.5).all()
 
 
@@ -60,20 +60,21 @@ def test_the_sample_grid_is_legible_labelled_and_shows_means_beside_draws():
     from PIL import Image
 
     from collapselab.families import make_family
-    from collapselab.report.figures import SAMPLE_PX, samples_png
+    from collapselab.report.figures import SAMPLE_PX, image_grid_png
     from collapselab.seeding import SeedTree
 
     exp = make_experiment(**IMAGE_EXP)
     src = exp.make_source()
     fam = make_family(exp.arms[0].family, 1, src.spec)
     fam.fit(src.take(SeedTree(0), 0, 1, 0, 200), rng=np.random.default_rng(0))
-    shown = fam.gallery(PER_ROW, np.random.default_rng(1))
-    assert shown["draws"].shape == shown["means"].shape == (PER_ROW, 8, 8)
-    assert set(np.unique(shown["draws"])) <= {0.0, 1.0} and 0 < shown["means"].mean() < 1
-    assert shown["labels"].tolist() == list(range(PER_ROW))
-    png = samples_png(exp, {a.name: [(0, shown), (3, shown)] for a in exp.arms})
+    assert fam.exhibits == {"samples": ImageGrid}
+    shown = fam.exhibit(src.heldout(SeedTree(0)), np.random.default_rng(1))["samples"]
+    assert shown.draws.shape == shown.means.shape == (GRID, 8, 8)
+    assert set(np.unique(shown.draws)) <= {0.0, 1.0} and 0 < shown.means.mean() < 1
+    assert shown.labels.tolist() == list(range(GRID))
+    png = image_grid_png(exp, {a.name: [(0, shown), (3, shown)] for a in exp.arms})
     width, height = Image.open(io.BytesIO(png)).size
-    assert width >= PER_ROW * SAMPLE_PX and height >= len(exp.arms) * 4 * SAMPLE_PX
+    assert width >= GRID * SAMPLE_PX and height >= len(exp.arms) * 4 * SAMPLE_PX
 
 
 @pytest.mark.heavy

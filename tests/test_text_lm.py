@@ -320,19 +320,20 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
 
     from safetensors.numpy import load_file
 
-    from collapselab.families.base import PASSAGE_WINDOWS
+    from collapselab.exhibits import Passage
+    from collapselab.families.causal_lm import PASSAGE_WINDOWS, SHOW_FROM
     from collapselab.metrics.kr import items_from_arrays
-    from collapselab.report.passages import SHOW_FROM
     from collapselab.store import ChainStore
 
     chain = ChainStore(folder)
-    shown = {g: x for rec in chain.record_generations() for g, x in chain.passages(rec).items()}
-    assert sorted(shown) == [0, 1, 2] and all(x.shape == (PASSAGE_WINDOWS, 16) for x in shown.values())
+    shown = {g: x["rewrites"] for rec in chain.record_generations() for g, x in chain.exhibits(rec).items()}
+    assert sorted(shown) == [0, 1, 2] and all(isinstance(x, Passage) for x in shown.values())
     src = exp.make_source()
     page = (tmp_path / "full" / "report.html").read_text()
     real = "".join(src.decode(src.heldout(SeedTree(exp.seed), 0)["x"][0, SHOW_FROM:PASSAGE_WINDOWS]))
+    assert all(x.real == real and x.text and x.text != real for x in shown.values())
     assert "<h2>Rewrites</h2>" in page and html.escape(real) in page
-    assert html.escape("".join(src.decode(shown[2][SHOW_FROM:]))) in page
+    assert html.escape(shown[2].text) in page
     # the knowledge-retention item set is saved with the run
     arrays = load_file(tmp_path / "full" / "kr_items.safetensors")
     saved = items_from_arrays({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("b0000/")})

@@ -30,7 +30,7 @@ from collapselab.curators import CurationError, CuratorContext
 from collapselab.errors import ChainError, ConfigError, NumericalError
 from collapselab.experiments.schema import Experiment
 from collapselab.families import make_family
-from collapselab.families.base import PASSAGE_WINDOWS, Family
+from collapselab.families.base import Family
 from collapselab.metrics import MetricContext, compute
 from collapselab.regimes import State
 from collapselab.samples import SampleSet
@@ -150,8 +150,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
     n = exp.n
 
     start, state, values = 0, {}, []
-    shown: dict[int, np.ndarray] = {}  # the report's passages of the generations since the last checkpoint
-    real_passage = heldout.take(np.arange(min(PASSAGE_WINDOWS, heldout.n)))
+    shown: dict[int, dict] = {}  # the family's exhibits of the generations since the last checkpoint
     store = task.store(writer)
     if store is not None:
         scan = store.scan(exp.metrics, c, last=exp.generations)
@@ -208,16 +207,15 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         except NUMERICAL as e:
             raise ChainError(task.arm, _bad_seed(task, e), g, f"a metric failed ({_describe(e)})") from None
         values.append(np.stack([measured[name] for name in exp.metrics]))
-        passage = model.passages(real_passage, stream("passages"))
-        if passage is not None:
-            shown[g] = passage
+        if model.exhibits:  # what the family shows in the report (chain 0), saved with the next checkpoint
+            shown[g] = model.exhibit(heldout, stream("exhibits"))
         # checkpoints fall on a fixed grid, so a resumed run writes exactly the files of an uninterrupted one
         if store is not None and (g % exp.checkpoint_every == 0 or g == exp.generations):
             files = model.export()
             store.save(g, first, {} if files else model.state_dict(), np.stack(values[first:]),
                        {**_state_flat(state), **{CURATOR + k: v for k, v in ctx.state.items()}} or None,
                        {**checkpoint_info(task), **_runtime(model)}, model_files=files,
-                       keep_model=best_checkpoint(exp, values) if files else None, passages=shown)
+                       keep_model=best_checkpoint(exp, values) if files else None, exhibits=shown)
             first, shown = g + 1, {}
         if progress:
             progress(task.arm, task.batch, g)

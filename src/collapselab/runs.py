@@ -335,14 +335,7 @@ class Outputs:
 
     def write(self, store: RunStore, values: np.ndarray) -> dict[str, Any]:
         """Complete and write every output; returns the summary."""
-        from collapselab.report import (
-            build_report,
-            collect_gallery,
-            collect_passages,
-            has_gallery,
-            has_passages,
-            report_names,
-        )
+        from collapselab.report import build_report, collect_exhibits, report_names
 
         for a in range(len(self.exp.arms)):
             if a not in self._stats:  # arms whose chains were not reported (e.g. a resume with nothing to do)
@@ -352,9 +345,7 @@ class Outputs:
             # figures render on this thread
             tables = self._pool.submit(lambda: [sink.write(n, b) for n, b in self._all_tables().items()])
             stats = [self._stats[a].result() for a in range(len(self.exp.arms))]
-            gallery = collect_gallery(self.exp, store) if has_gallery(self.exp) else None
-            passages = collect_passages(self.exp, store) if has_passages(self.exp) else None
-            summary, files = build_report(self.exp, None, stats, self.theory, gallery, passages)
+            summary, files = build_report(self.exp, None, stats, self.theory, collect_exhibits(self.exp, store))
             for name, data in files.items():
                 sink.write(name, data)
             tables.result()

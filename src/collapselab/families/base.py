@@ -30,13 +30,11 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from collapselab.exhibits import Exhibit
 from collapselab.losses.training import LossRecord
 from collapselab.losses.ulosses import ULoss
 from collapselab.registry import Registry, SettingContext
 from collapselab.samples import SampleSet
-
-#: held-out windows a text family rewrites for the report every generation (:meth:`Family.passages`).
-PASSAGE_WINDOWS = 6
 
 
 class DataSpec(Mapping[str, Any]):
@@ -109,6 +107,9 @@ class Family(abc.ABC):
     kind: ClassVar[str]
     #: the most chains one model object holds (torch families: one model per seed, so a few).
     max_chains: ClassVar[int] = 1024
+    #: what the family shows in the report beside the metrics, by name: the kind of each exhibit
+    #: (:class:`collapselab.exhibits.ImageGrid`, :class:`~collapselab.exhibits.Passage`); see :meth:`exhibit`
+    exhibits: ClassVar[dict[str, type]] = {}
 
     def __init__(self, config: FamilyConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
         self.config = config
@@ -138,17 +139,11 @@ class Family(abc.ABC):
         """Fresh samples with the conditioning of ``like`` (unconditional: ``sample(like.n)``)."""
         return self.sample(like.n, rng)
 
-    def gallery(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
-        """``n`` samples of chain 0 for the report's sample grid: ``draws`` (greyscale ``[n, H, W]`` in [0, 1], as
-        passed on), optionally ``means`` (the same samples' expected images) and ``labels`` (``[n]``, a conditional
-        model's classes); ``None`` (the default) for families whose samples are not images."""
-        return None
-
-    def passages(self, real: SampleSet, rng: np.random.Generator) -> np.ndarray | None:
-        """Chain 0's rewrite of the real windows ``real`` (the first :data:`PASSAGE_WINDOWS` held-out ones; token ids
-        ``[k, W]``), saved with every generation and shown beside the real text in the report; ``None`` (the
-        default) for families whose samples are not text."""
-        return None
+    def exhibit(self, heldout: SampleSet, rng: np.random.Generator) -> dict[str, Exhibit]:
+        """This generation's exhibits of chain 0's model (see :mod:`collapselab.exhibits`), by the names of
+        :attr:`exhibits`, made from the held-out real data ``heldout`` where they need it; the chain saves them
+        with its checkpoints and the report shows them. Default: none."""
+        return {}
 
     @abc.abstractmethod
     def log_prob(self, data: SampleSet) -> np.ndarray:

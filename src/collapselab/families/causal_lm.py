@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
+from collapselab.exhibits import Passage
 from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, seeded, torch_generator
 from collapselab.families.lm import Decoding
@@ -37,6 +38,9 @@ from collapselab.samples import SampleSet
 #: an adaptive gamma's clip set: training blocks drawn once per fit, scored in groups (ForTIFAI's clip batches)
 CLIP_BLOCKS = 64
 CLIP_BATCH = 2
+#: held-out windows rewritten for the report every generation, and the first one shown (earlier ones lack context)
+PASSAGE_WINDOWS = 6
+SHOW_FROM = 3
 #: the tiny model's pretraining recipe (fixed seed; part of the cache key).
 PRETRAIN = {"lr": 3e-3, "batch": 8, "weight_decay": 0.01, "warmup": 0.05, "seed": 0}
 
@@ -120,6 +124,7 @@ class CausalLM(GradientFamily):
     sample_keys = ("x",)
     config: CausalLMConfig
     max_chains: ClassVar[int] = 1
+    exhibits: ClassVar[dict[str, type]] = {"rewrites": Passage}
 
     def __init__(self, config: CausalLMConfig, n_chains: int, spec: Mapping[str, Any]) -> None:
         super().__init__(config, n_chains, spec)
@@ -340,9 +345,14 @@ class CausalLM(GradientFamily):
                                  **self._gen_args())
         return SampleSet({"x": out})
 
-    def passages(self, real: SampleSet, rng: np.random.Generator) -> np.ndarray:
-        """Chain 0's rewrite of ``real``'s windows (each from the real context before it), ``[k, W]``."""
-        return self.resample(real, rng)["x"][0]
+    def exhibit(self, heldout: SampleSet, rng: np.random.Generator) -> dict[str, Passage]:
+        """``rewrites``: chain 0's rewrite of the first :data:`PASSAGE_WINDOWS` held-out windows (each from the real
+        context before it), shown from window :data:`SHOW_FROM` on (the first ones lack a full context), beside
+        the same real text."""
+        real = heldout.take(np.arange(min(PASSAGE_WINDOWS, heldout.n)))
+        ids = self.resample(real, rng)["x"][0]
+        return {"rewrites": Passage("".join(self.decode(real["x"][0][SHOW_FROM:])),
+                                    "".join(self.decode(ids[SHOW_FROM:])))}
 
     def sample(self, n: int, rng: np.random.Generator) -> SampleSet:
         """``n`` windows per chain cut from free-running samples of ``block_size`` tokens."""

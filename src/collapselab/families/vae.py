@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
+from collapselab.exhibits import ImageGrid
 from collapselab.families.base import FAMILIES, Family
 from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, torch_generator
 from collapselab.losses.training import AppliedLoss
@@ -40,6 +41,8 @@ from collapselab.samples import SampleSet
 
 #: images per forward pass in inference (log-likelihoods, sampling, confidences).
 INFER_BATCH = 500
+#: samples per generation in the report's sample grid
+GRID = 10
 #: training images of the per-pixel clip set an adaptive gamma is resolved on (drawn once per fit)
 CLIP_IMAGES = 256
 
@@ -68,6 +71,7 @@ class VAE(GradientFamily):
     sample_keys = ("x", "y")
     config: VAEConfig
     max_chains: ClassVar[int] = 1
+    exhibits: ClassVar[dict[str, type]] = {"samples": ImageGrid}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -147,11 +151,12 @@ class VAE(GradientFamily):
                     out[c, i:i + len(y)] = p.cpu().numpy()
         return SampleSet({"x": out, "y": np.broadcast_to(ys, (self.n_chains, like.n)).copy()})
 
-    def gallery(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Chain 0's samples for the report: ``draws`` (as passed on: Bernoulli draws or means), ``means`` (the
-        decoder's means of the same codes) ``[n, H, W]`` and, for a CVAE, ``labels`` (0, 1, 2, ...)."""
+    def exhibit(self, heldout: SampleSet, rng: np.random.Generator) -> dict[str, ImageGrid]:
+        """``samples``: :data:`GRID` samples of chain 0 (as passed on: Bernoulli draws or means), the decoder's
+        means of the same codes and, for a CVAE, the classes asked for (0, 1, 2, ...)."""
         import torch
 
+        n = GRID
         y = np.arange(n, dtype=np.int64) % self.classes if self.classes else np.full(n, -1, dtype=np.int64)
         g = torch_generator(rng, self.device)
         net = self.nets[0]
@@ -160,10 +165,8 @@ class VAE(GradientFamily):
             z = torch.randn(n, self.config.latent, generator=g, device=self.device)
             p = torch.sigmoid(net.decode(z, yt))
             draws = torch.bernoulli(p, generator=g) if self.config.samples == "bernoulli" else p
-        out = {"draws": draws[:, 0].cpu().numpy(), "means": p[:, 0].cpu().numpy()}
-        if self.classes:
-            out["labels"] = y
-        return out
+        return {"samples": ImageGrid(draws[:, 0].cpu().numpy(), p[:, 0].cpu().numpy(),
+                                     y if self.classes else None)}
 
     def nelbo_parts(self, data: SampleSet, iw: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """``(reconstruction, KL)`` per image ``[C, n]`` in nats (one code per image from a fixed stream, so

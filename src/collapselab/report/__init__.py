@@ -10,11 +10,10 @@ from collapselab.experiments.loader import dump_experiment
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics.base import saved_files
 from collapselab.report.aggregate import ArmStats, TheoryCurve, arm_stats, report_weights, summarize, theory_curves
+from collapselab.report.exhibits import Exhibits, collect_exhibits, declared
 from collapselab.report.figures import figure_jobs, figure_names
 from collapselab.report.figures import render as render_figures
-from collapselab.report.gallery import Gallery, collect_gallery, has_gallery
 from collapselab.report.html import render as render_html
-from collapselab.report.passages import Passages, collect_passages, has_passages
 from collapselab.report.table import cells, rich_table
 from collapselab.store import dumps_json
 
@@ -27,21 +26,20 @@ def report_names(exp: Experiment) -> list[str]:
 
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
                  theory: dict[str, dict[str, TheoryCurve]] | None = None,
-                 gallery: Gallery | None = None, passages: Passages | None = None,
+                 exhibits: Exhibits | None = None,
                  refs: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html`` and the files the
     metrics save, :attr:`~collapselab.metrics.base.Metric.saves`; paths relative to the run directory) for
     ``values [arms, seeds, generations + 1, metrics]`` (or the arms' precomputed ``stats`` with the ``theory`` they
-    were computed with); ``gallery`` (from :func:`collect_gallery`) adds the sample grid, ``passages`` (from
-    :func:`collect_passages`) the rewrites."""
+    were computed with); ``exhibits`` (from :func:`collect_exhibits`) add what the families show."""
     theory = theory_curves(exp) if theory is None else theory
     summary, bands = summarize(exp, values, theory, stats, refs)
-    jobs = figure_jobs(exp, summary, bands, theory, gallery)
+    jobs = figure_jobs(exp, summary, bands, theory, exhibits)
     figures = render_figures(jobs)
     files = {"summary.json": dumps_json(summary).encode()}
     files.update({f"figures/{name}": data for name, data in figures})
     files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp),
-                                        passages).encode()
+                                        exhibits).encode()
     saves = saved_files(exp.metrics)  # what the metrics save with the run (e.g. a probe's item sets)
     if saves:
         from collapselab.seeding import SeedTree
@@ -51,6 +49,5 @@ def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStat
     return summary, files
 
 
-__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "collect_gallery", "collect_passages",
-           "has_gallery", "has_passages", "report_names",
+__all__ = ["ArmStats", "arm_stats", "build_report", "cells", "collect_exhibits", "declared", "report_names",
            "report_weights", "rich_table", "summarize", "theory_curves"]

@@ -6,7 +6,7 @@
 - A forest plot of time to failure per arm with its 95% CI (censored arms drawn as arrows past the last
   generation), when the experiment has a failure rule.
 - For a 2-D grid: last-generation heat maps, simulation beside theory, full width with a labelled colour bar.
-- For families whose samples are images: a grid of samples per arm and generation (:mod:`.gallery`).
+- For every image-grid exhibit of a family: a grid of samples per arm and generation (:mod:`.exhibits`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.exhibits import ImageGrid
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
-from collapselab.report.gallery import PER_ROW, Gallery, has_gallery, mosaic
+from collapselab.report.exhibits import Exhibits, mosaic
+from collapselab.report.exhibits import figure_names as exhibit_figures
 from collapselab.report.table import plural
 
 Figure = tuple[str, bytes]  # file name, PNG bytes
@@ -248,11 +250,12 @@ def metric_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: di
 
 
 def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.ndarray],
-                theory: dict[str, dict[str, Any]], gallery: Gallery | None = None) -> list[Job]:
+                theory: dict[str, dict[str, Any]], exhibits: Exhibits | None = None) -> list[Job]:
     """Every figure of the report as ``(file name, function, arguments)`` (independent; any order)."""
     jobs: list[Job] = [(name, forest_png, (exp, summary, i)) for i, name in enumerate(forest_names(exp))]
-    if gallery:
-        jobs.append(("samples.png", samples_png, (exp, gallery)))
+    for name, arms in (exhibits or {}).items():
+        if arms and isinstance(next(iter(arms.values()))[0][1], ImageGrid):
+            jobs.append((f"{name}.png", image_grid_png, (exp, arms)))
     refs = summary.get("reference", {})
     jobs += [(f"{m}.png", metric_png, (exp, k, bands, theory, refs.get(m))) for k, m in enumerate(exp.metrics)]
     if _is_grid(exp):
@@ -263,7 +266,7 @@ def figure_jobs(exp: Experiment, summary: dict[str, Any], bands: dict[str, np.nd
 def figure_names(exp: Experiment) -> list[str]:
     """The file names :func:`figure_jobs` produces for ``exp``, in the same order."""
     names = forest_names(exp)
-    names += ["samples.png"] if has_gallery(exp) else []
+    names += exhibit_figures(exp)
     names += [f"{m}.png" for m in exp.metrics]
     if _is_grid(exp):
         names += [f"heatmap_{m}.png" for m in exp.metrics]
@@ -377,16 +380,17 @@ def heatmap_png(exp: Experiment, k: int, bands: dict[str, np.ndarray], theory: d
 SAMPLE_PX = 56
 
 
-def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
-    """``samples.png``: per arm (one panel each, stacked), seed 0's samples per shown generation: the images passed
-    on (``draws``) and, beside them, the decoder's means of the same codes; columns labelled by class for a
-    conditional model; every sample at least :data:`SAMPLE_PX` pixels wide (dark ink on white)."""
+def image_grid_png(exp: Experiment, gallery: dict[str, list[tuple[int, ImageGrid]]]) -> bytes:
+    """An image-grid exhibit's figure: per arm (one panel each, stacked), seed 0's samples per shown generation: the
+    images passed on (``draws``) and, beside them, the expected images of the same draws (``means``); columns
+    labelled by class for a conditional model; every sample at least :data:`SAMPLE_PX` pixels wide (dark ink on
+    white)."""
     arms = [a.name for a in exp.arms if a.name in gallery]
     first = gallery[arms[0]][0][1]
-    k = first["draws"].shape[0]
-    kinds = [x for x in ("draws", "means") if x in first]
+    k = first.draws.shape[0]
+    kinds = ["draws"] + (["means"] if first.means is not None else [])
     rows_per_arm = len(gallery[arms[0]]) * len(kinds)
-    h, w = first["draws"].shape[1:]
+    h, w = first.draws.shape[1:]
     cell = SAMPLE_PX / DPI  # inches per sample
     label_w = 1.3
     fig_w = label_w + k * cell * (w + 1) / w + 0.3
@@ -399,7 +403,7 @@ def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
         rows, ticks = [], []
         for g, imgs in entries:
             for kind in kinds:
-                rows.append(imgs[kind])
+                rows.append(getattr(imgs, kind))
                 ticks.append(f"g{g} {'draws' if kind == 'draws' else 'means'}")
         y -= 0.45
         ax = fig.add_axes((label_w / fig_w, (y - panel_h) / total_h, k * cell * (w + 1) / w / fig_w,
@@ -407,7 +411,7 @@ def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
         y -= panel_h + 0.1
         ax.imshow(mosaic(rows), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
         ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(rows))], ticks, fontsize=LEGEND_PT)
-        labels = entries[0][1].get("labels")
+        labels = entries[0][1].labels
         if labels is not None:
             ax.set_xticks([i * (w + 1) + w / 2 for i in range(k)], [str(int(c)) for c in labels], fontsize=LEGEND_PT)
             ax.xaxis.tick_top()
@@ -417,7 +421,7 @@ def samples_png(exp: Experiment, gallery: Gallery) -> bytes:
         for side in ax.spines.values():
             side.set_visible(False)
     what = "images passed on (draws) and the decoder's means of the same codes"
-    fig.suptitle(f"Samples of seed 0's model by arm and generation: {what}; {plural(PER_ROW, 'sample')} per row"
-                 + ("; columns: the class asked for" if first.get("labels") is not None else ""),
+    fig.suptitle(f"Samples of seed 0's model by arm and generation: {what}; {plural(k, 'sample')} per row"
+                 + ("; columns: the class asked for" if first.labels is not None else ""),
                  fontsize=10, x=0.01, ha="left", y=1 - 0.15 / total_h)
     return _png(fig)

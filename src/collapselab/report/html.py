@@ -9,7 +9,7 @@ from typing import Any
 
 from collapselab.experiments.schema import Experiment
 from collapselab.metrics import METRICS
-from collapselab.report.passages import Passages, passages_html
+from collapselab.report.exhibits import Exhibits, declared, sections_html
 from collapselab.report.table import REFERENCE_LABEL, caption, columns, plural, reference_row, rule_columns
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;
@@ -122,18 +122,19 @@ def _figure(name: str, title: str) -> str:
 
 
 def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experiment_yaml: str,
-           passages: Passages | None = None) -> str:
-    """The report page; ``figures`` are file names under ``figures/``, ``passages`` a text family's rewrites."""
+           exhibits: Exhibits | None = None) -> str:
+    """The report page; ``figures`` are file names under ``figures/``, ``exhibits`` what the families show."""
     e = html.escape
     forests = [f for f in figures if f.startswith("time_to_failure")]
     forest = [f for f in forests if f == "time_to_failure.png"]
     heat = [f for f in figures if f.startswith("heatmap_")]
-    samples = [f for f in figures if f == "samples.png"]
+    grids = {f"{name}.png" for name in declared(exp)}
+    samples = [f for f in figures if f in grids]
     per_metric = [f for f in figures if f not in forests and f not in heat and f not in samples]
     title_of = {f"{m}.png": METRICS[m].title for m in exp.metrics}
     title_of.update({f"heatmap_{m}.png": f"{METRICS[m].title}: last generation over the grid" for m in exp.metrics})
     title_of["time_to_failure.png"] = "Time to failure per arm, 95% CI"
-    title_of["samples.png"] = "Samples per arm and generation (seed 0)"
+    title_of.update({f: f"{f[:-4].replace('_', ' ').capitalize()} per arm and generation (seed 0)" for f in samples})
     figs = "".join(_figure(f, title_of.get(f, f)) for f in forest + samples)
     figs += "".join(_figure(f, title_of.get(f, f)) for f in heat)
     figs += "<div class='figs'>" + "".join(_figure(f, title_of.get(f, f)) for f in per_metric) + "</div>"
@@ -160,7 +161,7 @@ def render(exp: Experiment, summary: dict[str, Any], figures: list[str], experim
             f"{changed}<p>{setup}</p><h2>Results</h2>{_table(exp, summary)}{_rules(exp, summary, forests)}"
             f"{_theory_table(exp, summary)}"
             f"<h2>Figures</h2><p class='ci'>Lines: seed mean per arm; bands: 95% bootstrap CI over "
-            f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}{passages_html(passages or {})}"
+            f"{plural(exp.seeds, 'seed')}; dashed: closed-form theory.</p>{figs}{sections_html(exhibits or {})}"
             f"<h2>Metrics</h2><ul>{metrics}</ul>"
             f"<details><summary>Resolved experiment (experiment.yaml)</summary><pre>{e(experiment_yaml)}</pre>"
             f"</details></body></html>\n")

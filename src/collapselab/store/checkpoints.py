@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.exhibits import from_arrays, to_arrays
 from collapselab.store.files import (
     Damaged,
     _remove_tree,
@@ -113,11 +114,11 @@ class ChainStore:
     def save(self, g: int, first: int, model_state: Mapping[str, np.ndarray], values: np.ndarray,
              regime_state: Mapping[str, np.ndarray] | None, info: Mapping[str, Any],
              model_files: Mapping[str, bytes] | None = None, keep_model: int | None = None,
-             passages: Mapping[int, np.ndarray] | None = None) -> None:
+             exhibits: Mapping[int, Mapping[str, Any]] | None = None) -> None:
         """Write checkpoint ``g`` (values of generations ``first..g``); the record is written last.
 
-        ``passages`` (generation -> a text family's rewrite of the report's real passage, token ids) are kept in
-        the checkpoint file, which is never pruned (:meth:`passages` reads them back).
+        ``exhibits`` (generation -> the family's exhibits by name, :mod:`collapselab.exhibits`) are kept in the
+        checkpoint file, which is never pruned (:meth:`exhibits` reads them back).
 
         ``model_files`` (a family's standard export, relative path -> bytes) go to the folder ``gNNNNN.model``
         in place of the model arrays; model folders are kept for the ``KEEP_MODELS`` newest checkpoints and
@@ -127,7 +128,9 @@ class ChainStore:
         meta = {"format": CHECKPOINT_FORMAT, "generation": g, "first_generation": first}
         tensors = {f"model.{k}": v for k, v in model_state.items()}
         tensors["metrics"] = np.asarray(values, dtype=np.float64)
-        tensors.update({f"passages.g{k:05d}": np.asarray(v) for k, v in (passages or {}).items()})
+        for k, shown in (exhibits or {}).items():
+            for name, exhibit in shown.items():
+                tensors.update({f"exhibit.g{k:05d}.{name}.{f}": v for f, v in to_arrays(exhibit).items()})
         blobs = {f"g{g:05d}.safetensors": tensors_bytes(tensors, meta)}
         if regime_state:
             blobs[f"g{g:05d}.regime.safetensors"] = tensors_bytes(regime_state, meta)
@@ -253,10 +256,18 @@ class ChainStore:
         name = f"g{g:05d}.regime.safetensors"
         return model, (self._read(rec, name) if regime and name in rec["files"] else {})
 
-    def passages(self, g: int) -> dict[int, np.ndarray]:
-        """The passages saved with checkpoint ``g`` (generation -> token ids; verified as they are read)."""
+    def exhibits(self, g: int) -> dict[int, dict[str, Any]]:
+        """The exhibits saved with checkpoint ``g``: generation -> name -> exhibit (verified as they are read)."""
         main = self._read(self._load_record(g), f"g{g:05d}.safetensors")
-        return {int(k[len("passages.g"):]): v for k, v in main.items() if k.startswith("passages.g")}
+        parts: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+        for key, v in main.items():
+            if key.startswith("exhibit.g"):
+                gen, name, field = key[len("exhibit.g"):].split(".", 2)
+                parts.setdefault((int(gen), name), {})[field] = v
+        out: dict[int, dict[str, Any]] = {}
+        for (gen, name), arrays in sorted(parts.items()):
+            out.setdefault(gen, {})[name] = from_arrays(arrays)
+        return out
 
     def prune(self, keep_until: int | None) -> None:
         """Remove every checkpoint after ``keep_until`` (all if ``None``), orphans and temp files."""
