@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.errors import first_line
 from collapselab.families.lm import Decoding
 
 #: histogram bins of the confidence figure (over [0, 1]).
@@ -125,7 +126,7 @@ def run_audit(folder: Path, text: str | Reader, *, windows: int = 128, window: i
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
     except Exception as e:  # transformers and safetensors raise many kinds; their messages span lines: keep the first
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"MODEL: {folder} cannot be loaded as a causal LM ({first})") from None
     limit = model_positions(folder)
     if window > limit:

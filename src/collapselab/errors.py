@@ -11,6 +11,12 @@
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (for one-line errors)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class ConfigError(ValueError):
     """Bad input: an experiment file, a CLI argument or a run directory that cannot be used.
 

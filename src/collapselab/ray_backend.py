@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from collapselab.chain import ChainTask, Progress, drain, run_chain  # ray.util.queue.Empty is a queue.Empty
-from collapselab.errors import ConfigError, Interrupted
+from collapselab.errors import ConfigError, Interrupted, first_line
 from collapselab.experiments.schema import Experiment
 from collapselab.families.base import Resources
 
@@ -137,7 +137,7 @@ def connect(address: str | None) -> None:
             ray.init(address=address or "local", ignore_reinit_error=True, include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
     except Exception as e:  # an unreachable or refused address: one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {first}") from None
 
 

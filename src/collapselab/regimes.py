@@ -23,14 +23,15 @@ passes ``synthetic=None`` to :meth:`RegimeConfig.build`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from collapselab.data.base import RealPool
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import SettingRegistry
 from collapselab.samples import SampleSet, concat
+from collapselab.settings import SettingContext
 
 State = dict[str, SampleSet]
 Request = int | SampleSet | None  # how many samples to draw from the previous model, a set to rewrite, or nothing
@@ -71,14 +72,8 @@ class RegimeConfig(BaseModel):
         return None
 
 
-def _regime_name(cls: Any) -> str:
-    return cls.model_fields["name"].default
-
-
 #: every regime by name: the built-ins below, plugins (entry points ``collapselab.regimes``, ``plugins:``)
-REGIMES = Registry("regime", RegimeConfig, name_of=_regime_name,
-                   accepts=lambda o: isinstance(o, type) and issubclass(o, RegimeConfig) and o is not RegimeConfig,
-                   config_of=lambda c: c)
+REGIMES = SettingRegistry("regime", RegimeConfig)
 
 
 @REGIMES.register

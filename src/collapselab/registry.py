@@ -10,7 +10,16 @@ name to a class (a metric: a :class:`~collapselab.metrics.base.Metric`) and is f
   or ``name: "module:Object"`` anywhere a name is written (:mod:`collapselab.plugins`).
 
 This module knows no kind: each kind's module creates its registry here, and :mod:`collapselab.plugins` (above
-them all) loads plugins into them and pins what a run used.
+them all) loads plugins into them and pins what a run used. The registry imports no plugin code itself: the
+importer (``module:Object``, ``.py`` files, the working directory on ``sys.path``) and the crediting of what a
+plugin registers live in :mod:`collapselab.plugins`, which installs itself here (:func:`install_loader`) when it is
+imported; a registry asked for a reference before then imports it by name (late binding: a kind's module must not
+import its own loader).
+
+Three typed registries say what an object of a kind is, so no kind restates it: :class:`SettingRegistry` (a
+pydantic settings class whose ``name`` field is a Literal: losses, curators, regimes), :class:`ClassRegistry` (a
+class with a ``name`` and its settings model ``config_class``: families, data sources) and
+:class:`ObjectRegistry` (instances with a ``name``: metrics).
 
 Built-in names win; a plugin registering one of them is a one-line :class:`ConfigError`. A setting field of an
 experiment is ``REGISTRY.field()``: validation asks the registry for the class of the name and lets that
@@ -20,22 +29,17 @@ class's own pydantic model validate the rest (errors keep their dotted paths).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.metadata as md
-import importlib.util
 import inspect
-import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, SerializeAsAny, ValidationError, WrapValidator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from collapselab.errors import ConfigError
+from collapselab.errors import ConfigError, first_line
 
 BUILTIN = "built-in"
 #: the kinds and the plural in their entry-point group names (``collapselab.losses``...)
@@ -52,44 +56,68 @@ class Entry:
     origin: str
 
 
-@dataclass(frozen=True)
-class SettingContext:
-    """What a setting's cross-field ``check(ctx) -> str | None`` may look at: the arm being checked (all of its
-    settings), the classes of its family and data source, the data setting, the experiment's metrics, real
-    samples per generation and generations, and the synthetic sizes the arm draws."""
+class Loader(Protocol):
+    """What a registry asks of the plugin loader (:mod:`collapselab.plugins`)."""
 
-    arm: Any
-    family: Any
-    source: Any
-    data: Any
-    kind: str
-    metrics: tuple[str, ...]
-    n: int
-    generations: int
-    sizes: frozenset[int]
+    def import_object(self, ref: str, what: str) -> Any: ...
+
+    def crediting(self, origin: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def current_origin(self) -> str | None: ...
 
 
-_origin: list[str] = []  # the plugin being imported (its registrations are credited to it)
+_loader: Loader | None = None
+
+
+def install_loader(loader: Loader) -> None:
+    """Called by :mod:`collapselab.plugins` when it is imported."""
+    global _loader
+    _loader = loader
+
+
+def _plugin_loader() -> Loader:
+    if _loader is None:
+        importlib.import_module("collapselab.plugins")  # installs itself (see the module docstring)
+    assert _loader is not None
+    return _loader
 
 
 class Registry:
-    """Names of one kind of extension -> their classes (see the module docstring).
+    """Names of one kind of extension -> their objects (see the module docstring); a subclass says what an object
+    of the kind is (:meth:`name_of`, :meth:`accepts`, :meth:`config_class`).
 
-    ``name_of`` gives an object's declared name, ``config_of`` the pydantic model that validates its setting
-    (``None``: the kind has no settings, e.g. metrics), ``accepts`` whether an object is of this kind; ``key`` is
-    the field that names the choice in a setting (``name``, or ``source`` for data).
+    ``key`` is the field that names the choice in a setting (``name``, or ``source`` for data); ``want`` how an
+    error describes an object of the kind.
     """
 
-    def __init__(self, kind: str, base: type, name_of: Callable[[Any], str],
-                 accepts: Callable[[Any], bool], config_of: Callable[[Any], type[BaseModel]] | None = None,
-                 key: str = "name", unwrap: Callable[[Any], Any] | None = None, want: str = "") -> None:
+    def __init__(self, kind: str, base: type, key: str = "name", want: str = "") -> None:
         self.kind, self.base, self.key = kind, base, key
         self.group = f"collapselab.{PLURALS.get(kind, kind + 's')}"
-        self._name_of, self._accepts, self._config_of = name_of, accepts, config_of
-        self._unwrap, self._want_text = unwrap or (lambda o: o), want
+        self._want_text = want
         self._builtin: dict[str, Entry] = {}
         self._plugins: dict[str, Entry] = {}
         self._eps: dict[str, md.EntryPoint] | None = None
+
+    # -- what an object of the kind is (the typed registries below) -------------------------------
+    def name_of(self, obj: Any) -> str:
+        """The name ``obj`` declares."""
+        raise NotImplementedError
+
+    def accepts(self, obj: Any) -> bool:
+        """Whether ``obj`` is of this registry's kind."""
+        raise NotImplementedError
+
+    def config_class(self, obj: Any) -> type[BaseModel]:
+        """The pydantic model validating a setting of ``obj``."""
+        raise NotImplementedError(f"{self.kind} has no settings")
+
+    def unwrap(self, obj: Any) -> Any:
+        """What ``module:Object`` names, as this registry holds it (a metric's function: its metric)."""
+        return obj
+
+    @property
+    def has_settings(self) -> bool:
+        return True
 
     # -- filling --------------------------------------------------------------------------------
     def register(self, obj: Any) -> Any:
@@ -100,12 +128,12 @@ class Registry:
     def add(self, obj: Any, name: str | None = None, origin: str | None = None, module: str | None = None) -> Entry:
         """Register ``obj`` (under ``name`` or its declared name; ``module``: where it is defined, if not its
         ``__module__``); a clash with another object is a ConfigError."""
-        name = name or self._name_of(obj)
+        name = name or self.name_of(obj)
         module = module or getattr(obj, "__module__", "") or ""
         if origin is None and (module == "collapselab" or module.startswith("collapselab.")):
             self._builtin[name] = Entry(name, obj, BUILTIN)
             return self._builtin[name]
-        origin = origin or (_origin[-1] if _origin else f"module {module}")
+        origin = origin or (_loader.current_origin() if _loader is not None else None) or f"module {module}"
         if name in self._builtin and self._builtin[name].obj is not obj:
             raise ConfigError(f"{self.kind} {name!r} ({origin}): the name of a built-in {self.kind}; built-in "
                               f"names win, rename the plugin's")
@@ -188,13 +216,9 @@ class Registry:
                 extra.append((n, f"entry point {ep.value} ({_dist(ep)})"))
         return out + sorted(extra)
 
-    def unwrap(self, obj: Any) -> Any:
-        """What ``module:Object`` names, as this registry holds it (a metric's function: its :class:`Metric`)."""
-        return self._unwrap(obj)
-
     def _by_reference(self, ref: str) -> Entry:
-        obj = self._unwrap(import_object(ref, f"{self.kind} {ref!r}"))
-        if not self._accepts(obj):
+        obj = self.unwrap(_plugin_loader().import_object(ref, f"{self.kind} {ref!r}"))
+        if not self.accepts(obj):
             raise ConfigError(f"{self.kind} {ref!r}: {_describe(obj)} is not a {self.kind} ({self._want()})")
         for e in self.registered():
             if e.obj is obj:
@@ -205,16 +229,16 @@ class Registry:
     def _load_entry_point(self, ep: md.EntryPoint) -> Entry:
         where = f"{self.kind} {ep.name!r} (entry point {ep.value} of {_dist(ep)})"
         try:
-            with crediting(f"entry point {ep.value} ({_dist(ep)})"):
+            with _plugin_loader().crediting(f"entry point {ep.value} ({_dist(ep)})"):
                 obj = ep.load()
         except Exception as e:
-            raise ConfigError(f"{where}: cannot import: {type(e).__name__}: {_first_line(e)}") from None
+            raise ConfigError(f"{where}: cannot import: {type(e).__name__}: {first_line(e)}") from None
         if ep.name in self._plugins:  # the module registered it with the decorator
             return self._plugins[ep.name]
-        obj = self._unwrap(obj)
-        if not self._accepts(obj):
+        obj = self.unwrap(obj)
+        if not self.accepts(obj):
             raise ConfigError(f"{where}: {_describe(obj)} is not a {self.kind} ({self._want()})")
-        declared = self._name_of(obj)
+        declared = self.name_of(obj)
         if declared != ep.name:
             raise ConfigError(f"{where}: the object is named {declared!r}; the entry point must use that name")
         return self.add(obj, origin=f"entry point {ep.value} ({_dist(ep)})")
@@ -226,10 +250,6 @@ class Registry:
             else str(self.base)
 
     # -- settings -------------------------------------------------------------------------------
-    def accepts(self, obj: Any) -> bool:
-        """Whether ``obj`` is of this registry's kind."""
-        return self._accepts(obj)
-
     def registered(self) -> list[Entry]:
         """The entries registered so far: built-ins, then plugins (entry points not yet loaded are not among them)."""
         return [*self._builtin.values(), *self._plugins.values()]
@@ -238,28 +258,19 @@ class Registry:
         """Whether ``obj`` is registered (built-in or plugin)."""
         return any(e.obj is obj for e in self.registered())
 
-    def name_of(self, obj: Any) -> str:
-        """The name ``obj`` declares."""
-        return self._name_of(obj)
-
     def forget_plugins(self) -> None:
         """Drop the plugins registered in this process (built-ins stay; entry points are looked up again)."""
         self._plugins.clear()
         self._eps = None
 
-    def config_class(self, obj: Any) -> type[BaseModel]:
-        """The pydantic model validating a setting of ``obj``."""
-        assert self._config_of is not None, f"{self.kind} has no settings"
-        return self._config_of(obj)
-
     def field(self) -> Any:
         """The annotation of an experiment field holding one setting of this kind: ``{key: NAME, ...}`` validated
         by NAME's own model, serialised with all of its fields."""
-        base = self._config_of(self.base) if self._config_of else self.base
+        base = self.config_class(self.base) if self.has_settings else self.base
         return Annotated[SerializeAsAny[base], WrapValidator(self._validate), self]
 
     def _validate(self, value: Any, handler: Any) -> Any:
-        base = self._config_of(self.base) if self._config_of else self.base
+        base = self.config_class(self.base) if self.has_settings else self.base
         if isinstance(value, base):
             return value
         if not isinstance(value, dict):
@@ -274,7 +285,7 @@ class Registry:
             obj = self.entry(name).obj
         except ConfigError as e:
             raise _error((self.key,), str(e), name) from None
-        return self.config_class(obj).model_validate({**value, self.key: self._name_of(obj)})
+        return self.config_class(obj).model_validate({**value, self.key: self.name_of(obj)})
 
     def model_for(self, node: Any) -> type[BaseModel] | None:
         """The settings model a raw mapping selects (for error messages), ``None`` if none."""
@@ -282,16 +293,6 @@ class Registry:
             return None
         obj = self.get(node[self.key])
         return None if obj is None else self.config_class(obj)
-
-
-@contextlib.contextmanager
-def crediting(origin: str) -> Iterator[None]:
-    """Registrations made inside are credited to ``origin`` (the plugin being imported)."""
-    _origin.append(origin)
-    try:
-        yield
-    finally:
-        _origin.pop()
 
 
 def _error(loc: tuple, msg: str, value: Any) -> ValidationError:
@@ -317,86 +318,58 @@ def _dist(ep: md.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "an installed package"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
-# -- ad-hoc plugins -------------------------------------------------------------------------------
-def is_file_spec(spec: str) -> bool:
-    """Whether a plugin spec names a Python file (``./x.py``, ``/abs/x.py``) rather than a module."""
-    return spec.endswith(".py") or "/" in spec or "\\" in spec
+class SettingRegistry(Registry):
+    """A kind whose objects are pydantic settings classes (a subclass of ``base`` with a ``name`` field whose default,
+    a Literal, is the name): the class validates its own setting (losses, curators, regimes)."""
+
+    def name_of(self, obj: Any) -> str:
+        field = getattr(obj, "model_fields", {}).get("name")
+        if field is None or not isinstance(field.default, str):
+            raise TypeError(f"{getattr(obj, '__qualname__', obj)}: a plugin class needs a `name` field with a "
+                            f"default (a Literal)")
+        return field.default
+
+    def accepts(self, obj: Any) -> bool:
+        return isinstance(obj, type) and issubclass(obj, self.base) and obj is not self.base
+
+    def config_class(self, obj: Any) -> type[BaseModel]:
+        return obj
 
 
-def file_module_name(path: Path) -> str:
-    """The module name a plugin file is imported as: the same in every process for the same file path, so
-    objects defined in it pickle to worker processes."""
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
-    stem = "".join(c if c.isalnum() else "_" for c in path.stem)
-    return f"collapselab_plugin_{stem}_{digest}"
+class ClassRegistry(Registry):
+    """A kind whose objects are (non-abstract) classes of ``base`` declaring a ``name`` and the settings model
+    ``config_class`` that validates a setting of them (families, data sources)."""
+
+    def name_of(self, obj: Any) -> str:
+        return obj.name
+
+    def accepts(self, obj: Any) -> bool:
+        return (isinstance(obj, type) and issubclass(obj, self.base) and not inspect.isabstract(obj)
+                and isinstance(getattr(obj, "name", None), str))
+
+    def config_class(self, obj: Any) -> type[BaseModel]:
+        return obj.config_class
 
 
-def _import_file(path: Path, what: str) -> Any:
-    name = file_module_name(path)
-    if name in sys.modules:
-        return sys.modules[name]
-    if path.is_dir():
-        raise ConfigError(f"{what}: a folder; give a .py file, or the folder's package as a module name")
-    if not path.is_file():
-        raise ConfigError(f"{what}: no such file")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{what}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:
-        del sys.modules[name]
-        raise ConfigError(f"{what}: cannot import: {type(e).__name__}: {_first_line(e)}") from None
-    return module
+class ObjectRegistry(Registry):
+    """A kind whose objects are instances of ``base`` with a ``name`` and no settings (metrics); ``unwrap`` maps what a
+    ``module:Object`` reference names (e.g. a decorated function) to the registered instance."""
 
+    def __init__(self, kind: str, base: type, unwrap: Callable[[Any], Any] | None = None, want: str = "") -> None:
+        super().__init__(kind, base, want=want)
+        self._unwrap = unwrap or (lambda o: o)
 
-def _import_module(name: str, what: str) -> Any:
-    cwd = os.getcwd()
-    if cwd not in sys.path:  # as `python -m` does: a module beside the user is importable from every entry point
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(name)
-    except (Exception, SystemExit) as e:
-        raise ConfigError(f"{what}: cannot import module {name!r}: {type(e).__name__}: {_first_line(e)}") from None
+    def name_of(self, obj: Any) -> str:
+        return obj.name
 
+    def accepts(self, obj: Any) -> bool:
+        return isinstance(obj, self.base)
 
-def import_module_or_file(where: str, what: str) -> Any:
-    """The module ``where`` names (a module name, or a ``.py`` file imported under :func:`file_module_name`)."""
-    return _import_file(Path(where).expanduser().resolve(), what) if is_file_spec(where) \
-        else _import_module(where, what)
+    def unwrap(self, obj: Any) -> Any:
+        return self._unwrap(obj)
 
-
-def import_object(ref: str, what: str) -> Any:
-    """The object of ``module:Object`` (``module`` may be a ``.py`` path); errors name ``what``."""
-    mod, attr = split_spec(ref)
-    if not attr:
-        raise ConfigError(f"{what}: write module:Object")
-    with crediting(f"plugin {ref}"):
-        module = import_module_or_file(mod, what)
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{what}: module {mod!r} has no {attr!r}")
-        obj = getattr(obj, part)
-    return obj
-
-
-def normalize_spec(spec: str) -> str:
-    """A plugin spec as recorded: file paths absolute (relative ones against the working directory)."""
-    where, obj = split_spec(spec)
-    if not is_file_spec(where):
-        return spec
-    return str(Path(where).expanduser().resolve()) + (f":{obj}" if obj else "")
-
-
-def split_spec(spec: str) -> tuple[str, str]:
-    """``(module or file, object)`` of a plugin spec (object ``""`` for a whole module or file)."""
-    head, sep, tail = spec.rpartition(":")
-    return (head, tail) if sep and head and not is_file_spec(tail) else (spec, "")
+    @property
+    def has_settings(self) -> bool:
+        return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -20,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from collapselab.data.base import Source
 from collapselab.families.base import Family
 from collapselab.regimes import Request
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import SettingRegistry
 from collapselab.samples import SampleSet, concat
+from collapselab.settings import SettingContext
 
 
 class CurationError(RuntimeError):
@@ -81,14 +81,8 @@ class CuratorConfig(BaseModel):
         return None
 
 
-def _curator_name(cls: Any) -> str:
-    return cls.model_fields["name"].default
-
-
 #: every curator by name: the built-ins below, plugins (entry points ``collapselab.curators``, ``plugins:``)
-CURATORS = Registry("curator", CuratorConfig, name_of=_curator_name,
-                    accepts=lambda o: isinstance(o, type) and issubclass(o, CuratorConfig) and o is not CuratorConfig,
-                    config_of=lambda c: c)
+CURATORS = SettingRegistry("curator", CuratorConfig)
 
 
 def kept_count(keep: float, size: int) -> int:

@@ -19,9 +19,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from collapselab.families.base import Family
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import ClassRegistry
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
+from collapselab.settings import SettingContext
 
 Kind = Literal["points", "regression", "tokens", "images", "text"]
 
@@ -183,6 +184,4 @@ class FiniteSource(Source):
 
 
 #: every data source by ``source`` name: the built-ins, plugins (entry points ``collapselab.sources``, ``plugins:``)
-SOURCES = Registry("source", Source, name_of=lambda c: c.name,
-                   accepts=lambda o: isinstance(o, type) and issubclass(o, Source) and hasattr(o, "name"),
-                   config_of=lambda c: c.config_class, key="source")
+SOURCES = ClassRegistry("source", Source, key="source")

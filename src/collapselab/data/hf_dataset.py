@@ -30,7 +30,7 @@ from collapselab.data.images import ImageSource, Splits
 from collapselab.data.text import TextConfig, TextSource
 from collapselab.errors import ConfigError
 from collapselab.families.base import DataSpec
-from collapselab.registry import SettingContext
+from collapselab.settings import SettingContext
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 

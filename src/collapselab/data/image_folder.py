@@ -26,7 +26,7 @@ from collapselab.data.files import find_files
 from collapselab.data.images import ImageSource, ImageSourceConfig, Splits
 from collapselab.errors import ConfigError
 from collapselab.families.base import DataSpec
-from collapselab.registry import SettingContext
+from collapselab.settings import SettingContext
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: metrics computed with the reference classifier, which trains on the source's labels

@@ -115,7 +115,7 @@ def anchor_plugins(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _anchor(spec: Any, base: Path) -> Any:
     """A ``file.py`` or ``file.py:Object`` spec made relative to ``base``; anything else as it is."""
-    from collapselab.registry import is_file_spec, split_spec
+    from collapselab.plugins import is_file_spec, split_spec
 
     if not isinstance(spec, str):
         return spec

@@ -33,7 +33,8 @@ from collapselab.losses.ulosses import CE, LossConfig
 from collapselab.metrics import METRICS, FailureRule, check_metric
 from collapselab.plugins import load_plugins, normalize_spec, registries
 from collapselab.regimes import RegimeSettings, Replace
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import Registry
+from collapselab.settings import SettingContext
 
 #: one failure rule or a list of them; tagged so that an error names ``failure.<field>`` or ``failure.<i>.<field>``
 FailureSetting = Annotated[Annotated[FailureRule, Tag("failure-rule")] | Annotated[list[FailureRule],

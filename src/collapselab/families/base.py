@@ -23,7 +23,6 @@ Data may carry a chain axis of 1 (e.g. a shared held-out set); it broadcasts aga
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Self
 
@@ -33,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from collapselab.exhibits import Exhibit
 from collapselab.losses.training import LossRecord
 from collapselab.losses.ulosses import ULoss
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import ClassRegistry
 from collapselab.samples import SampleSet
+from collapselab.settings import SettingContext
 
 
 class DataSpec(Mapping[str, Any]):
@@ -207,9 +207,7 @@ class Family(abc.ABC):
 
 
 #: every family by name: the built-ins, plugins (entry points ``collapselab.families``, ``plugins:``)
-FAMILIES = Registry("family", Family, name_of=lambda c: c.name,
-                    accepts=lambda o: isinstance(o, type) and issubclass(o, Family) and not inspect.isabstract(o),
-                    config_of=lambda c: c.config_class)
+FAMILIES = ClassRegistry("family", Family)
 
 
 def combine_weights(data: SampleSet, weights: np.ndarray | None) -> np.ndarray:

@@ -47,7 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
 from collapselab.losses._xp import is_torch, namespace
-from collapselab.registry import Registry
+from collapselab.registry import SettingRegistry
 
 Direction = Literal["none", "confident", "unconfident"]
 
@@ -180,17 +180,8 @@ class ULoss(BaseModel):
         return f"{self.name}({params})" if params else self.name
 
 
-def _declared_name(cls: Any) -> str:
-    field = getattr(cls, "model_fields", {}).get("name")
-    if field is None or not isinstance(field.default, str):
-        raise TypeError(f"{cls.__qualname__}: a plugin class needs a `name` field with a default (a Literal)")
-    return field.default
-
-
 #: every u-loss by name: the built-ins below, plugins (entry points ``collapselab.losses``, ``plugins:``)
-LOSSES = Registry("loss", ULoss, name_of=_declared_name,
-                  accepts=lambda o: isinstance(o, type) and issubclass(o, ULoss) and o is not ULoss,
-                  config_of=lambda c: c)
+LOSSES = SettingRegistry("loss", ULoss)
 
 
 class CE(ULoss):

@@ -17,9 +17,10 @@ from collapselab.data.base import Source
 from collapselab.errors import ConfigError, NumericalError
 from collapselab.families.base import Family
 from collapselab.losses.ulosses import CE, ULoss
-from collapselab.registry import Registry, SettingContext
+from collapselab.registry import ObjectRegistry
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
+from collapselab.settings import SettingContext
 
 
 @dataclass
@@ -95,9 +96,9 @@ class Metric:
 
 
 #: every metric by name: the built-ins (``@metric``), plugins (entry points ``collapselab.metrics``, ``plugins:``)
-METRICS = Registry("metric", Metric, name_of=lambda m: m.name, accepts=lambda o: isinstance(o, Metric),
-                   unwrap=lambda o: next((e.obj for e in METRICS.registered() if e.obj.fn is o), o),
-                   want="a function decorated with collapselab.metrics.base.metric")
+METRICS = ObjectRegistry("metric", Metric,
+                         unwrap=lambda o: next((e.obj for e in METRICS.registered() if e.obj.fn is o), o),
+                         want="a function decorated with collapselab.metrics.base.metric")
 
 
 def metric(name: str, kinds: tuple[str, ...], description: str, needs_truth: bool = False,
