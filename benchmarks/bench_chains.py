@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from collapselab.chain import ChainTask, run_chain
-from collapselab.experiments.schema import resolve
+from collapselab.experiments.resolver import resolve
 
 
 def timed(fn):

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from collapselab.data.text import Wikipedia, WikipediaConfig
-from collapselab.families.gradient import apply_threads, usable_cores
-from collapselab.families.lm import Decoding, pack, rewrite, train
+from collapselab.decoding import Decoding
+from collapselab.families.lm import pack, rewrite, train
 from collapselab.losses.ulosses import TCE
 from collapselab.metrics.kr import source_items
+from collapselab.torch_runtime import apply_threads, usable_cores
 
 
 def gpt2(layers: int, d_model: int, vocab: int, eos: int):
@@ -170,7 +171,7 @@ def probe_scoring(repeats: int) -> None:
 def smollm2_step() -> None:
     from transformers import AutoModelForCausalLM
 
-    from collapselab.families.lm_models import smollm2_folder
+    from collapselab.lm_models import smollm2_folder
 
     folder = smollm2_folder()
     device = "cuda" if torch.cuda.is_available() else "cpu"

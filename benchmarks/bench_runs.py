@@ -81,7 +81,7 @@ def _wall(*args: str) -> float:
 
 
 def ray_section(repeats: int) -> None:
-    from collapselab.families.gradient import usable_cores
+    from collapselab.torch_runtime import usable_cores
 
     cores = usable_cores()
     local, ray = ["-w", str(cores)], ["--backend", "ray"]

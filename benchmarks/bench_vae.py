@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from collapselab.curators import CuratorContext, Discriminator
 from collapselab.data import MNISTConfig, make_source
-from collapselab.families.gradient import apply_threads, usable_cores
 from collapselab.families.vae import VAE, VAEConfig
 from collapselab.families.vae_nets import VAENet, kl_standard_normal
 from collapselab.losses.ulosses import CE, TCE
 from collapselab.samples import SampleSet
+from collapselab.torch_runtime import apply_threads, usable_cores
 
 
 def bare_loop(arch: str, x: torch.Tensor, epochs: int, device: str, gamma: float | None = None) -> float:

@@ -118,8 +118,9 @@ def vae(device: str, quick: bool) -> dict[str, float]:
 def smollm2(device: str, quick: bool) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
-    from collapselab.families.lm import Decoding, resolve_precision, rewrite, train
-    from collapselab.families.lm_models import load_tokenizer, smollm2_folder
+    from collapselab.decoding import Decoding
+    from collapselab.families.lm import resolve_precision, rewrite, train
+    from collapselab.lm_models import load_tokenizer, smollm2_folder
     from collapselab.losses.ulosses import TCE
 
     folder = smollm2_folder()

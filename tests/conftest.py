@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from collapselab.experiments.schema import Experiment, resolve
+from collapselab.experiments.resolver import resolve
+from collapselab.experiments.schema import Experiment
 
 
 def make_experiment(**overrides) -> Experiment:

@@ -9,9 +9,9 @@ import pytest
 
 from collapselab.data import images as I
 from collapselab.data import make_source
+from collapselab.experiments.capacity import check_data
 from collapselab.families.vae import VAE, VAEConfig
 from collapselab.losses.ulosses import CE, TCE
-from collapselab.runs import check_data
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 

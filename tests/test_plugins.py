@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from collapselab.experiments.schema import resolve
+from collapselab.experiments.resolver import resolve
 from collapselab.losses.ulosses import LOSSES, get_uloss
 
 from .conftest import run_files

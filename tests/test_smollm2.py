@@ -17,7 +17,7 @@ def test_fortifai_smollm2_smoke_run_on_cpu(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from collapselab.experiments import load_experiment
-    from collapselab.families.lm_models import check_model_name
+    from collapselab.lm_models import check_model_name
     from collapselab.runs import assemble, create_run, execute, finish
 
     if check_model_name("smollm2"):

@@ -246,7 +246,8 @@ def test_rewrite_keeps_shapes_is_deterministic_and_conditions_on_the_stream(sour
     assert a["x"].shape == like["x"].shape and a["x"].dtype == np.int64
     assert (a["x"] == b["x"]).all()  # greedy: the draw does not matter
     # batched left-padded greedy equals one window at a time
-    from collapselab.families.lm import Decoding, rewrite
+    from collapselab.decoding import Decoding
+    from collapselab.families.lm import rewrite
 
     net = fitted.nets[0]
     one = [rewrite(net, like["x"][0][: i + 1], 64, Decoding(), 0, 0, 0, "cpu", 1)[-1] for i in (0, 5, 11)]
@@ -344,7 +345,7 @@ def test_rouge_oracle_keeps_the_rewrites_closest_to_their_real_windows(source, f
     from rouge_score.rouge_scorer import RougeScorer
 
     from collapselab.curators import CuratorContext, RougeOracle, Subsample, rouge1
-    from collapselab.families.lm import Decoding
+    from collapselab.decoding import Decoding
 
     real = source.take(SeedTree(0), 0, 1, 0, 48)
     ctx = CuratorContext(source)

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from collapselab.chain import ChainTask, run_chain
-from collapselab.experiments.schema import resolve
+from collapselab.experiments.resolver import resolve
 from collapselab.runs import assemble, execute
 from collapselab.theory import curation, gaussian_chain, regression, yi
 

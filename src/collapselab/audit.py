@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from collapselab.decoding import Decoding
 from collapselab.errors import first_line
-from collapselab.families.lm import Decoding
 
 #: histogram bins of the confidence figure (over [0, 1]).
 BINS = 40
@@ -117,7 +117,7 @@ def run_audit(folder: Path, text: str | Reader, *, windows: int = 128, window: i
     from transformers import AutoModelForCausalLM
 
     from collapselab.families.lm import generate_after, token_logprobs
-    from collapselab.families.lm_models import load_tokenizer, model_positions, quiet_transformers
+    from collapselab.lm_models import load_tokenizer, model_positions, quiet_transformers
     from collapselab.metrics.text_stats import gap_ci
 
     quiet_transformers()
@@ -192,7 +192,7 @@ def audit_files(audit: Audit) -> dict[str, bytes]:
 def model_folder(name: str) -> Path:
     """The model folder to audit: a local Hugging Face folder, or ``smollm2`` (raises ``ConfigError``)."""
     from collapselab.errors import ConfigError
-    from collapselab.families.lm_models import check_model_name, smollm2_folder
+    from collapselab.lm_models import check_model_name, smollm2_folder
 
     if name == "tiny":
         raise ConfigError("MODEL: tiny is built per experiment; pass one of its saved generations "

@@ -73,30 +73,9 @@ def _backend(backend: str, address: str | None, workers: int) -> None:
                           "and the cluster's CPUs decide how many run at once")
 
 
-def _connect(backend: str, address: str | None) -> None:
-    """Start or join Ray before anything is written (a missing Ray or an unreachable address: exit 2)."""
-    if backend == "ray":
-        from collapselab.ray_backend import connect
-
-        connect(address)
-
-
-def _preflight(backend: str, exp, run_dir: Path, address: str | None) -> None:
-    """What the backend checks before anything is written: a GPU the machine lacks (local); the cluster's
-    resources and, on a cluster joined by address, the storage probe from every node (ray)."""
-    if backend == "ray":
-        from collapselab.ray_backend import preflight
-
-        preflight(exp, run_dir, probe=address is not None)
-    else:
-        from collapselab.runner import check_local
-
-        check_local(exp)
-
-
-def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", address: str | None = None,
-             csv: bool = False):
-    """Run the chains with a progress bar (stderr); returns the summary after writing the outputs."""
+def _execute(exp, store, workers: int, quiet: bool, backend, csv: bool = False):
+    """Run the chains (on ``backend``, which :func:`collapselab.runs.preflight` checked) with a progress bar (stderr);
+    returns the summary after writing the outputs."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -106,7 +85,8 @@ def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", addr
         TimeRemainingColumn,
     )
 
-    from collapselab.runs import Outputs, assemble, execute, finish, prepare, wants_csv
+    from collapselab.report.outputs import wants_csv
+    from collapselab.runs import Outputs, assemble, execute, finish, prepare
 
     _state["run_dir"], _state["exp"] = store.root, exp
     prepare(exp, store, _warn)  # checkpoint warnings and errors come before the progress bar
@@ -120,9 +100,7 @@ def _execute(exp, store, workers: int, quiet: bool, backend: str = "local", addr
                       disable=quiet, transient=True) as bar:
             task = bar.add_task(f"{exp.name}: {arms} x {seeds}", total=total)
             results = execute(exp, store, workers, None if quiet else lambda arm, batch, g: bar.advance(task),
-                              warn=_warn,
-                              backend=backend, address=address,
-                              prepared=True, outputs=outputs)
+                              warn=_warn, backend=backend, checked=True, prepared=True, outputs=outputs)
         return finish(exp, store, assemble(exp, results), outputs)
 
 
@@ -157,16 +135,14 @@ def run(
 ) -> None:
     """Run an experiment into a run directory (checkpoints, tables, summary, report)."""
     from collapselab.experiments import load_experiment
-    from collapselab.runs import check_data, create_run
+    from collapselab.runs import create_run, preflight
 
     _backend(backend, address, workers)
     exp = load_experiment(experiment, set_, seeds, generations, plugins=plugin)
-    check_data(exp)
-    _connect(backend, address)
     target = out or Path("runs") / exp.name
-    _preflight(backend, exp, target, address)
+    chosen = preflight(exp, backend, address, target, workers)  # every guard, before anything is written
     with create_run(exp, target, overwrite) as store:
-        summary = _execute(exp, store, workers, quiet, backend, address, csv)
+        summary = _execute(exp, store, workers, quiet, chosen, csv)
     _show_result(exp, summary, target)
 
 
@@ -179,14 +155,15 @@ def resume(run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="run dire
                                                              "run.json)")] = False,
            backend: Backend = "local", address: Address = None, csv: Csv = False) -> None:
     """Continue a stopped run from its newest verified checkpoint (results equal an uninterrupted run)."""
-    from collapselab.runs import open_run
+    from collapselab.runner import backend_for
+    from collapselab.runs import open_run, preflight
 
     _backend(backend, address, workers)
-    _connect(backend, address)
+    chosen = backend_for(workers, backend, address)
     store, exp = open_run(run_dir, generations, allow_plugin_change,
-                          check=lambda e: _preflight(backend, e, run_dir, address))
+                          check=lambda e: preflight(e, chosen, run_dir=run_dir))
     with store:
-        summary = _execute(exp, store, workers, quiet, backend, address, csv)
+        summary = _execute(exp, store, workers, quiet, chosen, csv)
     _show_result(exp, summary, run_dir)
 
 
@@ -223,7 +200,7 @@ def audit(
 ) -> None:
     """Audit a causal LM's confidence on its own text vs real text (ForTIFAI's Fig. 1) and the TCE gamma."""
     from collapselab.audit import FILES, load_text, model_folder, run_audit, write_audit
-    from collapselab.families.lm import Decoding
+    from collapselab.decoding import Decoding
 
     if decoding not in ("greedy", "sample"):
         raise ConfigError(f"--decoding: {decoding!r}; allowed: greedy, sample")

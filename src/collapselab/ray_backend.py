@@ -291,17 +291,32 @@ class RayBackend:
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address
+        self._started = False  # this backend started (or joined) Ray, so it stops it after the run
 
-    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
-            done: Callable[[ChainTask, np.ndarray], None] | None = None) -> dict[tuple[str, int], np.ndarray]:
-        started = False
+    def _connect(self) -> None:
         try:
             import ray
         except ImportError:
             raise ConfigError(RAY_HINT) from None
         if not ray.is_initialized():  # the API without the CLI's connect(): a Ray of this run's own
             connect(self.address)
-            started = True
+            self._started = True
+
+    def check(self, exp: Experiment, run_dir: Path | None = None) -> None:
+        """Ray started or joined, each arm's task resources granted by some node and, on a cluster joined by
+        address, the storage probe of ``run_dir`` (:func:`preflight`)."""
+        self._connect()
+        if run_dir is not None:
+            preflight(exp, run_dir, probe=self.address is not None)
+        else:
+            task_resources(exp)
+
+    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
+            done: Callable[[ChainTask, np.ndarray], None] | None = None) -> dict[tuple[str, int], np.ndarray]:
+        self._connect()
+        import ray
+
+        started = self._started
         results: dict[tuple[str, int], np.ndarray] = {}
         refs: dict[Any, ChainTask] = {}
         try:
@@ -321,6 +336,7 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
+                self._started = False
 
     def _run(self, tasks: Sequence[ChainTask], progress: Progress | None,
              done: Callable[[ChainTask, np.ndarray], None] | None, results: dict, refs: dict,

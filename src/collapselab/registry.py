@@ -10,11 +10,8 @@ name to a class (a metric: a :class:`~collapselab.metrics.base.Metric`) and is f
   or ``name: "module:Object"`` anywhere a name is written (:mod:`collapselab.plugins`).
 
 This module knows no kind: each kind's module creates its registry here, and :mod:`collapselab.plugins` (above
-them all) loads plugins into them and pins what a run used. The registry imports no plugin code itself: the
-importer (``module:Object``, ``.py`` files, the working directory on ``sys.path``) and the crediting of what a
-plugin registers live in :mod:`collapselab.plugins`, which installs itself here (:func:`install_loader`) when it is
-imported; a registry asked for a reference before then imports it by name (late binding: a kind's module must not
-import its own loader).
+them all) loads plugins into them and pins what a run used. Importing a reference or an entry point's code, and
+crediting what it registers, is :mod:`collapselab.importer` (below this module).
 
 Three typed registries say what an object of a kind is, so no kind restates it: :class:`SettingRegistry` (a
 pydantic settings class whose ``name`` field is a Literal: losses, curators, regimes), :class:`ClassRegistry` (a
@@ -28,18 +25,17 @@ class's own pydantic model validate the rest (errors keep their dotted paths).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import importlib.metadata as md
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from pydantic import BaseModel, SerializeAsAny, ValidationError, WrapValidator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from collapselab.errors import ConfigError, first_line
+from collapselab.importer import crediting, current_origin, import_object
 
 BUILTIN = "built-in"
 #: the kinds and the plural in their entry-point group names (``collapselab.losses``...)
@@ -54,32 +50,6 @@ class Entry:
     name: str
     obj: Any
     origin: str
-
-
-class Loader(Protocol):
-    """What a registry asks of the plugin loader (:mod:`collapselab.plugins`)."""
-
-    def import_object(self, ref: str, what: str) -> Any: ...
-
-    def crediting(self, origin: str) -> contextlib.AbstractContextManager[None]: ...
-
-    def current_origin(self) -> str | None: ...
-
-
-_loader: Loader | None = None
-
-
-def install_loader(loader: Loader) -> None:
-    """Called by :mod:`collapselab.plugins` when it is imported."""
-    global _loader
-    _loader = loader
-
-
-def _plugin_loader() -> Loader:
-    if _loader is None:
-        importlib.import_module("collapselab.plugins")  # installs itself (see the module docstring)
-    assert _loader is not None
-    return _loader
 
 
 class Registry:
@@ -133,7 +103,7 @@ class Registry:
         if origin is None and (module == "collapselab" or module.startswith("collapselab.")):
             self._builtin[name] = Entry(name, obj, BUILTIN)
             return self._builtin[name]
-        origin = origin or (_loader.current_origin() if _loader is not None else None) or f"module {module}"
+        origin = origin or current_origin() or f"module {module}"
         if name in self._builtin and self._builtin[name].obj is not obj:
             raise ConfigError(f"{self.kind} {name!r} ({origin}): the name of a built-in {self.kind}; built-in "
                               f"names win, rename the plugin's")
@@ -217,7 +187,7 @@ class Registry:
         return out + sorted(extra)
 
     def _by_reference(self, ref: str) -> Entry:
-        obj = self.unwrap(_plugin_loader().import_object(ref, f"{self.kind} {ref!r}"))
+        obj = self.unwrap(import_object(ref, f"{self.kind} {ref!r}"))
         if not self.accepts(obj):
             raise ConfigError(f"{self.kind} {ref!r}: {_describe(obj)} is not a {self.kind} ({self._want()})")
         for e in self.registered():
@@ -229,7 +199,7 @@ class Registry:
     def _load_entry_point(self, ep: md.EntryPoint) -> Entry:
         where = f"{self.kind} {ep.name!r} (entry point {ep.value} of {_dist(ep)})"
         try:
-            with _plugin_loader().crediting(f"entry point {ep.value} ({_dist(ep)})"):
+            with crediting(f"entry point {ep.value} ({_dist(ep)})"):
                 obj = ep.load()
         except Exception as e:
             raise ConfigError(f"{where}: cannot import: {type(e).__name__}: {first_line(e)}") from None

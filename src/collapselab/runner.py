@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -34,12 +35,31 @@ from collapselab.experiments.schema import Experiment
 Results = dict[tuple[str, int], np.ndarray]  # (arm, batch) -> [generations + 1, metrics, chains]
 
 
+class Backend(Protocol):
+    """Where the chain tasks run: :class:`InProcess`, :class:`ProcessPool` or
+    :class:`~collapselab.ray_backend.RayBackend`."""
+
+    def check(self, exp: Experiment, run_dir: Path | None = None) -> None:
+        """A one-line :class:`~collapselab.errors.ConfigError` when ``exp`` cannot run here (before anything is
+        written)."""
+
+    def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
+            done: Callable[[ChainTask, np.ndarray], None] | None = None) -> Results: ...
+
+
 def make_tasks(exp: Experiment, run_dir: str | None) -> list[ChainTask]:
     """One task per (arm, chain batch), in a stable order."""
     return [ChainTask(exp, arm.name, b, run_dir) for arm in exp.arms for b in range(exp.n_batches)]
 
 
-class InProcess:
+class Local:
+    """What the local backends share: the check that a GPU an arm asks for is there."""
+
+    def check(self, exp: Experiment, run_dir: Path | None = None) -> None:
+        check_local(exp)
+
+
+class InProcess(Local):
     """Run the tasks sequentially in this process."""
 
     def run(self, tasks: Sequence[ChainTask], progress: Progress | None = None,
@@ -97,7 +117,7 @@ def _worker(task: ChainTask) -> np.ndarray:
     return run_chain(task, _report)
 
 
-class ProcessPool:
+class ProcessPool(Local):
     """Run the tasks on ``workers`` local processes (spawned, so no state leaks between them)."""
 
     def __init__(self, workers: int) -> None:
@@ -168,7 +188,7 @@ def check_local(exp: Experiment) -> None:
                                   f"device; allowed here: auto, cpu (or --backend ray on a cluster with GPUs)")
 
 
-def backend_for(workers: int, backend: str = "local", address: str | None = None) -> Any:
+def backend_for(workers: int, backend: str = "local", address: str | None = None) -> Backend:
     """``local``: in-process for one worker, a process pool otherwise; ``ray``: a Ray instance (``address``:
     ``None`` starts a local one)."""
     if backend == "ray":

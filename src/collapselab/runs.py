@@ -5,18 +5,21 @@
   created before every check has passed).
 - :func:`open_run` locks an existing run and checks that ``experiment.yaml`` still describes it: the only
   changes allowed are more ``generations`` (and the description).
+- :func:`preflight` runs every guard a run passes before anything is written, once: the data can serve it
+  (:mod:`collapselab.experiments.capacity`) and the backend can run it (a GPU the machine lacks; a cluster's
+  resources and storage). The CLI calls it before it creates the run directory; :func:`execute` calls it itself
+  unless told the run was checked.
 - :func:`execute` verifies the checkpoints of every chain (falling back, with a warning, to the newest one
   that verifies), then runs the chains on a backend; without a run directory everything stays in memory.
-- :func:`finish` writes the tidy tables, ``summary.json``, the figures and ``report.html``;
-  :func:`collect` rebuilds the values from the verified checkpoints (``collapselab report``), so a damaged
-  or edited table can never produce a wrong summary.
+- :func:`finish` writes the tidy tables, ``summary.json``, the figures and ``report.html``
+  (:mod:`collapselab.report.outputs`); :func:`collect` rebuilds the values from the verified checkpoints
+  (``collapselab report``), so a damaged or edited table can never produce a wrong summary.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,16 @@ import numpy as np
 
 from collapselab.chain import Progress
 from collapselab.errors import ConfigError
+from collapselab.experiments.capacity import check_data
 from collapselab.experiments.loader import changed_fields, dump_experiment, parse_resolved, resolve_dump
 from collapselab.experiments.schema import Experiment
-from collapselab.runner import Results, backend_for, make_tasks
+from collapselab.report.outputs import Outputs, finish
+from collapselab.runner import Backend, Results, backend_for, make_tasks
 from collapselab.store import RunStore
 
+__all__ = ["Outputs", "assemble", "collect", "create_run", "execute", "finish", "open_run", "preflight", "prepare"]
+
 Warn = Callable[[str], None]
-TABLES = ("metrics.parquet",)
-CSV = "metrics.csv"  # opt-in: `--csv` (54 of the 73 MB of a 2 x 1,000 x 200 Gaussian run; parquet holds the same)
 #: experiment fields that may change between a run and its resume.
 RESUMABLE_CHANGES = ("generations", "description")
 
@@ -161,68 +166,38 @@ def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
             chain.prune(scan.resume)
 
 
-def check_data(exp: Experiment) -> None:
-    """Raise :class:`ConfigError` (one line naming the field) when the data cannot serve the run: a finite real
-    data set too small for the held-out set or for what an arm's regime consumes over all generations, or some
-    seed's real pool too small (sources whose pool depends on the seed, e.g. whole-article text chunks). The
-    first step that reads data; run before anything is written."""
-    try:
-        _check_data(exp)
-    except ConfigError:
-        raise
-    except (OSError, ValueError) as e:  # a source that cannot read its data: one line naming the field
-        msg = " ".join(str(e).split())
-        raise ConfigError(msg if msg.startswith(("data", "heldout", "n:")) else f"data: {msg}") from None
-
-
-def _check_data(exp: Experiment) -> None:
-    from collapselab.data import FiniteSource
-    from collapselab.seeding import SeedTree
-
-    source = exp.make_source()
-    if isinstance(source, FiniteSource):
-        available = source.pool_size
-        why = source.check_heldout()
-        if why:
-            raise ConfigError(why)
-        if available < 1:
-            total = available + exp.heldout
-            raise ConfigError(f"heldout: {exp.heldout} held-out samples leave none of the {total} samples of "
-                              f"{exp.data.source!r} to train on; allowed: 1 to {total - 1}")
-        for arm in exp.arms:
-            need = arm.regime.real_needed(exp.n, exp.generations)
-            if need > available:
-                raise ConfigError(f"n: the real pool of {exp.data.source!r} holds {available} training samples "
-                                  f"(after {exp.heldout} held out) but arm {arm.name!r} ({arm.regime.name}) needs "
-                                  f"{need}")
-    need = max(arm.regime.real_needed(exp.n, exp.generations) for arm in exp.arms)
-    why = source.check_capacity(SeedTree(exp.seed), exp.n_batches, need)
-    if why:
-        raise ConfigError(why)
+def preflight(exp: Experiment, backend: str | Backend = "local", address: str | None = None,
+              run_dir: Path | str | None = None, workers: int = 1) -> Backend:
+    """Every guard a run passes before anything is written, once, each a one-line :class:`ConfigError`: the data
+    can serve it (:func:`~collapselab.experiments.capacity.check_data`), and the backend can run it (``local``: a GPU an
+    arm asks for is there; ``ray``: Ray started or joined, a request some node can grant, and, on a cluster joined by
+    address, every node sees the nearest existing folder of ``run_dir``). Returns the backend to run on."""
+    check_data(exp)
+    chosen = backend_for(workers, backend, address) if isinstance(backend, str) else backend
+    chosen.check(exp, None if run_dir is None else Path(run_dir))
+    return chosen
 
 
 def execute(exp: Experiment, run: RunStore | None = None, workers: int = 1, progress: Progress | None = None,
             warn: Warn | None = None, prepared: bool = False, outputs: Outputs | None = None,
-            backend: str = "local", address: str | None = None) -> Results:
+            backend: str | Backend = "local", address: str | None = None, checked: bool = False) -> Results:
     """Run (or resume) every chain of ``exp``; returns the values per (arm, batch).
 
     With ``run`` (a :class:`RunStore` from :func:`create_run` / :func:`open_run`) chains checkpoint into it
     and continue from what it holds (after :func:`prepare`, unless ``prepared``); with ``None`` everything
     stays in memory. ``outputs`` (an :class:`Outputs`) starts on each arm's outputs as soon as its chains
-    are done. ``backend``: ``local`` (``workers`` processes) or ``ray`` (``address``: a cluster; default a local
-    Ray instance); the results do not depend on it.
+    are done. ``backend``: ``local`` (``workers`` processes), ``ray`` (``address``: a cluster; default a local
+    Ray instance) or the backend :func:`preflight` returned; the results do not depend on it. :func:`preflight` runs
+    first unless ``checked`` (the caller ran it).
     """
-    if backend != "ray":
-        from collapselab.runner import check_local
-
-        check_local(exp)
-    if run is None:
-        check_data(exp)
-    elif not prepared:
+    if checked:
+        chosen = backend_for(workers, backend, address) if isinstance(backend, str) else backend
+    else:
+        chosen = preflight(exp, backend, address, None if run is None else run.root, workers)
+    if run is not None and not prepared:
         prepare(exp, run, warn)
     tasks = make_tasks(exp, None if run is None else str(run.root))
-    return backend_for(workers, backend, address).run(tasks, progress,
-                                                      None if outputs is None else outputs.task_done)
+    return chosen.run(tasks, progress, None if outputs is None else outputs.task_done)
 
 
 def assemble(exp: Experiment, results: Results) -> np.ndarray:
@@ -256,106 +231,3 @@ def collect(exp: Experiment, store: RunStore) -> np.ndarray:
                                   f"`collapselab resume {store.root}`")
             results[(arm.name, b)] = scan.values
     return assemble(exp, results)
-
-
-def wants_csv(store: RunStore, asked: bool) -> bool:
-    """Whether the run writes ``metrics.csv``: when asked (``--csv``), and always once a run has one, so a
-    resume or report keeps it up to date."""
-    return asked or CSV in store.manifest.get("outputs", {})
-
-
-def finish(exp: Experiment, store: RunStore, values: np.ndarray, outputs: Outputs | None = None,
-           csv: bool = False) -> dict[str, Any]:
-    """Write ``metrics.parquet`` (and ``metrics.csv`` with ``csv``), ``summary.json``, the figures and
-    ``report.html``; returns the summary. ``outputs`` holds the parts already computed while the chains ran.
-    A run that has a ``metrics.csv`` keeps it (:func:`wants_csv`)."""
-    own = outputs is None
-    outputs = outputs or Outputs(exp, csv=wants_csv(store, csv))
-    try:
-        return outputs.write(store, values)
-    finally:
-        if own:
-            outputs.close()
-
-
-class Outputs:
-    """The run's outputs, built while its chains run.
-
-    As soon as every chain batch of an arm is done (:meth:`task_done`, the backends' completion callback),
-    that arm's share of the outputs (its rows of the tidy tables, its bootstrap bands and time to failure)
-    is computed on a background thread; numpy and polars release the GIL, so this overlaps the chains of
-    the arms still running. :meth:`write` completes the rest (fidelity ratios, figures, report) and writes
-    everything through the store. The files are the same as those of a run computed all at the end.
-    """
-
-    def __init__(self, exp: Experiment, csv: bool = False) -> None:
-        from collapselab.report import report_weights, theory_curves
-
-        self.exp = exp
-        self.csv = csv
-        self.theory = theory_curves(exp)
-        self.weights = report_weights(exp)
-        self._blocks: Results = {}
-        self._stats: dict[int, Future] = {}
-        self._tables: dict[int, Future] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="collapselab-outputs")
-
-    def task_done(self, task: Any, block: np.ndarray) -> None:
-        """Record a finished chain batch; start on its arm when the arm is complete."""
-        exp = self.exp
-        self._blocks[(task.arm, task.batch)] = block
-        if all((task.arm, b) in self._blocks for b in range(exp.n_batches)):
-            a = next(i for i, arm in enumerate(exp.arms) if arm.name == task.arm)
-            self._start(a, np.concatenate([np.transpose(self._blocks.pop((task.arm, b)), (2, 0, 1))
-                                           for b in range(exp.n_batches)]))
-
-    def _start(self, a: int, values: np.ndarray) -> None:
-        from collapselab.report import arm_stats
-
-        self._stats[a] = self._pool.submit(arm_stats, self.exp, a, values, self.weights, self.theory)
-        self._tables[a] = self._pool.submit(self._table, a, values)
-
-    def _table(self, a: int, values: np.ndarray) -> tuple[Any, bytes]:
-        from collapselab.tables import csv_bytes, tidy_frame
-
-        exp = self.exp
-        frame = tidy_frame([arm.name for arm in exp.arms], exp.metrics, values[None], first_arm=a)
-        return frame, csv_bytes(frame, header=a == 0) if self.csv else b""
-
-    def _all_tables(self) -> dict[str, bytes]:
-        import polars as pl
-
-        from collapselab.tables import parquet_bytes
-
-        parts = [self._tables[a].result() for a in range(len(self.exp.arms))]
-        tables = {"metrics.parquet": parquet_bytes(pl.concat([frame for frame, _ in parts]))}
-        if self.csv:
-            tables[CSV] = b"".join(csv for _, csv in parts)
-        return tables
-
-    def write(self, store: RunStore, values: np.ndarray) -> dict[str, Any]:
-        """Complete and write every output; returns the summary."""
-        from collapselab.report import build_report, collect_exhibits, report_names
-
-        for a in range(len(self.exp.arms)):
-            if a not in self._stats:  # arms whose chains were not reported (e.g. a resume with nothing to do)
-                self._start(a, values[a])
-        with store.outputs(list(TABLES) + [CSV] * self.csv + report_names(self.exp)) as sink:
-            # the last arms' rows are formatted and the tables written (fsync waits on the disk) while the
-            # figures render on this thread
-            tables = self._pool.submit(lambda: [sink.write(n, b) for n, b in self._all_tables().items()])
-            stats = [self._stats[a].result() for a in range(len(self.exp.arms))]
-            summary, files = build_report(self.exp, None, stats, self.theory, collect_exhibits(self.exp, store))
-            for name, data in files.items():
-                sink.write(name, data)
-            tables.result()
-        return summary
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Outputs:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -35,8 +35,8 @@ from collapselab.curators.base import (
     request_size,
 )
 from collapselab.families.base import Family
-from collapselab.families.gradient import infer, seeded, torch_generator
 from collapselab.samples import SampleSet, concat
+from collapselab.torch_runtime import infer, seeded, torch_generator
 
 WIDTHS = (512, 256, 128, 64)
 

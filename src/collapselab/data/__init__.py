@@ -3,6 +3,9 @@ registers every built-in source)."""
 
 from __future__ import annotations
 
+import functools
+import json
+
 # (import order is registration order, the order `collapselab list sources` shows: the known-truth toys, the
 # built-in real data sets, then the sources of a user's own files)
 from collapselab.data.base import SOURCES, FiniteSource, RealPool, Source, SourceConfig, TruthSource
@@ -43,10 +46,22 @@ def make_source(config: SourceConfig, heldout: int, n: int = 0) -> Source:
     return source_class(config)(config, heldout, n)
 
 
+def cached_source(config: SourceConfig, heldout: int, n: int = 0) -> Source:
+    """:func:`make_source`, built once per process for the same settings (the chains and the report share it, with
+    whatever it has read and cached)."""
+    return _cached(config.model_dump_json(), heldout, n)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(data_json: str, heldout: int, n: int) -> Source:  # keyed by JSON: settings holding lists do not hash
+    name = json.loads(data_json)["source"]
+    return make_source(SOURCES.config_class(SOURCES[name]).model_validate_json(data_json), heldout, n)
+
+
 __all__ = ["MNIST", "SOURCES", "ArrayFile", "ArrayFileConfig", "CategoricalTruth", "CategoricalTruthConfig",
            "DataSettings", "DigitImages", "Digits", "DigitsConfig", "FashionMNIST", "FashionMNISTConfig",
            "FiniteSource", "GMMTruth", "GMMTruthConfig", "GaussianTruth", "GaussianTruthConfig", "HFDataset",
            "HFDatasetConfig", "ImageFolder", "ImageFolderConfig", "ImageSource", "LinearTruth", "LinearTruthConfig",
            "MNISTConfig", "Plays", "PlaysConfig", "RealPool", "Shakespeare", "ShakespeareConfig", "Source",
            "SourceConfig", "TextFiles", "TextFilesConfig", "TextSource", "TruthSource", "Wikipedia",
-           "WikipediaConfig", "make_source", "source_class"]
+           "WikipediaConfig", "cached_source", "make_source", "source_class"]

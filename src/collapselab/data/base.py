@@ -105,7 +105,7 @@ class Source(abc.ABC):
 
     def stand_in(self, like: SampleSet | int, rng: np.random.Generator) -> SampleSet | None:
         """Real samples standing in for a model's (``like``: what a model would rewrite, or a count) in the
-        reference rows of the sample metrics (:mod:`collapselab.metrics.reference`); ``None``: none defined."""
+        reference rows of the sample metrics (:mod:`collapselab.report.reference`); ``None``: none defined."""
         return None
 
     def check_capacity(self, tree: SeedTree, batches: int, need: int) -> str | None:

@@ -28,8 +28,8 @@ from collapselab.data.files import find_files
 from collapselab.data.image_folder import decoded_classes, stratified_split, to_grey
 from collapselab.data.images import ImageSource, Splits
 from collapselab.data.text import TextConfig, TextSource
+from collapselab.dataspec import DataSpec
 from collapselab.errors import ConfigError
-from collapselab.families.base import DataSpec
 from collapselab.settings import SettingContext
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}

@@ -24,8 +24,8 @@ from pydantic import Field
 from collapselab.data.base import SOURCES
 from collapselab.data.files import find_files
 from collapselab.data.images import ImageSource, ImageSourceConfig, Splits
+from collapselab.dataspec import DataSpec
 from collapselab.errors import ConfigError
-from collapselab.families.base import DataSpec
 from collapselab.settings import SettingContext
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

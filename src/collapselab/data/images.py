@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from collapselab.data.base import SOURCES, FiniteSource, SourceConfig
-from collapselab.families.base import DataSpec
+from collapselab.dataspec import DataSpec
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from collapselab.data.base import SOURCES, Source, SourceConfig
 from collapselab.data.corpora import CORPORA, Document
-from collapselab.families.base import DataSpec
+from collapselab.dataspec import DataSpec
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
@@ -102,7 +102,7 @@ def split_documents(config: TextConfig) -> dict[str, list[Document]]:
 
 @lru_cache(maxsize=4)
 def _encoded(config: TextConfig, folder: str) -> dict[str, list[np.ndarray]]:
-    from collapselab.families.lm_models import load_tokenizer
+    from collapselab.lm_models import load_tokenizer
 
     tok = load_tokenizer(Path(folder))
     eos = tok.eos_token_id
@@ -154,7 +154,7 @@ class TextSource(Source):
     @cached_property
     def tokenizer_folder(self) -> Path:
         """The folder of the tokenizer that encodes this source (built for ``tiny``)."""
-        import collapselab.families.lm_models as models
+        import collapselab.lm_models as models
 
         name = self.config.tokenizer
         if name == "model":
@@ -172,7 +172,7 @@ class TextSource(Source):
 
     @cached_property
     def tokenizer(self) -> Any:
-        from collapselab.families.lm_models import load_tokenizer
+        from collapselab.lm_models import load_tokenizer
 
         return load_tokenizer(self.tokenizer_folder)
 

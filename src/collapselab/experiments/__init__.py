@@ -11,7 +11,7 @@ from typing import Any
 _WHERE = {
     "apply_overrides": "loader", "dump_experiment": "loader", "load_experiment": "loader", "parse_resolved": "loader",
     "catalog_names": "catalog", "catalog_text": "catalog", "catalog_summaries": "catalog",
-    "Arm": "schema", "Experiment": "schema", "resolve": "schema",
+    "Arm": "schema", "Experiment": "schema", "resolve": "resolver",
 }
 
 __all__ = sorted(_WHERE)

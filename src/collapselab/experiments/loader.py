@@ -11,7 +11,8 @@ import yaml
 
 from collapselab.errors import ConfigError
 from collapselab.experiments.catalog import catalog_names, catalog_text
-from collapselab.experiments.schema import Experiment, _set_path, resolve
+from collapselab.experiments.resolver import resolve, set_path
+from collapselab.experiments.schema import Experiment
 from collapselab.store import read_utf8
 
 
@@ -80,7 +81,7 @@ def apply_overrides(raw: dict[str, Any], sets: list[str] | None = None, seeds: i
         pairs = [(str(k), v) for k, v in presets[scale].items()] + pairs
     for key, value in pairs:
         try:
-            _set_path(out, key, value)
+            set_path(out, key, value)
         except (KeyError, ValueError, IndexError) as e:
             raise ConfigError(f"--set: {e.args[0] if e.args else key}") from None
     if seeds is not None:
@@ -115,7 +116,7 @@ def anchor_plugins(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _anchor(spec: Any, base: Path) -> Any:
     """A ``file.py`` or ``file.py:Object`` spec made relative to ``base``; anything else as it is."""
-    from collapselab.plugins import is_file_spec, split_spec
+    from collapselab.importer import is_file_spec, split_spec
 
     if not isinstance(spec, str):
         return spec

