@@ -193,8 +193,9 @@ def test_vae_training_records_the_loss_gamma_and_kept_share(loss, granularity, k
     uloss = get_uloss(**loss)
     fam = VAE(cfg, 1, src.spec).fit_loss(real, uloss, np.random.default_rng(0))
     record = fam.loss_records[0]
-    if kept is not None:
-        assert record.kept == pytest.approx(kept, abs=0.03), record
+    if kept is not None:  # a random share: within 4 binomial SE of 1 - q over the last epoch's training targets
+        targets = int(400 * (1 - cfg.validation)) * (64 if granularity == "pixel" else 1)
+        assert abs(record.kept - kept) <= 4 * np.sqrt(kept * (1 - kept) / targets), record
     else:
         assert 0.0 < record.kept < 1.0 and 0.0 < record.gamma < 1.0
     if uloss.adaptive:

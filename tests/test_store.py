@@ -263,3 +263,24 @@ def test_the_stores_own_temporary_files_are_never_foreign(tmp_path, monkeypatch)
     assert RunStore.foreign_files(root) == []
     (root / "mine.txt").write_text("x")
     assert RunStore.foreign_files(root) == ["mine.txt"]
+
+
+def test_a_run_of_an_older_format_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    """Format 2 changed how families draw (named sub-streams): resume and report of a format-1 run refuse it, naming
+    both formats, and write nothing."""
+    from collapselab.cli import main
+    from collapselab.store.layout import RUN_FORMAT
+
+    _run(tmp_path)
+    manifest = tmp_path / "run" / "run.json"
+    record = json.loads(manifest.read_text())
+    assert record["format"] == RUN_FORMAT == "collapselab-run/2"
+    manifest.write_text(json.dumps({**record, "format": "collapselab-run/1", "collapselab": "0.1.0"}))
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.suffix != ".lock"}
+    for argv in (["resume", str(tmp_path / "run")], ["report", str(tmp_path / "run")]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "a run of format collapselab-run/1" in err and RUN_FORMAT in err, err
+    assert {p: p.read_bytes() for p in before} == before

@@ -66,8 +66,9 @@ class ChainTask:
     run_dir: str | None = None
 
     @property
-    def seeds(self) -> list[int]:
-        return self.experiment.batch_seeds(self.batch)
+    def chain_indices(self) -> list[int]:
+        """The seed indices of this batch's chains."""
+        return self.experiment.chain_indices(self.batch)
 
     @property
     def folder(self) -> Path | None:
@@ -77,14 +78,14 @@ class ChainTask:
         return None if self.run_dir is None else ChainStore(self.folder, Path(self.run_dir), writer)
 
     def label(self) -> str:
-        s = self.seeds
+        s = self.chain_indices
         return f"{s[0]}" if len(s) == 1 else f"{s[0]}-{s[-1]}"
 
 
 def checkpoint_info(task: ChainTask) -> dict:
     """What a checkpoint record says about its chain batch (checked on resume)."""
-    s = task.seeds
-    return {"arm": task.arm, "batch": task.batch, "seeds": [s[0], s[-1]], "n_chains": len(s),
+    s = task.chain_indices
+    return {"arm": task.arm, "batch": task.batch, "seed_indices": [s[0], s[-1]], "n_chains": len(s),
             "metrics": list(task.experiment.metrics)}
 
 
@@ -113,9 +114,9 @@ def last_checkpoint(folder: Path) -> int | None:
     return gens[-1] if gens else None
 
 
-def _bad_seed(task: ChainTask, err: Exception) -> int | str:
+def _bad_chain(task: ChainTask, err: Exception) -> int | str:
     chain = getattr(err, "chain", None)
-    return task.seeds[chain] if chain is not None else task.label()
+    return task.chain_indices[chain] if chain is not None else task.label()
 
 
 def run_chain(task: ChainTask, progress: Progress | None = None, stop_after: int | None = None) -> np.ndarray:
@@ -137,7 +138,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
                writer: Writer | None) -> np.ndarray:
     exp = task.experiment
     arm = exp.arm(task.arm)
-    seeds = task.seeds
+    seeds = task.chain_indices
     c = len(seeds)
     tree = SeedTree(exp.seed)
     source = exp.make_source()
@@ -196,7 +197,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         try:
             model.fit_loss(train, arm.loss, stream("fit"), init=init, steps=exp.loss_steps)
         except NUMERICAL as e:
-            raise ChainError(task.arm, _bad_seed(task, e), g, f"the fit failed ({_describe(e)})") from None
+            raise ChainError(task.arm, _bad_chain(task, e), g, f"the fit failed ({_describe(e)})") from None
         finite = model.finite_chains()
         if not finite.all():
             bad = seeds[int(np.argmin(finite))]
@@ -205,7 +206,7 @@ def _run_chain(task: ChainTask, progress: Progress | None, stop_after: int | Non
         try:
             measured = compute(exp.metrics, model, mctx)
         except NUMERICAL as e:
-            raise ChainError(task.arm, _bad_seed(task, e), g, f"a metric failed ({_describe(e)})") from None
+            raise ChainError(task.arm, _bad_chain(task, e), g, f"a metric failed ({_describe(e)})") from None
         values.append(np.stack([measured[name] for name in exp.metrics]))
         if model.exhibits:  # what the family shows in the report (chain 0), saved with the next checkpoint
             shown[g] = model.exhibit(heldout, stream("exhibits"))

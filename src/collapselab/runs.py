@@ -155,7 +155,7 @@ def prepare(exp: Experiment, store: RunStore, warn: Warn | None = None) -> None:
     for arm in exp.arms:
         for b in range(exp.n_batches):
             chain = store.chain(arm.name, b)
-            seeds = exp.batch_seeds(b)
+            seeds = exp.chain_indices(b)
             who = f"arm {arm.name!r}, seeds {seeds[0]}-{seeds[-1]}"
             scan = chain.scan(exp.metrics, len(seeds), last=exp.generations)
             if scan.problem is not None:
@@ -207,7 +207,7 @@ def assemble(exp: Experiment, results: Results) -> np.ndarray:
         for b in range(exp.n_batches):
             block = results.get((arm.name, b))
             if block is not None and block.size:
-                seeds = exp.batch_seeds(b)
+                seeds = exp.chain_indices(b)
                 out[a, seeds[0]:seeds[-1] + 1, : block.shape[0]] = np.transpose(block, (2, 0, 1))
     return out
 
@@ -218,7 +218,7 @@ def collect(exp: Experiment, store: RunStore) -> np.ndarray:
     results: Results = {}
     for arm in exp.arms:
         for b in range(exp.n_batches):
-            seeds = exp.batch_seeds(b)
+            seeds = exp.chain_indices(b)
             scan = store.chain(arm.name, b).scan(exp.metrics, len(seeds), last=exp.generations)
             if scan.problem is not None:
                 start = 0 if scan.resume is None else scan.resume + 1

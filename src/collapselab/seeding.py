@@ -1,9 +1,16 @@
 """The run's seed tree: every random draw comes from one ``numpy.random.SeedSequence`` per run.
 
-A stream is addressed by a path of names and integers, e.g. ``("model", "ce", 0, 3, "sample")`` for
-(arm ``ce``, chain batch 0, generation 3, purpose ``sample``). The path is hashed into the
-``spawn_key`` of a child of the root ``SeedSequence``, so a stream depends only on the root seed and
-its path: never on the order in which streams are asked for, on workers or on a resume.
+A stream is addressed by a path of names and integers, e.g. ``("model", 0, 3, "fit")`` for (chain batch 0,
+generation 3, purpose ``fit``). The path is hashed into the ``spawn_key`` of a child of the root
+``SeedSequence``, so a stream depends only on the root seed and its path: never on the order in which streams
+are asked for, on workers or on a resume. Inside a family, draws for different purposes come from named
+sub-streams of the stream it was given (:func:`substream`, e.g. ``substream(rng, "chain", c, "masks")``), never
+from integers drawn in order: a new draw for one purpose cannot change another's.
+
+Three things are called "seed" in the field's language, and the code keeps them apart: the **root seed** (an
+experiment's ``seed``: the root of this tree), the **number of seeds** (``seeds``, ``--seeds``: chains per arm) and
+a **seed index** (0 to seeds - 1: one chain of each arm, :meth:`~collapselab.experiments.schema.Experiment.
+chain_indices`).
 
 Streams use numpy's ``SFC64`` bit generator: it passes the same statistical test batteries as the
 default ``PCG64`` and draws normals ~18% faster, which matters because cheap vectorized chains are
@@ -62,3 +69,20 @@ class LazyGenerator:
         if self._gen is None:
             self._gen = self._tree.rng(*self._path)
         return getattr(self._gen, name)
+
+    def child(self, *names: str | int) -> LazyGenerator:
+        """The sub-stream at this stream's path extended by ``names``."""
+        return LazyGenerator(self._tree, (*self._path, *names))
+
+
+def substream(rng: np.random.Generator | LazyGenerator, *names: str | int) -> np.random.Generator:
+    """The named sub-stream ``names`` of ``rng``, whatever has been drawn from ``rng`` already: for a seed-tree
+    stream, the stream at its path extended by ``names``; for any other ``Generator`` made from a ``SeedSequence``
+    (``np.random.default_rng(0)``, say), the child of that sequence at ``names`` (SFC64, as the tree's)."""
+    if isinstance(rng, LazyGenerator):
+        return rng.child(*names)  # type: ignore[return-value]
+    seq = rng.bit_generator.seed_seq
+    if not isinstance(seq, np.random.SeedSequence):
+        raise TypeError("substream: the generator must come from a SeedSequence (np.random.default_rng(seed) does)")
+    child = np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, *(_key(n) for n in names)))
+    return np.random.Generator(np.random.SFC64(child))

@@ -116,8 +116,8 @@ class Experiment(BaseModel):
     n: int = Field(ge=1, le=10_000_000, description="real training samples per generation")
     n_synthetic: SyntheticSize | None = None
     generations: int = Field(ge=0, le=100_000)
-    seeds: int = Field(ge=1, le=1_000_000)
-    seed: int = Field(0, ge=0)
+    seeds: int = Field(ge=1, le=1_000_000, description="the number of seeds: chains per arm (seed indices 0..seeds-1)")
+    seed: int = Field(0, ge=0, description="the root seed: the root of the run's seed tree")
     batch_size: int | None = Field(None, ge=1)
     heldout: int = Field(2000, ge=1)
     regime: RegimeSettings = Field(default_factory=Replace)
@@ -152,7 +152,8 @@ class Experiment(BaseModel):
     def n_batches(self) -> int:
         return -(-self.seeds // self.chains_per_batch)
 
-    def batch_seeds(self, batch: int) -> list[int]:
+    def chain_indices(self, batch: int) -> list[int]:
+        """The seed indices (0 to ``seeds - 1``) of chain batch ``batch``'s chains."""
         lo = batch * self.chains_per_batch
         return list(range(lo, min(self.seeds, lo + self.chains_per_batch)))
 

@@ -34,6 +34,7 @@ from collapselab.families.gradient import GradientConfig, GradientFamily
 from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.seeding import substream
 from collapselab.torch_runtime import apply_threads, seeded, torch_generator
 
 #: an adaptive gamma's clip set: training blocks drawn once per fit, scored in groups (ForTIFAI's clip batches)
@@ -285,13 +286,13 @@ class CausalLM(GradientFamily):
                 w = (np.ones(data.n) if w is None else w)[:, None] * (wt if wt.ndim == 2 else wt[:, None])
             tok_w = None if w is None else np.broadcast_to(np.asarray(w, dtype=np.float32).reshape(data.n, -1),
                                                            x.shape).reshape(-1)
-            g = torch_generator(rng, "cpu")
-            shift = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # each epoch's block offset
-            masks = torch_generator(rng, "cpu")  # a random-drop loss's masks (drawn by every arm: common streams)
-            clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))  # drawn by every arm, as above
+            sub = lambda purpose, c=c: substream(rng, "chain", c, purpose)  # noqa: E731
+            g = torch_generator(sub("order"), "cpu")  # block order
+            shift = sub("offsets")  # each epoch's block offset
+            masks = torch_generator(sub("masks"), "cpu")  # a random-drop loss's masks (every arm: common streams)
             applied = AppliedLoss(loss, generator=masks)
-            clip = self._clip_set(x.reshape(-1), clip_rng) if applied.adaptive else None
-            with seeded(rng):
+            clip = self._clip_set(x.reshape(-1), sub("clip")) if applied.adaptive else None
+            with seeded(sub("dropout")):
                 self.history.append(train(net, x.reshape(-1), tok_w, applied, epochs=cfg.epochs, steps=cfg.steps,
                                           lr=cfg.lr, batch=cfg.batch, grad_accum=cfg.grad_accum,
                                           weight_decay=cfg.weight_decay, warmup=cfg.warmup, generator=g,
@@ -341,7 +342,7 @@ class CausalLM(GradientFamily):
         self.check_context()
         out = np.empty((self.n_chains, like.n, like["x"].shape[-1]), dtype=np.int64)
         for c, net in enumerate(self.nets):
-            with seeded(rng):
+            with seeded(substream(rng, "chain", c, "generate")):
                 out[c] = rewrite(net, like["x"][c % like.n_chains], self.config.context_tokens, self.config.decoding,
                                  **self._gen_args())
         return SampleSet({"x": out})
@@ -363,7 +364,7 @@ class CausalLM(GradientFamily):
         length = min(self.config.block_size, self.max_positions - 1)
         out = np.empty((self.n_chains, n, self.window), dtype=np.int64)
         for c, net in enumerate(self.nets):
-            with seeded(rng):
+            with seeded(substream(rng, "chain", c, "generate")):
                 out[c] = free_run(net, n, self.window, length, self.config.free_decoding, **self._gen_args())
         return SampleSet({"x": out})
 

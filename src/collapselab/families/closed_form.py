@@ -22,6 +22,7 @@ from collapselab.families.base import Family, per_sample
 from collapselab.losses.training import AppliedLoss, LossRecord
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.seeding import substream
 
 
 class ClosedFormFamily(Family):
@@ -46,8 +47,8 @@ def fit_with_loss(model: Family, data: SampleSet, loss: ULoss, rng: np.random.Ge
         model.fit(data, None, init=None, rng=rng)
         u = model.confidence(data)
         init = model
-    # a loss that drops targets at random (random_drop) keeps one mask for all refits, drawn after the first fit
-    applied = AppliedLoss(loss, generator=rng, chains=model.n_chains, fixed_mask=True)
+    # a loss that drops targets at random (random_drop) keeps one mask for all refits, from its own sub-stream
+    applied = AppliedLoss(loss, generator=substream(rng, "masks"), chains=model.n_chains, fixed_mask=True)
     for _ in range(max(1, steps)):
         weights = applied.chain_weights(u)
         _check_mass(weights, data, loss)

@@ -12,9 +12,11 @@ method for every family and never branches.
   threads for these small models, and one thread per process keeps its speed beside a busy neighbour: measured on
   2 cores, ``quickstart-images`` took 69 s quiet and 75 s beside a CPU-bound process with one thread, 75 s and
   (before this policy) 252 s with two.
-- **Randomness**: every draw comes from the run's seed tree: a numpy stream is turned into torch generators
-  (:func:`torch_generator`), parameter initialisation runs under :func:`seeded` (a forked torch RNG), so the
-  same experiment and seed give the same metrics on CPU with the same thread count, also after a resume.
+- **Randomness**: every draw comes from the run's seed tree, each purpose from its own named sub-stream of the fit's
+  stream (:func:`collapselab.seeding.substream`: ``chain, c, init``, ``chain, c, order``...), turned into torch
+  generators (:func:`~collapselab.torch_runtime.torch_generator`) or a forked torch RNG
+  (:func:`~collapselab.torch_runtime.seeded`), so the same experiment and seed give the same metrics on CPU with the
+  same thread count, also after a resume, and a new draw for one purpose changes no other.
 - **State**: parameters stacked over the chains as float32 arrays (safetensors through the run store).
 """
 
@@ -29,6 +31,7 @@ from pydantic import Field
 from collapselab.families.base import Family, FamilyConfig, Resources
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.seeding import substream
 from collapselab.torch_runtime import Device, seeded, torch_device
 
 
@@ -81,10 +84,10 @@ class GradientFamily(Family):
         return {"device": "cuda", "gpu": torch.cuda.get_device_name(dev)}
 
     def fresh(self, rng: np.random.Generator) -> list[Any]:
-        """One freshly initialised network per chain, each from its own seeded stream."""
+        """One freshly initialised network per chain, each from its own named sub-stream (``chain, c, init``)."""
         nets = []
-        for _ in range(self.n_chains):
-            with seeded(rng):
+        for c in range(self.n_chains):
+            with seeded(substream(rng, "chain", c, "init")):
                 nets.append(self.build().to(self.device))
         return nets
 

@@ -38,6 +38,7 @@ from collapselab.families.gradient import GradientConfig, GradientFamily
 from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import ULoss
 from collapselab.samples import SampleSet
+from collapselab.seeding import substream
 from collapselab.torch_runtime import apply_threads, torch_generator
 
 #: images per forward pass in inference (log-likelihoods, sampling, confidences).
@@ -104,9 +105,10 @@ class VAE(GradientFamily):
         for c, net in enumerate(self.nets):
             x, y = self._tensors(data, c % data.n_chains)
             sw = torch.as_tensor(w[c % data.n_chains], dtype=torch.float32, device=self.device)
-            g = torch_generator(rng, self.device)
-            masks = torch_generator(rng, self.device)  # drawn by every arm (common random numbers)
-            clip_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+            sub = lambda purpose, c=c: substream(rng, "chain", c, purpose)  # noqa: E731
+            g = torch_generator(sub("order"), self.device)  # batch order and the codes' noise
+            masks = torch_generator(sub("masks"), self.device)  # drawn by every arm (common random numbers)
+            clip_rng = sub("clip")
             trainer = _Trainer(self, net, AppliedLoss(loss, generator=masks), g, clip_rng, ref)
             self.nets[c] = trainer.run(x, y, sw, warm=init is not None and init.is_fitted)
             self.epochs_trained.append(trainer.epochs)  # per chain, for diagnostics (not saved)
@@ -125,7 +127,7 @@ class VAE(GradientFamily):
         """``n`` images per chain (labels class-balanced for a CVAE: ``n // classes`` or one more of each)."""
         if self.classes:
             labels = np.arange(n, dtype=np.int64) % self.classes
-            y = np.stack([rng.permutation(labels) for _ in range(self.n_chains)])
+            y = np.stack([substream(rng, "chain", c, "labels").permutation(labels) for c in range(self.n_chains)])
         else:
             y = np.full((self.n_chains, n), -1, dtype=np.int64)
         return self.resample(SampleSet({"x": np.zeros((self.n_chains, n, 1, 1, 1), np.float32), "y": y}), rng)
@@ -140,7 +142,7 @@ class VAE(GradientFamily):
         out = np.empty((self.n_chains, like.n, *self.shape), dtype=np.float32)
         ys = like["y"]
         for c, net in enumerate(self.nets):
-            g = torch_generator(rng, self.device)
+            g = torch_generator(substream(rng, "chain", c, "draws"), self.device)
             y_all = torch.as_tensor(ys[c % like.n_chains], device=self.device)
             with torch.inference_mode():
                 for i in range(0, like.n, INFER_BATCH):

@@ -71,6 +71,10 @@ class Outputs:
     def _start(self, a: int, values: np.ndarray) -> None:
         from collapselab.report.aggregate import arm_stats
 
+        # one memory layout whatever the values came from (a chain's blocks or the checkpoints): numpy's sums
+        # depend on it in the last bit, and a report must rebuild the run's summary exactly
+        values = np.ascontiguousarray(values)
+
         self._stats[a] = self._pool.submit(arm_stats, self.exp, a, values, self.weights, self.theory)
         self._tables[a] = self._pool.submit(self._table, a, values)
 

@@ -64,7 +64,7 @@ def reference_values(exp: Experiment) -> dict[str, np.ndarray]:
     if names["base"] and hasattr(family, "pretrained"):
         models["base"] = family.pretrained()
     for b in range(exp.n_batches):
-        seeds = exp.batch_seeds(b)
+        seeds = exp.chain_indices(b)
         for kind, model in models.items():
             ctx = MetricContext.make(source, source.heldout(tree, b), tree.rng("reference", kind, b), NoCurator(), 1,
                                      n=exp.n, tree=tree, batch=b)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-RUN_FORMAT = "collapselab-run/1"
-CHECKPOINT_FORMAT = "collapselab-checkpoint/1"
+#: 2: families draw from named sub-streams (results differ from format 1's), exhibits in checkpoints; a run of an
+#: older format is refused by resume and report (one line naming both formats)
+RUN_FORMAT = "collapselab-run/2"
+CHECKPOINT_FORMAT = "collapselab-checkpoint/2"
 MANIFEST = "run.json"
 EXPERIMENT = "experiment.yaml"
 LOCK = ".collapselab.lock"

@@ -128,9 +128,16 @@ class RunStore:
         try:
             try:
                 manifest = json.loads((real / MANIFEST).read_bytes())
-                if not (isinstance(manifest, dict) and manifest.get("format") == RUN_FORMAT
-                        and isinstance(manifest.get("experiment"), dict)):
+                fmt = manifest.get("format") if isinstance(manifest, dict) else None
+                if isinstance(fmt, str) and fmt.startswith("collapselab-run/") and fmt != RUN_FORMAT:
+                    by = manifest.get("collapselab", "?")
+                    raise ConfigError(f"{run_dir}: a run of format {fmt} (written by collapselab {by}); this "
+                                      f"collapselab reads {RUN_FORMAT}, whose results differ: rerun the experiment, "
+                                      f"or use the version that wrote it")
+                if not (fmt == RUN_FORMAT and isinstance(manifest.get("experiment"), dict)):
                     raise ValueError
+            except ConfigError:
+                raise
             except (OSError, ValueError):
                 raise ConfigError(f"{run_dir / MANIFEST}: damaged or not a collapselab run manifest") from None
             remove_temps(real)
