@@ -237,8 +237,12 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "g00000.safetensors is truncated or changed"),
     ("damaged-manifest", lambda t: (_finished_run(t), (t / "run" / "run.json").write_text("{")), ["report", "run"],
      "run.json: damaged or not a collapselab run manifest"),
+    ("device-cuda-1", _nothing, ["run", "quickstart-images", "--set", "family.device=cuda:1"],
+     "family.device: 'cuda:1' is not allowed; allowed: auto, cpu, cuda\n"),  # once, not once per arm
+    ("resources-a-list", _nothing, ["run", "quickstart-images", "--set", "resources=[1]"],
+     "resources: must be a mapping of num_cpus, num_gpus; got [1]\n"),
     ("vae-unknown-arch", _nothing, ["run", "quickstart-images", "--set", "family.arch=resnet"],
-     "family.arch: Input should be 'mlp' or 'conv'"),
+     "family.arch: 'resnet' is not allowed; allowed: mlp, conv"),
     ("vae-latent-0", _nothing, ["run", "quickstart-images", "--set", "family.latent=0"],
      "family.latent: Input should be greater than or equal to 1 (got 0)"),
     ("keep-0", _nothing, ["run", "quickstart-images", "--set", "arms.4.curator.keep=0"],
@@ -255,7 +259,7 @@ ONE_LINE_EXIT_2 = [  # (id, setup, argv, message); the tree under tmp must be un
      "family.context_tokens: 300 context + 32 new tokens (data.window) exceed the model's window of 256; "
      "allowed: 0 to 224"),
     ("lm-unknown-decoding", _nothing, ["run", "quickstart-text", "--set", "family.decoding.mode=nucleus"],
-     "family.decoding.mode: Input should be 'greedy', 'sample', 'beam' or 'beam_sample'"),
+     "family.decoding.mode: 'nucleus' is not allowed; allowed: greedy, sample, beam, beam_sample"),
     ("rouge-needs-a-rewrite", _nothing, ["run", "quickstart-text", "--set", "regime={name: replace}", "--set",
                                          "curator={name: rouge_oracle}"],
      "curator rouge_oracle needs text data and a rewriting regime (fortifai, or replace with rewrite: true); got "

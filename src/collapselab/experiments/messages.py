@@ -11,13 +11,33 @@ from collapselab.experiments.schema import Experiment
 from collapselab.registry import Registry
 
 
+def _clean(loc: tuple) -> tuple:
+    return tuple(x for x in loc if not (isinstance(x, str) and x in _UNION_TAGS))
+
+
+def _same_problem(a: dict, b: dict) -> bool:
+    """Whether two errors are one problem met in several arms (the same field and message, arms aside): an
+    override of the base setting is validated in every arm."""
+    def tail(e: dict) -> tuple:
+        loc = _clean(e["loc"])
+        return loc[2:] if len(loc) >= 2 and loc[0] == "arms" and isinstance(loc[1], int) else loc
+
+    return a["type"] == b["type"] and a["msg"] == b["msg"] and tail(a) == tail(b)
+
+
 def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> str:
-    """One line: ``<dotted.field>: <what is wrong / allowed>`` (+ how many more problems)."""
-    first = err.errors()[0]
-    loc = tuple(prefix) + tuple(x for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
+    """One line: ``<dotted.field>: <what is wrong / allowed>`` (+ how many more problems; the same problem in
+    several arms counts once)."""
+    errors = err.errors()
+    first = errors[0]
+    distinct: list[dict] = []
+    for e in errors:
+        if not any(_same_problem(e, d) for d in distinct):
+            distinct.append(e)
+    more = len(distinct) - 1
+    loc = tuple(prefix) + _clean(first["loc"])
     path = ".".join(str(x) for x in loc) or "experiment"
     if not loc and first["type"] == "value_error":  # cross-field checks name their field themselves
-        more = len(err.errors()) - 1
         return first["msg"].replace("Value error, ", "") + (f" (and {more} more)" if more else "")
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], raw)
@@ -25,12 +45,18 @@ def format_error(err: ValidationError, prefix: tuple = (), raw: Any = None) -> s
         path = ".".join(str(x) for x in loc[:-1]) or "experiment"
     elif first["type"] == "missing":
         msg = "is required"
+    elif first["type"] in ("literal_error", "enum") and "expected" in first.get("ctx", {}):
+        expected = first["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        msg = f"{first.get('input')!r} is not allowed; allowed: {expected}"
+    elif first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        allowed = _allowed_keys(loc, raw)
+        what = f"a mapping of {', '.join(allowed)}" if allowed else "a mapping"
+        msg = f"must be {what}; got {first.get('input')!r}"
     else:
         msg = first["msg"]
         if first["type"].startswith(("greater", "less")) and "input" in first:
             msg += f" (got {first['input']!r})"
         msg = msg.replace("Value error, ", "")
-    more = len(err.errors()) - 1
     return f"{path}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
