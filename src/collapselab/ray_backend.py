@@ -45,6 +45,8 @@ CONNECT_TIMEOUT = 10.0
 JOIN_TIMEOUT = 20.0
 #: seconds every node has to answer the storage probe
 PROBE_TIMEOUT = 60.0
+#: a joined cluster whose head refuses connections this many seconds in a row is lost (Ray itself waits 60 s)
+LOST_AFTER = 6.0
 
 
 def _remote_chain(blob: bytes, plugins: tuple[str, ...], events: Any) -> np.ndarray:
@@ -131,6 +133,9 @@ def connect(address: str | None) -> None:
         return
     if address is not None:
         _reachable(address)
+        # Ray's C++ client logs to this process's stderr (e.g. a line per task when a cluster dies): errors only,
+        # so a failure reads as collapselab's one line (a user's own setting wins)
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         with _joining(address):
             # "local": a new instance even when `ray start` runs on this machine (ray.init() alone would join it)
@@ -139,6 +144,62 @@ def connect(address: str | None) -> None:
     except Exception as e:  # an unreachable or refused address: one line
         first = first_line(e)
         raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {first}") from None
+
+
+class _ClusterWatch:
+    """While a run's tasks are on a joined cluster: a thread connects to the head's GCS port every second, and when
+    it has refused connections for :data:`LOST_AFTER` seconds in a row, ends the process with one line saying how to
+    go on (exit 1). It cannot raise in the driver's thread instead: that thread may be inside Ray's C++ client,
+    which waits a minute for the head and then ends the process with its own log lines. Nothing of the run is
+    half-written by this: the driver writes only after every task is done, and a task's checkpoints are atomic
+    (``resume`` continues from the newest that verifies)."""
+
+    def __init__(self, address: str, run_dir: str | None) -> None:
+        import threading
+
+        import ray
+
+        try:
+            head = ray.get_runtime_context().gcs_address or ""
+        except Exception:  # a ray:// client has no GCS address of its own: watch the address it joined
+            head = ""
+        self.head = head or address.removeprefix("ray://")
+        self.address, self.run_dir = address, run_dir
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="collapselab-cluster-watch", daemon=True)
+
+    def __enter__(self) -> _ClusterWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _answers(self) -> bool:
+        host, _, port = self.head.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _watch(self) -> None:
+        import time
+
+        down_since: float | None = None
+        while not self._stop.wait(1.0):
+            if self._answers():
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since >= LOST_AFTER and not self._stop.is_set():
+                hint = (f"; continue with `collapselab resume {self.run_dir} --backend ray --address {self.address}` "
+                        f"once it is back" if self.run_dir else "")
+                os.write(2, f"collapselab: error: the Ray cluster at {self.address!r} stopped answering mid-run "
+                            f"(its head {self.head} refused connections for {LOST_AFTER:g} s); the generations its "
+                            f"chains finished are kept{hint}\n".encode())
+                os._exit(1)
 
 
 def _nodes() -> list[dict[str, Any]]:
@@ -355,9 +416,19 @@ class RayBackend:
         events = Queue() if progress is not None else None  # an actor: only when someone shows the progress
         remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_remote_chain)
         plugins = tuple(exp.plugins)
-        refs.update({remote.options(num_cpus=need[t.arm].num_cpus, num_gpus=need[t.arm].num_gpus)
-                     .remote(pickle.dumps(t), plugins, events): t
-                     for t in tasks})
+        watch = (_ClusterWatch(self.address, tasks[0].run_dir) if self.address is not None
+                 else contextlib.nullcontext())
+        with watch:
+            refs.update({remote.options(num_cpus=need[t.arm].num_cpus, num_gpus=need[t.arm].num_gpus)
+                         .remote(pickle.dumps(t), plugins, events): t
+                         for t in tasks})
+            self._wait(refs, progress, done, results, events, check)
+
+    @staticmethod
+    def _wait(refs: dict, progress: Progress | None, done: Callable[[ChainTask, np.ndarray], None] | None,
+              results: dict, events: Any, check: Callable[[], None]) -> None:
+        import ray
+
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
