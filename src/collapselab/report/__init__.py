@@ -27,15 +27,17 @@ def report_names(exp: Experiment) -> list[str]:
 def build_report(exp: Experiment, values: np.ndarray | None, stats: list[ArmStats] | None = None,
                  theory: dict[str, dict[str, TheoryCurve]] | None = None,
                  exhibits: Exhibits | None = None,
-                 refs: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+                 refs: dict[str, np.ndarray] | None = None,
+                 parallel: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the report's files (``summary.json``, ``figures/*.png``, ``report.html`` and the files the
     metrics save, :attr:`~collapselab.metrics.base.Metric.saves`; paths relative to the run directory) for
     ``values [arms, seeds, generations + 1, metrics]`` (or the arms' precomputed ``stats`` with the ``theory`` they
-    were computed with); ``exhibits`` (from :func:`collect_exhibits`) add what the families show."""
+    were computed with); ``exhibits`` (from :func:`collect_exhibits`) add what the families show; ``parallel``: the
+    figures drawn on two cores (:func:`collapselab.report.figures.render`)."""
     theory = theory_curves(exp) if theory is None else theory
     summary, bands = summarize(exp, values, theory, stats, refs)
     jobs = figure_jobs(exp, summary, bands, theory, exhibits)
-    figures = render_figures(jobs)
+    figures = render_figures(jobs, parallel)
     files = {"summary.json": dumps_json(summary).encode()}
     files.update({f"figures/{name}": data for name, data in figures})
     files["report.html"] = render_html(exp, summary, [name for name, _ in figures], dump_experiment(exp),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -279,9 +280,68 @@ def forest_names(exp: Experiment) -> list[str]:
     return ["time_to_failure.png" if i == 0 else f"time_to_failure_{i}.png" for i in range(len(exp.rules))]
 
 
-def render(jobs: list[Job]) -> list[Figure]:
-    """Run figure jobs here, in order."""
-    return [(name, fn(*args)) for name, fn, args in jobs]
+def render(jobs: list[Job], parallel: bool = False) -> list[Figure]:
+    """Run figure jobs, in the order of ``jobs``; with ``parallel``, on a machine with a second core (and ``fork``),
+    a forked copy of this process draws every other figure while this one draws the rest (drawing holds the GIL,
+    so threads would not help; a fork has matplotlib imported and warm, so it starts at once). The copy only
+    draws: its figures come back through a pipe as PNG bytes, and whatever it cannot draw is drawn here."""
+    if not (parallel and len(jobs) > 1 and hasattr(os, "fork") and _cores() > 1):
+        return [(name, fn(*args)) for name, fn, args in jobs]
+    away = [i for i in range(len(jobs)) if i % 2 == 0]
+    forked = _forked(jobs, away)
+    out = {i: fn(*args) for i, (_, fn, args) in enumerate(jobs) if i not in away}
+    out.update(forked.get_all())
+    for i in away:  # what the copy could not draw
+        if i not in out:
+            out[i] = jobs[i][1](*jobs[i][2])
+    return [(name, out[i]) for i, (name, _, _) in enumerate(jobs)]
+
+
+def _cores() -> int:
+    from collapselab.torch_runtime import usable_cores
+
+    return usable_cores()
+
+
+class _Forked:
+    """The figures a forked child draws (:func:`render`); :meth:`get_all` waits for them."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    def get_all(self) -> dict[int, bytes]:
+        import pickle
+
+        chunks = []
+        with os.fdopen(self.fd, "rb") as fh:
+            while block := fh.read(1 << 20):
+                chunks.append(block)
+        _, status = os.waitpid(self.pid, 0)
+        try:
+            return pickle.loads(b"".join(chunks)) if status == 0 and chunks else {}  # our own child's bytes
+        except Exception:
+            return {}
+
+
+def _forked(jobs: list[Job], away: list[int]) -> _Forked:
+    import pickle
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: draw, send the bytes, and leave without running anything of the parent's
+        code = 1
+        try:
+            os.close(r)
+            done = {i: jobs[i][1](*jobs[i][2]) for i in away}
+            data = pickle.dumps(done)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    return _Forked(pid, r)
 
 
 def forest_png(exp: Experiment, summary: dict[str, Any], rule: int = 0) -> bytes:

@@ -108,7 +108,8 @@ class Outputs:
             # figures render on this thread
             tables = self._pool.submit(lambda: [sink.write(n, b) for n, b in self._all_tables().items()])
             stats = [self._stats[a].result() for a in range(len(self.exp.arms))]
-            summary, files = build_report(self.exp, None, stats, self.theory, collect_exhibits(self.exp, store))
+            summary, files = build_report(self.exp, None, stats, self.theory, collect_exhibits(self.exp, store),
+                                          parallel=True)
             for name, data in files.items():
                 sink.write(name, data)
             tables.result()
