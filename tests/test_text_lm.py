@@ -450,7 +450,8 @@ def test_the_text_quickstart_starts_from_a_writer_as_diverse_as_real_text(tmp_pa
     from collapselab.experiments import load_experiment
     from collapselab.runs import assemble, create_run, execute, finish
 
-    exp = load_experiment("quickstart-text", sets=["generations=0", "family.threads=2"], seeds=1)
+    exp = load_experiment("quickstart-text", sets=["generations=0", "family.threads=2", "arms=[{name: ce}]"],
+                          seeds=1)
     with create_run(exp, tmp_path / "run") as run:
         summary = finish(exp, run, assemble(exp, execute(exp, run)))
     real = summary["reference"]["distinct_2"]["mean"]

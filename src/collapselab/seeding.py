@@ -13,8 +13,8 @@ a **seed index** (0 to seeds - 1: one chain of each arm, :meth:`~collapselab.exp
 chain_indices`).
 
 Streams use numpy's ``SFC64`` bit generator: it passes the same statistical test batteries as the
-default ``PCG64`` and draws normals ~18% faster, which matters because cheap vectorized chains are
-bound by random number generation.
+default ``PCG64`` and draws normals faster (the README's benchmark section), which matters because cheap
+vectorized chains are bound by random number generation.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The tidy results table (``arm, seed, generation, metric, value``) as parquet and CSV, built vectorized.
 
 Written with polars rather than pyarrow: polars' CSV writer formats doubles (shortest round-trip form, so
-values read back bit for bit) about 4x faster than pyarrow's (0.2 s vs 0.87 s for the 1.2 M rows of
-2 arms x 1,000 chains x 201 generations x 3 metrics), and its parquet files are plain Arrow-compatible
-parquet (``arm`` and ``metric`` dictionary-encoded) that pyarrow, pandas and DuckDB read.
+values read back bit for bit) several times faster than pyarrow's (the README's benchmark section), and its
+parquet files are plain Arrow-compatible parquet (``arm`` and ``metric`` dictionary-encoded) that pyarrow, pandas
+and DuckDB read.
 """
 
 from __future__ import annotations

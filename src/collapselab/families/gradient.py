@@ -9,9 +9,8 @@ method for every family and never branches.
 - **Threads** (CPU): ``threads`` when set, else 1, whatever the backend or the number of workers: a conv net's
   results depend on its thread count (reduction order), so this keeps runs byte-identical across ``--workers`` and
   ``--backend ray`` (whose task asks for ``threads`` CPUs). Chains in parallel (``-w N``) use cores better than
-  threads for these small models, and one thread per process keeps its speed beside a busy neighbour: measured on
-  2 cores, ``quickstart-images`` took 69 s quiet and 75 s beside a CPU-bound process with one thread, 75 s and
-  (before this policy) 252 s with two.
+  threads for these small models, and one thread per process keeps its speed beside a busy neighbour (the README's
+  benchmark section has the measurement).
 - **Randomness**: every draw comes from the run's seed tree, each purpose from its own named sub-stream of the fit's
   stream (:func:`collapselab.seeding.substream`: ``chain, c, init``, ``chain, c, order``...), turned into torch
   generators (:func:`~collapselab.torch_runtime.torch_generator`) or a forked torch RNG

@@ -29,7 +29,8 @@ import numpy as np
 #: quantiles of a handful of images are too noisy: scikit-learn's 8x8 digits have ~10 per class; MNIST ~500)
 MIN_PER_CLASS = 50
 REFERENCE_RECIPE = {"net": "same-as-arm", "epochs": 100, "min_steps": 1500, "lr": 1e-3, "batch": 128, "patience": 5,
-                    "seed": 0, "split": "validation, first half (by a fixed permutation)"}
+                    "seed": 0, "split": "validation, first half (by a fixed permutation)",
+                    "streams": "named sub-streams (run format 2)"}  # the family's draws: part of what it is built from
 
 
 def confidence_split(source: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

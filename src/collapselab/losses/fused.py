@@ -28,7 +28,7 @@ from collapselab.losses.functional import (
 )
 
 #: logits elements per chunk (256 MB in float32): matrix products of this size run at full speed on CPU,
-#: while smaller chunks (e.g. Liger's ``N / ceil(V / H)`` rows) lose up to ~40% of the throughput.
+#: while smaller chunks (e.g. Liger's ``N / ceil(V / H)`` rows) lose throughput (README, benchmarks).
 CHUNK_LOGITS = 1 << 26
 
 

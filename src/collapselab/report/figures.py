@@ -46,7 +46,7 @@ def _figure(figsize: tuple[float, float], **kw):
 
 def _png(fig, tight: bool = False) -> bytes:
     """PNG bytes of ``fig``: drawn once and encoded by Pillow at a low compression level (the default
-    ``savefig(bbox_inches="tight")`` draws twice and costs 2-3x as much); ``tight`` for figures whose
+    ``savefig(bbox_inches="tight")`` draws twice); ``tight`` for figures whose
     layout is not computed by hand."""
     buf = io.BytesIO()
     if tight:
@@ -154,7 +154,7 @@ _CACHE = threading.local()
 
 def _reused_axes():
     """One figure and axes per thread, emptied and reused for every overlaid metric figure: matplotlib
-    builds tick objects afresh for a new axes, which is about 40% of a figure's cost here."""
+    builds tick objects afresh for a new axes, a large share of a figure's cost."""
     if getattr(_CACHE, "axes", None) is None:
         fig = _figure((8.6, 4.3))
         _CACHE.axes = (fig, fig.add_axes((0.085, 0.12, 0.7, 0.78)))
