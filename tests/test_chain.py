@@ -11,7 +11,7 @@ from collapselab.families.gaussian import Gaussian
 from collapselab.runs import assemble, create_run, execute, finish
 from collapselab.store import RunStore
 
-from .conftest import make_experiment
+from .helpers import make_experiment, run_files
 
 GMM_EXP = {"family": {"name": "gmm", "components": 2}, "data": {"source": "gmm"}, "n": 120, "generations": 6,
            "seeds": 6, "batch_size": 3, "metrics": ["tail_mass", "kl_to_truth"],
@@ -21,9 +21,6 @@ GMM_EXP = {"family": {"name": "gmm", "components": 2}, "data": {"source": "gmm"}
            "failure": {"metric": "tail_mass", "threshold": 0.05}}
 
 
-def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".collapselab.lock"}
 
 
 def test_same_experiment_same_results_and_seed_changes_them():
@@ -43,7 +40,7 @@ def test_real_data_are_shared_across_arms():
     assert not np.array_equal(v[0, :, 1], v[1, :, 1])
 
 
-def test_killed_run_resumes_to_identical_files(tmp_path):
+def test_killed_run_resumes_to_identicalrun_files(tmp_path):
     exp = make_experiment(**GMM_EXP, checkpoint_every=2)
     with create_run(exp, tmp_path / "full") as full:
         finish(exp, full, assemble(exp, execute(exp, full)))
@@ -54,7 +51,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path):
         assert last_checkpoint(part.root / "chains" / "ce" / "b0001") == 2  # generation 3 was lost with the kill
         assert last_checkpoint(part.root / "chains" / "ce" / "b0000") == 4
         finish(exp, part, assemble(exp, execute(exp, part)))
-    assert _files(tmp_path / "full") == _files(tmp_path / "part")
+    assert run_files(tmp_path / "full") == run_files(tmp_path / "part")
 
 
 def test_workers_do_not_change_results(tmp_path):
@@ -112,7 +109,7 @@ def test_the_best_checkpoint_follows_the_metric_direction(metrics, rule, series,
     generations only (generation 1 holds the extreme but is not checkpointed), the newest on ties."""
     from collapselab.chain import best_checkpoint
 
-    from .conftest import make_experiment
+    from .helpers import make_experiment
 
     exp = make_experiment(metrics=metrics, generations=4, checkpoint_every=2, **({"failure": rule} if rule else {}))
     col = len(metrics) - 1

@@ -18,22 +18,11 @@ import pytest
 
 from collapselab.cli import main
 
+from .helpers import cli, cli_proc, run_files, tree
+
 SMALL = ["--set", "n=60", "--set", "heldout=100", "--generations", "3", "--seeds", "2", "-q"]
 
 
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root`` with its bytes (None for folders); the lock file's pid is left out."""
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and p.name != ".collapselab.lock"
-                                             else None)
-            for p in sorted(root.rglob("*"))}
 
 
 def test_run_writes_a_complete_run_directory(tmp_path, capsys):
@@ -392,12 +381,6 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tm
 
 
 # -- processes: kills, signals, locks, read-only runs ---------------------------------------------------
-def _cli_proc(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "collapselab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
-
-
 def _wait_for(folder: Path, pattern: str, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -410,10 +393,6 @@ def _wait_for(folder: Path, pattern: str, timeout: float = 120.0) -> None:
 LONG = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {k: v for k, v in tree(root).items() if v is not None}
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
     full = tmp_path_factory.mktemp("full") / "run"
@@ -423,9 +402,9 @@ def full_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_stopped_runs_resume_to_the_same_files(full_run, tmp_path, sig, code):
+def test_stopped_runs_resume_to_the_samerun_files(full_run, tmp_path, sig, code):
     killed = tmp_path / "killed"
-    proc = _cli_proc("run", *LONG, "--out", str(killed))
+    proc = cli_proc("run", *LONG, "--out", str(killed))
     _wait_for(killed / "chains", "*/b0000/g00010.json")
     os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -436,7 +415,7 @@ def test_stopped_runs_resume_to_the_same_files(full_run, tmp_path, sig, code):
     assert not (killed / "metrics.parquet").exists()
     done = subprocess.run([sys.executable, "-m", "collapselab", "resume", str(killed), "-q"], capture_output=True)
     assert done.returncode == 0, done.stderr
-    assert _files(killed) == _files(full_run)
+    assert run_files(killed) == run_files(full_run)
 
 
 def _children(pid: int) -> list[int]:
@@ -462,7 +441,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_never_outlive_the_parent(tmp_path, sig):
     out = tmp_path / "run"
-    proc = _cli_proc("run", *LONG, "--workers", "2", "--out", str(out))
+    proc = cli_proc("run", *LONG, "--workers", "2", "--out", str(out))
     _wait_for(out / "chains", "*/b0000/g00003.json")
     workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
     assert workers
@@ -472,9 +451,9 @@ def test_workers_never_outlive_the_parent(tmp_path, sig):
     while any(_alive(p) for p in workers) and time.monotonic() < end:
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers)
-    snapshot = _files(out)
+    snapshot = run_files(out)
     time.sleep(1.0)
-    assert _files(out) == snapshot  # nothing writes into the run after the parent is gone
+    assert run_files(out) == snapshot  # nothing writes into the run after the parent is gone
 
 
 HOLD = """

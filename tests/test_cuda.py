@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import make_experiment
+from .helpers import make_experiment, run_and_finish
 from .test_image_runs import IMAGE_EXP
 from .test_text_lm import TEXT_EXP
 
@@ -18,12 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 
 
 def _run(exp, tmp_path):
-    from collapselab.runs import assemble, create_run, execute, finish
-
-    with create_run(exp, tmp_path / "run") as store:
-        values = assemble(exp, execute(exp, store))
-        finish(exp, store, values)
-    return values
+    return run_and_finish(exp, tmp_path / "run")[1]
 
 
 @pytest.mark.parametrize("spec", [IMAGE_EXP, TEXT_EXP], ids=["vae", "causal_lm"])

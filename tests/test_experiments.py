@@ -14,7 +14,7 @@ from collapselab.experiments import (
     resolve,
 )
 
-from .conftest import make_experiment
+from .helpers import make_experiment
 
 CATALOG = ["quickstart", "shumailov-gaussian", "shumailov-gmm", "gerstgrasser-linear", "dohmatob-linear",
            "yi-linear-one-round", "yi-linear-long-run", "bertrand-mix", "ferbach-curation", "fortifai-gmm",

@@ -17,7 +17,7 @@ import yaml
 from collapselab.experiments.resolver import resolve
 from collapselab.losses.ulosses import LOSSES, get_uloss
 
-from .conftest import run_files
+from .helpers import cli_run, run_files
 
 PLUGIN = textwrap.dedent('''
     """A user's plugin file: a loss (only its value), TCE written as a plugin, and a metric."""
@@ -76,9 +76,6 @@ def _write(folder: Path, file: str = "exp.yaml", **doc) -> Path:
     return path
 
 
-def _cli(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collapselab", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
 
 
 RESULTS = ("metrics.parquet", "summary.json")
@@ -96,7 +93,7 @@ def _kill_and_resume(exp: Path, cwd: Path, part: Path) -> dict[str, bytes]:
         for arm in e.arms:
             for b in range(e.n_batches):
                 run_chain(ChainTask(e, arm.name, b, str(store.root)), stop_after=1)
-    done = _cli("resume", part, "-q", "-w", "2", cwd=cwd)
+    done = cli_run("resume", part, "-q", "-w", "2", cwd=cwd)
     assert done.returncode == 0, done.stderr
     return run_files(part)
 
@@ -110,8 +107,8 @@ def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
     exp = _write(plugin_dir, plugins=["./my_plugin.py"],
                  arms=[{"name": "ce"}, {"name": "squared", "loss": {"name": "squared", "a": 2.0}}])
     one, two = plugin_dir / "one", plugin_dir / "two"
-    assert _cli("run", exp, "-o", one, "-q", cwd=plugin_dir).returncode == 0
-    done = _cli("run", exp, "-o", two, "-q", "-w", "2", cwd=plugin_dir)
+    assert cli_run("run", exp, "-o", one, "-q", cwd=plugin_dir).returncode == 0
+    done = cli_run("run", exp, "-o", two, "-q", "-w", "2", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     a, b = run_files(one), run_files(two)
     assert all(a[f] == b[f] for f in RESULTS)
@@ -123,10 +120,10 @@ def test_plugins_file_runs_on_workers_and_resumes_byte_identical(plugin_dir):
     (pin,) = record["plugins"]
     assert pin["spec"] == str(plugin_dir / "my_plugin.py") and len(pin["sha256"]) == 64
     (plugin_dir / "my_plugin.py").write_text(PLUGIN + "\n# edited\n")
-    refused = _cli("resume", one, "-q", cwd=plugin_dir)
+    refused = cli_run("resume", one, "-q", cwd=plugin_dir)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "my_plugin.py' changed" in refused.stderr and "--allow-plugin-change" in refused.stderr
-    assert _cli("resume", one, "-q", "--allow-plugin-change", cwd=plugin_dir).returncode == 0
+    assert cli_run("resume", one, "-q", "--allow-plugin-change", cwd=plugin_dir).returncode == 0
     assert "continued with changed plugins" in json.loads((one / "run.json").read_text())["plugin_changes"][0]
 
 
@@ -137,8 +134,8 @@ def test_entry_point_plugins_run_on_workers_like_one_worker(tmp_path):
     exp = _write(tmp_path, arms=[{"name": "soft", "loss": {"name": "soft_tce", "gamma": 0.9, "tau": 0.05}},
                                  {"name": "band", "curator": {"name": "likelihood_band", "low": 0.1, "high": 0.2}}],
                  metrics=["w1", "variance_ratio"])
-    assert _cli("run", exp, "-o", tmp_path / "one", "-q", cwd=tmp_path).returncode == 0
-    done = _cli("run", exp, "-o", tmp_path / "two", "-q", "-w", "2", cwd=tmp_path)
+    assert cli_run("run", exp, "-o", tmp_path / "one", "-q", cwd=tmp_path).returncode == 0
+    done = cli_run("run", exp, "-o", tmp_path / "two", "-q", "-w", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     a, b = run_files(tmp_path / "one"), run_files(tmp_path / "two")
     assert all(a[f] == b[f] for f in RESULTS)
@@ -159,11 +156,11 @@ def test_module_object_names_and_the_plugin_option(plugin_dir):
     exp = _write(plugin_dir, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": ref, "a": 2.0}}])
     e = resolve(yaml.safe_load(exp.read_text()))
     assert e.arms[0].loss.name == "squared" and e.plugins == [ref]
-    done = _cli("run", exp, "-o", plugin_dir / "ref", "-q", "-w", "2", cwd=plugin_dir)
+    done = cli_run("run", exp, "-o", plugin_dir / "ref", "-q", "-w", "2", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     exp2 = _write(plugin_dir, "exp2.yaml", metrics=["w1"],
                   arms=[{"name": "sq", "loss": {"name": "squared", "a": 2.0}}])
-    done = _cli("run", exp2, "-o", plugin_dir / "opt", "-q", "-w", "2", "--plugin", "my_plugin.py", cwd=plugin_dir)
+    done = cli_run("run", exp2, "-o", plugin_dir / "opt", "-q", "-w", "2", "--plugin", "my_plugin.py", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     assert run_files(plugin_dir / "ref")["metrics.parquet"] == run_files(plugin_dir / "opt")["metrics.parquet"]
     c = _kill_and_resume(exp, plugin_dir, plugin_dir / "part")
@@ -175,7 +172,7 @@ def test_a_plugin_tce_gives_the_builtin_results(plugin_dir):
     (the autograd weight is exactly 0 or 1), to float tolerance in torch's cross-entropy form."""
     import torch
 
-    from collapselab.losses.functional import _u
+    from collapselab.losses.functional import uloss, weigh_for
     from collapselab.runs import assemble, execute
 
     raw = {**BASE, "plugins": [str(plugin_dir / "my_plugin.py")], "metrics": ["w1", "variance_ratio"],
@@ -192,7 +189,7 @@ def test_a_plugin_tce_gives_the_builtin_results(plugin_dir):
     grads = []
     for loss in (get_uloss("tce", gamma=0.9), plugin):
         x = z.clone().requires_grad_(True)
-        out = _u(loss, x, t, None, -100, "mean", 1, "backward")
+        out = uloss(x, t, weigh_for(loss))
         out.backward()
         grads.append((out.detach(), x.grad))
     torch.testing.assert_close(grads[1][0], grads[0][0])
@@ -252,14 +249,14 @@ def test_plugin_errors_are_one_line_exit_2_and_write_nothing(tmp_path, setup, do
         (tmp_path / "broken.py").write_text(setup)
     exp = _write(tmp_path, **{"metrics": ["w1"], **doc})
     before = sorted(p.name for p in tmp_path.iterdir())
-    done = _cli("run", exp, "-o", tmp_path / "out", cwd=tmp_path)
+    done = cli_run("run", exp, "-o", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == before
 
 
 def test_list_shows_plugins_with_their_origin(plugin_dir):
-    done = _cli("list", "losses", "--plugin", "my_plugin.py", cwd=plugin_dir)
+    done = cli_run("list", "losses", "--plugin", "my_plugin.py", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
     assert "built-in; down-weights confident" in lines["tce"]
@@ -277,13 +274,13 @@ def test_relative_references_resolve_against_the_experiment_file_and_the_run_reo
     (sub / "my_plugin.py").write_text(PLUGIN)
     exp = _write(sub, metrics=["w1"], arms=[{"name": "sq", "loss": {"name": "my_plugin.py:Squared", "a": 2.0}}])
     run = plugin_dir / "run"
-    assert _cli("run", exp, "-o", run, "-q", cwd=plugin_dir).returncode == 0
-    assert _cli("report", run, cwd="/").returncode == 0
-    done = _cli("resume", run, "-q", "--generations", "4", cwd="/")
+    assert cli_run("run", exp, "-o", run, "-q", cwd=plugin_dir).returncode == 0
+    assert cli_run("report", run, cwd="/").returncode == 0
+    done = cli_run("resume", run, "-q", "--generations", "4", cwd="/")
     assert done.returncode == 0, done.stderr
     (sub / "my_plugin.py").write_text(PLUGIN + "\n# edited\n")
     before = (run / "run.json").read_bytes()
-    done = _cli("resume", run, "-q", "--generations", "2", "--allow-plugin-change", cwd="/")
+    done = cli_run("resume", run, "-q", "--generations", "2", "--allow-plugin-change", cwd="/")
     assert done.returncode == 2 and "can only be extended" in done.stderr
     assert (run / "run.json").read_bytes() == before
 
@@ -292,9 +289,9 @@ def test_changed_user_data_stops_resume(tmp_path):
     rows = np.random.default_rng(0).normal(size=(400, 2))
     np.save(tmp_path / "rows.npy", rows)
     exp = _write(tmp_path, data={"source": "array_file", "path": "rows.npy"}, metrics=["w1"], heldout=100)
-    assert _cli("run", exp, "-o", tmp_path / "run", "-q", cwd=tmp_path).returncode == 0
+    assert cli_run("run", exp, "-o", tmp_path / "run", "-q", cwd=tmp_path).returncode == 0
     np.save(tmp_path / "rows.npy", rows * 3 + 5)
-    done = _cli("resume", tmp_path / "run", "-q", "--generations", "4", cwd=tmp_path)
+    done = cli_run("resume", tmp_path / "run", "-q", "--generations", "4", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert f"data.path: '{tmp_path / 'rows.npy'}' changed since the run began" in done.stderr
 
@@ -308,7 +305,7 @@ def test_module_plugins_metric_references_and_bad_metrics(plugin_dir):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     exp = _write(plugin_dir, metrics=["w1", f"{plugin_dir / 'my_plugin.py'}:first_coordinate_mean"])
-    done = _cli("run", exp, "-o", plugin_dir / "ref", "-q", cwd=plugin_dir)
+    done = cli_run("run", exp, "-o", plugin_dir / "ref", "-q", cwd=plugin_dir)
     assert done.returncode == 0, done.stderr
     (plugin_dir / "bad_metric.py").write_text(textwrap.dedent('''
         from collapselab.metrics.base import metric
@@ -318,7 +315,7 @@ def test_module_plugins_metric_references_and_bad_metrics(plugin_dir):
             return 1.0
     '''))
     exp = _write(plugin_dir, plugins=["./bad_metric.py"], metrics=["w1", "scalar"])
-    done = _cli("run", exp, "-o", plugin_dir / "bad", "-q", cwd=plugin_dir)
+    done = cli_run("run", exp, "-o", plugin_dir / "bad", "-q", cwd=plugin_dir)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "metric 'scalar' gave 1 value(s) of shape (); a metric gives one number per chain (2)" in done.stderr
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from .conftest import run_files
+from .helpers import cli_run, run_files
 
 ray = pytest.importorskip("ray")
 #: every test here starts, joins or probes Ray: one parallel worker runs them all, in turn
@@ -36,9 +36,6 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-def _cli(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collapselab", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_ray_backend_gives_the_local_bytes_with_plugins_and_after_a_kill(tmp_path):
@@ -48,8 +45,8 @@ def test_ray_backend_gives_the_local_bytes_with_plugins_and_after_a_kill(tmp_pat
            "metrics": ["w1", "first_mean"], "arms": [{"name": "ce"}, {"name": "sq", "loss": {"name": "squared"}}]}
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump(doc))
-    assert _cli("run", exp, "-o", tmp_path / "local", "-q", cwd=tmp_path).returncode == 0
-    done = _cli("run", exp, "-o", tmp_path / "ray", "-q", "--backend", "ray", cwd=tmp_path)
+    assert cli_run("run", exp, "-o", tmp_path / "local", "-q", cwd=tmp_path).returncode == 0
+    done = cli_run("run", exp, "-o", tmp_path / "ray", "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert run_files(tmp_path / "local") == run_files(tmp_path / "ray")  # checkpoints, tables, summary, report
 
@@ -61,7 +58,7 @@ def test_ray_backend_gives_the_local_bytes_with_plugins_and_after_a_kill(tmp_pat
     with create_run(e, tmp_path / "part") as store:
         for arm in e.arms:
             run_chain(ChainTask(e, arm.name, 0, str(store.root)), stop_after=1)  # batch 1 not started at all
-    done = _cli("resume", tmp_path / "part", "-q", "--backend", "ray", cwd=tmp_path)
+    done = cli_run("resume", tmp_path / "part", "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert run_files(tmp_path / "part") == run_files(tmp_path / "local")
 
@@ -72,7 +69,7 @@ def test_ray_backend_gives_the_local_bytes_with_plugins_and_after_a_kill(tmp_pat
     (["--address", "auto"], "--address: only with --backend ray"),
 ])
 def test_backend_settings_that_cannot_apply_are_one_line(tmp_path, argv, message):
-    done = _cli("run", "quickstart", "-o", tmp_path / "out", *argv, cwd=tmp_path)
+    done = cli_run("run", "quickstart", "-o", tmp_path / "out", *argv, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
 
@@ -121,9 +118,9 @@ def test_a_ray_worker_that_dies_mid_run_is_retried_to_the_same_bytes(tmp_path):
            "metrics": ["w1", "mean_or_crash"], "arms": [{"name": "ce"}]}
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump(doc))
-    assert _cli("run", exp, "-o", tmp_path / "local", "-q", cwd=tmp_path).returncode == 0
+    assert cli_run("run", exp, "-o", tmp_path / "local", "-q", cwd=tmp_path).returncode == 0
     armed.write_text("")
-    done = _cli("run", exp, "-o", tmp_path / "ray", "-q", "--backend", "ray", cwd=tmp_path)
+    done = cli_run("run", exp, "-o", tmp_path / "ray", "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not armed.exists()  # the worker did die
     assert run_files(tmp_path / "ray") == run_files(tmp_path / "local")
@@ -176,7 +173,7 @@ def test_a_gpu_setting_on_a_machine_without_one_is_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    done = _cli("run", "quickstart-images", "-o", tmp_path / "out", "--set", "family.device=cuda", cwd=tmp_path)
+    done = cli_run("run", "quickstart-images", "-o", tmp_path / "out", "--set", "family.device=cuda", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr == ("collapselab: error: family.device: arm 'ce' asks for 'cuda' but "
                                                     "this machine has no CUDA device; allowed here: auto, cpu (or "
                                                     "--backend ray on a cluster with GPUs)\n"), done.stderr
@@ -187,7 +184,7 @@ def test_an_address_nobody_answers_is_one_line_at_once(tmp_path):
     import time
 
     t0 = time.monotonic()
-    done = _cli("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address", "127.0.0.1:1",
+    done = cli_run("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address", "127.0.0.1:1",
                 cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--address: cannot reach the Ray cluster at '127.0.0.1:1' (127.0.0.1:1: connection refused)" in done.stderr
@@ -230,7 +227,7 @@ def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_sam
     import time
 
     long = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
-    assert _cli("run", *long, "-o", tmp_path / "local", cwd=tmp_path).returncode == 0
+    assert cli_run("run", *long, "-o", tmp_path / "local", cwd=tmp_path).returncode == 0
     out = tmp_path / "ray"
     proc = subprocess.Popen([sys.executable, "-m", "collapselab", "run", *long, "-o", str(out), "--backend", "ray"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -249,7 +246,7 @@ def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_sam
     assert run_files(out) == before  # nothing wrote into the run after the driver returned
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # nor is any process of its session left
-    done = _cli("resume", out, "-q", "--backend", "ray", cwd=tmp_path)
+    done = cli_run("resume", out, "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert run_files(out) == run_files(tmp_path / "local")
 
@@ -267,8 +264,8 @@ def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_
     try:
         time.sleep(1)
         t0 = time.monotonic()
-        done = _cli("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address", f"127.0.0.1:{port}",
-                    cwd=tmp_path)
+        done = cli_run("run", "quickstart", "-o", tmp_path / "out", "--backend", "ray", "--address",
+                       f"127.0.0.1:{port}", cwd=tmp_path)
         assert time.monotonic() - t0 < 30
     finally:
         server.kill()
@@ -321,7 +318,7 @@ def test_a_cluster_that_dies_mid_run_is_one_line_exit_1_and_resume_gives_the_und
            "metrics": ["variance_ratio", "gate"], "arms": [{"name": "a"}]}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(doc))
     gate.touch()  # the undisturbed run: the gate stands open
-    assert _cli("run", "exp.yaml", "-o", "local", "-q", cwd=tmp_path).returncode == 0
+    assert cli_run("run", "exp.yaml", "-o", "local", "-q", cwd=tmp_path).returncode == 0
     gate.unlink()
 
     def start() -> None:
@@ -350,7 +347,7 @@ def test_a_cluster_that_dies_mid_run_is_one_line_exit_1_and_resume_gives_the_und
         assert took < 15, took  # the issue's bound (Ray alone: about 65 s)
         gate.touch()
         start()
-        done = _cli("resume", "cluster", "-q", "--backend", "ray", "--address", "auto", cwd=tmp_path)
+        done = cli_run("resume", "cluster", "-q", "--backend", "ray", "--address", "auto", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)

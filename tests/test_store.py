@@ -17,7 +17,7 @@ from collapselab.errors import ConfigError, StoreError
 from collapselab.runs import assemble, collect, create_run, execute, finish, open_run, prepare
 from collapselab.store import ChainStore, RunLock, RunStore, write_atomic
 
-from .conftest import make_experiment
+from .helpers import make_experiment
 
 EXP = {"family": {"name": "gaussian", "estimator": "unbiased"}, "n": 40, "generations": 6, "seeds": 3,
        "checkpoint_every": 2,

@@ -291,7 +291,7 @@ class CausalLM(GradientFamily):
             shift = sub("offsets")  # each epoch's block offset
             masks = torch_generator(sub("masks"), "cpu")  # a random-drop loss's masks (every arm: common streams)
             applied = AppliedLoss(loss, generator=masks)
-            clip = self._clip_set(x.reshape(-1), sub("clip")) if applied.adaptive else None
+            clip = self.clip_set(x.reshape(-1), sub("clip")) if applied.adaptive else None
             with seeded(sub("dropout")):
                 self.history.append(train(net, x.reshape(-1), tok_w, applied, epochs=cfg.epochs, steps=cfg.steps,
                                           lr=cfg.lr, batch=cfg.batch, grad_accum=cfg.grad_accum,
@@ -303,7 +303,7 @@ class CausalLM(GradientFamily):
         self.loss_records = [h["record"] for h in self.history]
         return self
 
-    def _clip_set(self, stream: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def clip_set(self, stream: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A fixed clip set for an adaptive gamma: up to :data:`CLIP_BLOCKS` training blocks drawn once per fit."""
         b = self.config.block_size
         n = len(stream) // b

@@ -289,7 +289,7 @@ def test_killed_text_run_resumes_to_identical_files_and_generations_are_hf_folde
     (metrics, Hugging Face model folders, report); each kept generation loads with AutoModelForCausalLM."""
     from transformers import AutoModelForCausalLM
 
-    from .conftest import killed_and_uninterrupted, make_experiment
+    from .helpers import killed_and_uninterrupted, make_experiment
 
     exp = make_experiment(**TEXT_EXP)
     full_files, part_files, values = killed_and_uninterrupted(exp, tmp_path)
@@ -423,7 +423,7 @@ def test_lm_gamma_follows_the_model_on_a_fixed_clip_set_and_random_drop_keeps_it
     from collapselab.families.lm import token_logprobs
 
     train = source.take(SeedTree(0), 0, 1, 0, 160)
-    clip = fitted._clip_set(train["x"][0].reshape(-1), np.random.default_rng(0))
+    clip = fitted.clip_set(train["x"][0].reshape(-1), np.random.default_rng(0))
     u = np.exp(token_logprobs(fitted.nets[0], clip.reshape(-1), 64, fitted.eos, "cpu"))
     clip_u = fitted.clip_confidences(clip)
     for q in (0.25, 0.5):

@@ -1,4 +1,4 @@
-"""Seed tree and sample sets."""
+"""SampleSet: the one data type the engine moves (take, concat, flat arrays)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,6 @@ import numpy as np
 import pytest
 
 from collapselab.samples import SampleSet, concat
-from collapselab.seeding import SeedTree
-
-
-def test_streams_depend_only_on_root_and_path():
-    a, b = SeedTree(7), SeedTree(7)
-    x1 = a.rng("model", "ce", 0, 3, "fit").random(5)
-    b.rng("other").random(100)  # asking for other streams first changes nothing
-    x2 = b.rng("model", "ce", 0, 3, "fit").random(5)
-    np.testing.assert_array_equal(x1, x2)
-    assert not np.array_equal(x1, a.rng("model", "ce", 0, 4, "fit").random(5))
-    assert not np.array_equal(x1, SeedTree(8).rng("model", "ce", 0, 3, "fit").random(5))
-    assert not np.array_equal(a.rng("ab", 1).random(3), a.rng("a", "b1").random(3))
-    with pytest.raises(ValueError):
-        SeedTree(-1)
 
 
 def test_sampleset_take_concat_flat():
@@ -37,3 +23,5 @@ def test_sampleset_take_concat_flat():
         SampleSet({"x": x, "y": np.zeros((2, 5))})
     with pytest.raises(ValueError):
         concat([s, SampleSet({"x": x})])
+
+

@@ -15,7 +15,7 @@ from collapselab.metrics.feature_nets import classifier
 from collapselab.metrics.features import frechet_distance, prdc
 from collapselab.seeding import SeedTree
 
-from .conftest import make_experiment
+from .helpers import make_experiment
 
 DIGITS = {"source": "digits", "form": "images"}
 

@@ -20,7 +20,7 @@ from collapselab.errors import ConfigError
 from collapselab.metrics.kr import source_items
 from collapselab.seeding import SeedTree
 
-from .conftest import make_experiment
+from .helpers import make_experiment
 
 TEXT = {"tokenizer": "tiny", "vocab": 1000, "window": 16}
 

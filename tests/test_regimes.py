@@ -1,24 +1,13 @@
-"""Regimes build the training sets the literature describes; curators keep what they say."""
+"""Regimes: training-set sizes, accumulate, mix, fresh real data, fortifai stages, growing synthetic schedules."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from collapselab.curators import (
-    CurationError,
-    CuratorContext,
-    KnowledgeBall,
-    LikelihoodTruncation,
-    LuceChoice,
-    NoCurator,
-    TopK,
-)
-from collapselab.curators.rewards import Coordinate, SymbolValues
 from collapselab.data import make_source
 from collapselab.data.digits import DigitsConfig
-from collapselab.data.truth import GaussianTruthConfig, LinearTruthConfig
-from collapselab.families import Categorical, Gaussian, Linear, LinearConfig
+from collapselab.data.truth import GaussianTruthConfig
 from collapselab.regimes import Accumulate, AccumulateSubsample, Fortifai, FreshReal, Mix, Replace
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
@@ -31,6 +20,7 @@ def _pool(source_cfg=None, chains=2):
 
 def _synthetic(chains, n, tag):
     return SampleSet({"x": np.full((chains, n, 1), float(tag))})
+
 
 
 @pytest.mark.parametrize("regime, sizes", [
@@ -50,6 +40,7 @@ def test_training_set_sizes(regime, sizes):
     assert got == sizes
 
 
+
 def test_accumulate_keeps_everything_and_mix_reuses_the_same_real():
     _, real = _pool()
     first, state = Accumulate().initial(real, 5)
@@ -59,6 +50,7 @@ def test_accumulate_keeps_everything_and_mix_reuses_the_same_real():
     np.testing.assert_array_equal(t2["x"][:, 5:8], 1.0)
     mix, _ = Mix(lam=1.0).build(4, 5, 5, real, {}, _synthetic(2, 5, 9), None)
     np.testing.assert_array_equal(mix["x"][:, :5], first["x"])
+
 
 
 def test_accumulate_subsample_draws_without_replacement():
@@ -77,27 +69,6 @@ def test_accumulate_subsample_draws_without_replacement():
             assert len(set(picked.tolist())) == 5, picked
             assert set(picked.tolist()) <= set(pool[c].tolist())
 
-
-def test_subsample_curator_draws_without_replacement_and_uniformly():
-    """``subsample(keep)`` keeps distinct positions, and each position is kept with probability ``keep`` (within
-    4 standard errors over 400 draws)."""
-    from collapselab.curators import CuratorContext, Subsample
-
-    class Ids:  # a "model" whose samples are their positions
-        n_chains, sample_keys = 2, ("x",)
-
-        def sample(self, n, rng):
-            return SampleSet({"x": np.tile(np.arange(n, dtype=np.float64)[None, :, None], (2, 1, 1))})
-
-    hits, draws = np.zeros(40), 400
-    for i in range(draws):
-        out = Subsample(keep=0.25).curate(Ids(), 40, np.random.default_rng(i), CuratorContext(None))
-        for c in range(2):
-            picked = out["x"][c, :, 0].astype(int)
-            assert out.n == 10 and len(set(picked.tolist())) == 10
-            hits[picked] += 1
-    share = hits / (2 * draws)
-    assert np.abs(share - 0.25).max() < 4 * np.sqrt(0.25 * 0.75 / (2 * draws))
 
 
 def test_fresh_real_and_fortifai_use_new_disjoint_real_data():
@@ -122,49 +93,6 @@ def test_fresh_real_and_fortifai_use_new_disjoint_real_data():
     assert f.real_needed(n, 10) == 3 * n
 
 
-def test_likelihood_truncation_and_top_k_keep_the_right_samples(rng):
-    model = Gaussian.from_params([[0.0]], [[[1.0]]]).tile(3)
-    ctx = CuratorContext(make_source(GaussianTruthConfig(dim=1), 10))
-    kept = LikelihoodTruncation(q=0.2).curate(model, 400, rng, ctx)
-    assert kept.n == 400
-    # the kept samples are the least likely: |x| is large; a 20%-truncated N(0,1) has E x^2 > 1
-    assert np.mean(kept["x"] ** 2) > 1.15
-    top = TopK(reward=Coordinate(index=0), fraction=0.25).curate(model, 300, rng, ctx)
-    assert top.n == 300 and top["x"].mean() > 1.0  # the top quarter of N(0,1) has mean 1.27
-
-
-def test_luce_choice_matches_the_exact_k_choice_law(rng):
-    """For one K-choice, P(kept = x) = p(x) * E[K e^r(x) / (e^r(x) + sum_{j<K} e^r(X_j))] (Ferbach et al.)."""
-    from collapselab.theory.curation import curate_step
-
-    p = np.array([0.1, 0.2, 0.3, 0.4])
-    values = [0.0, 1.0, 2.0, -1.0]
-    model = Categorical.from_probs(p[None]).tile(4)
-    cur = LuceChoice(K=3, reward=SymbolValues(values=values))
-    kept = cur.curate(model, 50_000, rng, CuratorContext(make_source(GaussianTruthConfig(), 10)))
-    freq = np.bincount(kept["x"].ravel(), minlength=4) / kept["x"].size
-    np.testing.assert_allclose(freq, curate_step(p, np.array(values), 3), atol=0.004)  # > 5 binomial SE
-
-
-def test_knowledge_ball_quota_filter_and_failure(rng):
-    src = make_source(LinearTruthConfig(dim=2, design="gaussian"), 50)
-    ctx = CuratorContext(src)
-    model = Linear(LinearConfig(design="block", sigma=1.0), 3, {"dim": 2})
-    model.fit(src.pool(SeedTree(0), 0, 3).take(0, 50))
-    kb = KnowledgeBall(delta=0.5, radius=0.1)
-    theta_c = kb.center(np.ones(2))
-    out = kb.curate(model, 40, rng, ctx)
-    assert out.n == 40 and np.all(kb.accept(out, theta_c, 1.0))
-    np.testing.assert_array_equal(out["x"], model.sample(40, rng)["x"])  # quota keeps the block design
-    filt = KnowledgeBall(delta=0.5, radius=0.1, mode="filter").curate(model, 400, rng, ctx)
-    ok = kb.accept(filt, theta_c, 1.0)
-    np.testing.assert_array_equal(filt.weight, ok.astype(float))
-    assert 0.2 < ok.mean() < 0.95
-    far = KnowledgeBall(delta=50.0, radius=0.0, max_rounds=3)
-    with pytest.raises(CurationError, match="still rejected"):
-        far.curate(model, 40, rng, ctx)
-    assert NoCurator().curate(model, 40, rng, ctx).n == 40
-
 
 def test_fortifai_oracle_trains_on_the_real_chunks_and_draws_nothing():
     _, real = _pool(DigitsConfig(dims=2))
@@ -176,13 +104,14 @@ def test_fortifai_oracle_trains_on_the_real_chunks_and_draws_nothing():
         np.testing.assert_array_equal(train["x"], real.take(0, size)["x"])  # real chunks 0..g (3 at most)
 
 
+
 def test_a_growing_synthetic_schedule_draws_start_plus_step_per_generation(tmp_path):
     """Yi et al.'s delta x round: ``n_synthetic: {start, step}`` (or a list) sets each generation's synthetic size;
     under accumulate the pool grows by exactly those sizes (read back from the checkpoints' regime state)."""
     from collapselab.chain import ChainTask, run_chain
     from collapselab.store import ChainStore
 
-    from .conftest import make_experiment
+    from .helpers import make_experiment
 
     for size, want in (({"start": 5, "step": 5}, [5, 10, 15]), ([7, 3, 11], [7, 3, 11]), (6, [6, 6, 6])):
         exp = make_experiment(n=20, n_synthetic=size, regime={"name": "accumulate"}, seeds=2)
@@ -197,3 +126,5 @@ def test_a_growing_synthetic_schedule_draws_start_plus_step_per_generation(tmp_p
                 run_chain(ChainTask(exp, exp.arms[0].name, 0, str(store.root)), stop_after=g)
                 sizes.append(chain.load(g)[1]["pool.x"].shape[1])
         assert np.diff([20, *sizes]).tolist() == want
+
+

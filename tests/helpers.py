@@ -1,0 +1,89 @@
+"""What many tests do, in one place: run the CLI (in this process or as a subprocess), list a run's files, make a
+small experiment, run one into a folder and finish it, and kill-and-resume it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from collapselab.cli import main
+from collapselab.experiments.resolver import resolve
+from collapselab.experiments.schema import Experiment
+
+
+def cli(*args: str) -> int:
+    """``collapselab ARGS`` in this process; its exit code."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def cli_run(*args, cwd) -> subprocess.CompletedProcess:
+    """``collapselab ARGS`` as a subprocess in ``cwd`` (output captured, text)."""
+    return subprocess.run([sys.executable, "-m", "collapselab", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def cli_proc(*args: str) -> subprocess.Popen:
+    """``collapselab ARGS`` started as a subprocess in its own session (for signals and kills)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "collapselab", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for folders); the lock file's pid is left out."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and p.name != ".collapselab.lock"
+                                             else None)
+            for p in sorted(Path(root).rglob("*"))}
+
+
+def run_files(folder) -> dict[str, bytes]:
+    """Every file of a run directory (but its lock) by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name != ".collapselab.lock"}
+
+
+def make_experiment(**overrides) -> Experiment:
+    """A small valid experiment (1-D Gaussian truth) with ``overrides`` applied to the raw mapping."""
+    raw = {
+        "name": "t",
+        "family": {"name": "gaussian"},
+        "data": {"source": "gaussian", "dim": 1},
+        "n": 50,
+        "generations": 3,
+        "seeds": 4,
+        "heldout": 200,
+        "metrics": ["variance_ratio", "param_error"],
+    }
+    raw.update(overrides)
+    return resolve(raw)
+
+
+def run_and_finish(exp: Experiment, folder):
+    """Run ``exp`` into the run directory ``folder`` and write its outputs; returns ``(summary, values)``."""
+    from collapselab.runs import assemble, create_run, execute, finish
+
+    with create_run(exp, folder) as run:
+        values = assemble(exp, execute(exp, run))
+        summary = finish(exp, run, values)
+    return summary, values
+
+
+def killed_and_uninterrupted(exp: Experiment, tmp_path, stop_after: int = 1):
+    """Run ``exp`` into ``tmp_path/full`` uninterrupted and into ``tmp_path/part`` with every arm killed after
+    generation ``stop_after`` and then resumed; returns ``(full files, part files, full values)``."""
+    from collapselab.chain import ChainTask, last_checkpoint, run_chain
+    from collapselab.runs import assemble, create_run, execute, finish
+
+    _, values = run_and_finish(exp, tmp_path / "full")
+    with create_run(exp, tmp_path / "part") as part:
+        for arm in exp.arms:
+            run_chain(ChainTask(exp, arm.name, 0, str(part.root)), stop_after=stop_after)
+            assert last_checkpoint(part.root / "chains" / arm.name / "b0000") == stop_after
+        finish(exp, part, assemble(exp, execute(exp, part)))
+    return run_files(tmp_path / "full"), run_files(tmp_path / "part"), values
