@@ -36,6 +36,7 @@ import torch
 from collapselab.data.text import Wikipedia, WikipediaConfig
 from collapselab.decoding import Decoding
 from collapselab.families.lm import pack, rewrite, train
+from collapselab.losses.training import AppliedLoss
 from collapselab.losses.ulosses import TCE
 from collapselab.metrics.kr import source_items
 from collapselab.torch_runtime import apply_threads, usable_cores
@@ -69,7 +70,7 @@ def bare_hf(model, blocks: np.ndarray, steps: int, batch: int, lr: float) -> flo
 def ours(model, blocks: np.ndarray, steps: int, batch: int, lr: float) -> float:
     """Seconds for ``steps`` steps of the family's trainer under TCE (gamma 0.9)."""
     t0 = time.perf_counter()
-    train(model, blocks, None, TCE(gamma=0.9), epochs=1, steps=steps, lr=lr, batch=batch, grad_accum=1,
+    train(model, blocks, None, AppliedLoss(TCE(gamma=0.9)), epochs=1, steps=steps, lr=lr, batch=batch, grad_accum=1,
           weight_decay=0.0, warmup=0.0, generator=torch.Generator().manual_seed(0), precision="no", label="bench")
     return time.perf_counter() - t0
 

@@ -65,7 +65,7 @@ def timed(fn, device: str, repeats: int) -> float:
 def cuda_tests(quick: bool) -> None:
     """The suite's CUDA cases (``-k cuda``): passed / failed / skipped."""
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / ("test_losses_torch.py" if quick else ""))],
+                           str(ROOT / "tests" / ("test_losses_functional.py" if quick else ""))],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
     row("CUDA tests (pytest -k cuda)", last.strip("= "), f"exit {done.returncode}")
@@ -121,6 +121,7 @@ def smollm2(device: str, quick: bool) -> dict[str, float]:
     from collapselab.decoding import Decoding
     from collapselab.families.lm import resolve_precision, rewrite, train
     from collapselab.lm_models import load_tokenizer, smollm2_folder
+    from collapselab.losses.training import AppliedLoss
     from collapselab.losses.ulosses import TCE
 
     folder = smollm2_folder()
@@ -132,7 +133,7 @@ def smollm2(device: str, quick: bool) -> dict[str, float]:
     precision = resolve_precision("auto", device)
     sync(device)
     t0 = time.perf_counter()
-    train(model, blocks, None, TCE(gamma=0.9), epochs=1, steps=steps, lr=5e-5, batch=batch, grad_accum=1,
+    train(model, blocks, None, AppliedLoss(TCE(gamma=0.9)), epochs=1, steps=steps, lr=5e-5, batch=batch, grad_accum=1,
           weight_decay=0.0, warmup=0.0, generator=torch.Generator().manual_seed(0), precision=precision,
           label="gpu check", device=device)
     sync(device)
