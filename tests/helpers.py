@@ -87,3 +87,18 @@ def killed_and_uninterrupted(exp: Experiment, tmp_path, stop_after: int = 1):
             assert last_checkpoint(part.root / "chains" / arm.name / "b0000") == stop_after
         finish(exp, part, assemble(exp, execute(exp, part)))
     return run_files(tmp_path / "full"), run_files(tmp_path / "part"), values
+
+
+#: scikit-learn's 8x8 digits as images, and a VAE small enough to train in seconds on them
+DIGITS = {"source": "digits", "form": "images"}
+SMALL_VAE = {"name": "vae", "hidden": 32, "latent": 4, "max_epochs": 3, "batch": 64}
+
+
+def digits_images(n: int = 300, seed: int = 0):
+    """``(source, n real digit images of chain batch 0)`` (100 held out)."""
+    from collapselab.data import make_source
+    from collapselab.seeding import SeedTree
+
+    src = make_source(make_experiment(family=SMALL_VAE, data=DIGITS, n=n, heldout=100, metrics=["test_nelbo"]).data,
+                      100)
+    return src, src.take(SeedTree(seed), 0, 1, 0, n)

@@ -14,19 +14,7 @@ from collapselab.families.vae import VAE, VAEConfig
 from collapselab.losses.ulosses import CE
 from collapselab.seeding import SeedTree
 
-from .helpers import make_experiment
-
-DIGITS = {"source": "digits", "form": "images"}
-
-
-SMALL_VAE = {"name": "vae", "hidden": 32, "latent": 4, "max_epochs": 3, "batch": 64}
-
-
-def _digits(n=300, seed=0):
-    src = make_source(make_experiment(family=SMALL_VAE, data=DIGITS, n=n, heldout=100,
-                                      metrics=["test_nelbo"]).data, 100)
-    return src, src.take(SeedTree(seed), 0, 1, 0, n)
-
+from .helpers import DIGITS, SMALL_VAE, digits_images, make_experiment
 
 
 def test_mnist_has_the_official_70k_split_and_pixel_scale():
@@ -86,7 +74,7 @@ def test_heldout_beyond_the_test_split_names_heldout():
 
 
 def test_sampleset_of_images_concatenates_with_real():
-    src, real = _digits(n=50)
+    src, real = digits_images(n=50)
     model = VAE(VAEConfig(**SMALL_VAE), 1, src.spec).fit_loss(real, CE(), np.random.default_rng(0))
     syn = model.sample(10, np.random.default_rng(0))
     assert (syn["y"] == -1).all()  # unconditional: unlabelled

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from collapselab.data import make_source
 from collapselab.exhibits import ImageGrid
 from collapselab.families.vae import GRID, VAE, VAEConfig
 from collapselab.losses.ulosses import CE, TCE
@@ -17,19 +16,7 @@ from collapselab.runs import assemble, execute
 from collapselab.samples import SampleSet
 from collapselab.seeding import SeedTree
 
-from .helpers import killed_and_uninterrupted, make_experiment
-
-DIGITS = {"source": "digits", "form": "images"}
-
-
-SMALL_VAE = {"name": "vae", "hidden": 32, "latent": 4, "max_epochs": 3, "batch": 64}
-
-
-def _digits(n=300, seed=0):
-    src = make_source(make_experiment(family=SMALL_VAE, data=DIGITS, n=n, heldout=100,
-                                      metrics=["test_nelbo"]).data, 100)
-    return src, src.take(SeedTree(seed), 0, 1, 0, n)
-
+from .helpers import DIGITS, SMALL_VAE, digits_images, killed_and_uninterrupted, make_experiment
 
 
 @pytest.mark.parametrize(("family", "message"), [
@@ -44,7 +31,7 @@ def test_bad_vae_settings_name_the_field(family, message):
 
 
 def test_vae_shapes_labels_and_state_roundtrip():
-    src, real = _digits()
+    src, real = digits_images()
     cfg = VAEConfig(**{**SMALL_VAE, "conditional": True})
     model = VAE(cfg, 1, src.spec).fit_loss(real, TCE(gamma=0.9), np.random.default_rng(0))
     s = model.sample(25, np.random.default_rng(1))
@@ -64,7 +51,7 @@ def test_vae_shapes_labels_and_state_roundtrip():
 
 
 def test_vae_training_is_seeded_and_learns():
-    src, real = _digits(n=400)
+    src, real = digits_images(n=400)
     cfg = VAEConfig(**{**SMALL_VAE, "max_epochs": 15})
     a = VAE(cfg, 1, src.spec).fit_loss(real, CE(), np.random.default_rng(5))
     b = VAE(cfg, 1, src.spec).fit_loss(real, CE(), np.random.default_rng(5))
@@ -83,7 +70,7 @@ def test_vae_training_is_seeded_and_learns():
 
 def test_curation_weight_zero_images_are_not_trained_on():
     """Whatever a dropped (weight 0) image holds, the trained model is the same."""
-    src, real = _digits(n=200)
+    src, real = digits_images(n=200)
     cfg = VAEConfig(**SMALL_VAE)
     w = np.ones((1, 200))
     w[0, 100:] = 0
@@ -130,7 +117,7 @@ def test_vae_training_records_the_loss_gamma_and_kept_share(loss, granularity, k
 
     from collapselab.losses.ulosses import get_uloss
 
-    src, real = _digits(400)
+    src, real = digits_images(400)
     cfg = VAEConfig(**{**SMALL_VAE, "granularity": granularity, "max_epochs": 4, "threads": 1})
     uloss = get_uloss(**loss)
     fam = VAE(cfg, 1, src.spec).fit_loss(real, uloss, np.random.default_rng(0))
