@@ -31,7 +31,8 @@ run: $(STAMP)
 # the suite on every usable core (at least 2), independent tests in parallel; tests that share a Ray cluster run in one
 # worker (loadgroup); the 15 slowest are listed
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(2, len(os.sched_getaffinity(0))))")
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+DURATIONS ?= 15
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=$(DURATIONS)
 test: $(STAMP)
 	$(PYTEST) tests examples/collapselab-example-plugin/tests
 

@@ -64,8 +64,8 @@ CURATOR_CASES = {
     "subsample": ({"keep": 0.5}, None),
     "knowledge_ball": ({"delta": 0.5, "radius": 0.5}, _linear),
     "knowledge_ball-filter": ({"delta": 0.5, "radius": 0.5, "mode": "filter"}, _linear),
-    # needing a trained image or language model: covered by their own tests (tests/test_image_runs.py,
-    # tests/test_text_probe.py); listed here so that a new curator must be added deliberately
+    # needing a trained image or language model: covered by their own tests (tests/test_vae.py,
+    # tests/test_causal_lm.py); listed here so that a new curator must be added deliberately
     "discriminator": None,
     "rouge_oracle": None,
 }
@@ -105,7 +105,7 @@ SOURCE_CASES = {
     "mnist": {}, "fashion_mnist": {},
     "wikipedia": {"tokenizer": "tiny", "vocab": 1000, "documents": 16, "window": 16},
     "plays": {"tokenizer": "tiny", "vocab": 1000, "window": 16},
-    # a user's files: check_source runs on files the tests make, in tests/test_user_data.py
+    # a user's files: check_source runs on files the tests make, in tests/test_data_user.py
     "text_files": None, "image_folder": None, "array_file": None, "hf_dataset": None,
 }
 
@@ -135,7 +135,7 @@ FAMILY_CASES = {
     "categorical": ({}, lambda: _source("categorical", vocab=20), 2),
     "vae": ({"hidden": 32, "latent": 4, "max_epochs": 2, "batch": 32},
             lambda: _source("digits", form="images"), 1),
-    "causal_lm": None,  # trained and round-tripped in tests/test_text_lm.py (a tiny transformer per check)
+    "causal_lm": None,  # trained and round-tripped in tests/test_causal_lm.py (a tiny transformer per check)
 }
 
 
