@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from .helpers import make_experiment, run_and_finish
-from .test_vae import IMAGE_EXP
 from .test_causal_lm import TEXT_EXP
+from .test_vae import IMAGE_EXP
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 
