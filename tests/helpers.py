@@ -3,6 +3,7 @@ small experiment, run one into a folder and finish it, and kill-and-resume it.""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -33,6 +34,27 @@ def cli_proc(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "collapselab", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
+
+
+#: the long run that kill-and-resume tests stop mid-way (4 arms x 3 seeds x 40 generations of ``quickstart``)
+LONG = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
+
+
+def long_run(tmp_path_factory) -> Path:
+    """``LONG`` run uninterrupted through the CLI, once per test session: every pytest-xdist worker shares the one
+    folder (the first to ask runs it under a file lock while the others wait; ``getbasetemp().parent`` is the
+    session's common folder)."""
+    root = tmp_path_factory.getbasetemp().parent / "shared-long-run"
+    root.mkdir(exist_ok=True)
+    run = root / "run"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").exists():
+            done = subprocess.run([sys.executable, "-m", "collapselab", "run", *LONG, "--out", str(run),
+                                   "--overwrite"], capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            (root / "done").touch()
+    return run
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

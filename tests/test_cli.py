@@ -18,7 +18,7 @@ import pytest
 
 from collapselab.cli import main
 
-from .helpers import cli, cli_proc, run_files, tree
+from .helpers import LONG, cli, cli_proc, long_run, run_files, tree
 
 SMALL = ["--set", "n=60", "--set", "heldout=100", "--generations", "3", "--seeds", "2", "-q"]
 
@@ -390,15 +390,9 @@ def _wait_for(folder: Path, pattern: str, timeout: float = 120.0) -> None:
     raise AssertionError(f"{pattern} never appeared")
 
 
-LONG = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
-    full = tmp_path_factory.mktemp("full") / "run"
-    done = subprocess.run([sys.executable, "-m", "collapselab", "run", *LONG, "--out", str(full)], capture_output=True)
-    assert done.returncode == 0, done.stderr
-    return full
+    return long_run(tmp_path_factory)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from .helpers import cli_run, run_files
+from .helpers import LONG, cli_run, long_run, run_files
 
 ray = pytest.importorskip("ray")
 #: every test here starts, joins or probes Ray: one parallel worker runs them all, in turn
@@ -218,7 +218,7 @@ def test_the_storage_probe_passes_on_a_shared_folder_and_names_a_node_that_canno
     assert list(tmp_path.iterdir()) == [elsewhere]
 
 
-def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_same_bytes(tmp_path):
+def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_same_bytes(tmp_path, tmp_path_factory):
     """SIGINT to the driver mid-run: exit 130 with the resume hint, no file changes after it returned, and `resume
     --backend ray` ends in the local run's bytes."""
     import os
@@ -226,10 +226,9 @@ def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_sam
     import signal
     import time
 
-    long = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations", "40", "--seeds", "3", "-q"]
-    assert cli_run("run", *long, "-o", tmp_path / "local", cwd=tmp_path).returncode == 0
+    local = long_run(tmp_path_factory)  # the uninterrupted local run, shared with test_cli's kill tests
     out = tmp_path / "ray"
-    proc = subprocess.Popen([sys.executable, "-m", "collapselab", "run", *long, "-o", str(out), "--backend", "ray"],
+    proc = subprocess.Popen([sys.executable, "-m", "collapselab", "run", *LONG, "-o", str(out), "--backend", "ray"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     end = time.monotonic() + 180
@@ -248,7 +247,7 @@ def test_an_interrupted_ray_driver_stops_its_tasks_and_resumes_on_ray_to_the_sam
         os.killpg(proc.pid, 0)  # nor is any process of its session left
     done = cli_run("resume", out, "-q", "--backend", "ray", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert run_files(out) == run_files(tmp_path / "local")
+    assert run_files(out) == run_files(local)
 
 
 def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_path):
