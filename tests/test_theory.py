@@ -156,3 +156,14 @@ def test_ferbach_reward_trajectory():
     th = theory_curves(exp)
     for a, name in enumerate(["replace", "mix"]):
         np.testing.assert_allclose(v[a, :, :, 0].mean(0), th[name]["mean_reward"].values, rtol=0.01)
+
+
+def test_yi_normal_functions_are_scipys_bitwise():
+    """theory.yi computes N(0, 1)'s density and distribution function without importing scipy.stats (its import
+    cost every CLI call): the values are scipy.stats.norm's to the bit."""
+    from scipy.stats import norm
+
+    from collapselab.theory.yi import C
+
+    a, b = np.linspace(-8, 0, 100_001), np.linspace(0.1, 8, 100_001)
+    assert np.array_equal(C(a, b), (norm.pdf(b) - norm.pdf(a)) / (norm.cdf(b) - norm.cdf(a)))
