@@ -42,9 +42,11 @@ LONG = ["quickstart", "--set", "n=200", "--set", "heldout=200", "--generations",
 
 def long_run(tmp_path_factory) -> Path:
     """``LONG`` run uninterrupted through the CLI, once per test session: every pytest-xdist worker shares the one
-    folder (the first to ask runs it under a file lock while the others wait; ``getbasetemp().parent`` is the
-    session's common folder)."""
-    root = tmp_path_factory.getbasetemp().parent / "shared-long-run"
+    folder (the first to ask runs it under a file lock while the others wait). Under xdist each worker's base
+    folder lies in the session's own one; without xdist the base folder is the session's (its parent is shared by
+    every session, so a finished run there would outlive a code change)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-long-run"
     root.mkdir(exist_ok=True)
     run = root / "run"
     with open(root / ".lock", "w") as lock:
