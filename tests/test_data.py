@@ -46,3 +46,26 @@ def test_linear_designs():
     np.testing.assert_allclose(ortho["x"][0].T @ ortho["x"][0], 100 * np.eye(8))
     fresh = make_source(LinearTruthConfig(dim=2), 10).pool(SeedTree(0), 0, 2).take(0, 5)
     assert not np.array_equal(fresh["x"][0], fresh["x"][1])
+
+
+def test_the_wikipedia_articles_read_back_from_the_cache_equal_a_fresh_parse(tmp_path, monkeypatch):
+    """The clean articles are parsed once per machine and read back after that: the same documents, in dump order;
+    a damaged cache entry is parsed again, never used."""
+    import pytest
+
+    pytest.importorskip("gensim")
+    from collapselab.data import corpora
+
+    parsed = tuple(corpora.parse_wikipedia(corpora.wikipedia_dump()))
+    monkeypatch.setenv("COLLAPSELAB_CACHE", str(tmp_path))
+    corpora.wikipedia_articles.cache_clear()
+    try:
+        assert corpora.wikipedia_articles() == parsed and len(parsed) == 103  # built, then read back
+        (entry,) = tmp_path.glob("wikipedia-articles-*/articles.json")
+        corpora.wikipedia_articles.cache_clear()
+        assert corpora.wikipedia_articles() == parsed  # read back
+        entry.write_text("[]")
+        corpora.wikipedia_articles.cache_clear()
+        assert corpora.wikipedia_articles() == parsed  # damaged: parsed again
+    finally:
+        corpora.wikipedia_articles.cache_clear()

@@ -66,13 +66,15 @@ def _verified(folder: Path) -> bool:
         return False
 
 
-def cached_folder(name: str, key: str, build: Callable[[Path], None], what: str = "") -> Path:
-    """The cache folder ``name-key``, built by ``build(tmp_folder)`` when absent or damaged (see module doc)."""
+def cached_folder(name: str, key: str, build: Callable[[Path], None], what: str = "", quiet: bool = False) -> Path:
+    """The cache folder ``name-key``, built by ``build(tmp_folder)`` when absent or damaged (see module doc); the
+    build is announced on stderr unless ``quiet`` (for builds of a few seconds)."""
     folder = cache_dir() / f"{name}-{key}"
     with locked(folder):
         if folder.is_dir() and _verified(folder):
             return folder
-        print(f"collapselab: building {what or name} once (cached in {folder})", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"collapselab: building {what or name} once (cached in {folder})", file=sys.stderr, flush=True)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -101,14 +101,9 @@ def _data() -> list[Check]:
     def wikipedia() -> str:
         if importlib.util.find_spec("gensim") is None:
             raise ImportError("gensim is not installed")
-        from gensim.test.utils import datapath
+        from collapselab.data.corpora import wikipedia_dump
 
-        from collapselab.data.corpora import WIKI_FILE
-
-        path = datapath(WIKI_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing")
-        return path
+        return str(wikipedia_dump())
 
     def fashion() -> str:
         return str(fashion_files()[0].parent)
