@@ -63,3 +63,16 @@ def test_every_module_has_a_floor_and_no_import_points_up():
     up = sorted(f"{a} (floor {floors[a]}) imports {b} (floor {floors[b]})"
                 for a, bs in _imports().items() for b in bs if b in floors and a in floors and floors[b] > floors[a])
     assert not up, up
+
+
+def test_a_cli_call_imports_no_scipy_until_a_function_needs_it():
+    """scipy's special functions and integrators are imported where they are used: loading the CLI, the run
+    lifecycle, the experiment resolver (every built-in family and data source) and the report's aggregation (the
+    theory curves) imports no scipy module (scipy.special alone costs every CLI process a third of a second)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, collapselab.cli, collapselab.runs, collapselab.experiments.resolver, "
+            "collapselab.report.aggregate; print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -6,7 +6,6 @@ Every function takes a leading batch of parameter sets (chains, components) and 
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -73,6 +72,8 @@ def gaussian_logpdf(x: np.ndarray, mean: np.ndarray, chol: np.ndarray,
 
 def chi2_sf(m2: np.ndarray, d: int) -> np.ndarray:
     """``P(chi2_d > m2)``: the density-quantile confidence of a Gaussian at squared distance ``m2``."""
+    from scipy import special  # here, not at the top: scipy.special costs every process a third of a second
+
     return special.gammaincc(d / 2.0, m2 / 2.0)
 
 

@@ -20,7 +20,6 @@ from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import Field
-from scipy import special
 
 from collapselab.families.base import FAMILIES, Family, FamilyConfig, check_keys, combine_weights, per_sample
 from collapselab.families.closed_form import ClosedFormFamily
@@ -139,6 +138,8 @@ class Linear(ClosedFormFamily):
 
     def confidence(self, data: SampleSet) -> np.ndarray:
         """``P(|Y - x theta| > |y - x theta|) = erfc(|z| / sqrt 2)``."""
+        from scipy import special  # here, not at the top: scipy.special costs every process a third of a second
+
         return special.erfc(np.abs(self._z(data)) / np.sqrt(2.0))
 
     # -- views used by metrics ---------------------------------------------------------------

@@ -10,11 +10,12 @@ the kept sample is ``p_{t+1}(x) = p_t(x) H(x)`` with
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import quad
 
 
 def curate_step(p: np.ndarray, reward: np.ndarray, K: int) -> np.ndarray:
     """One exact (infinite-sample) K-choice curation step; renormalised (the map is K-homogeneous in p)."""
+    from scipy.integrate import quad  # here, not at the top: scipy.integrate costs every process 0.4 s
+
     p = np.asarray(p, dtype=np.float64)
     w = np.exp(np.asarray(reward, dtype=np.float64) - np.max(reward))  # shift-invariant; avoids overflow
     if K == 1:

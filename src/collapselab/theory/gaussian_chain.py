@@ -13,7 +13,6 @@ contracts the distance to the real-data optimum by ``lam / (1 + lam)`` per gener
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import digamma, polygamma
 
 
 def _c(M: int, unbiased: bool) -> int:
@@ -27,6 +26,8 @@ def expected_variance(g: int | np.ndarray, M: int, sigma2: float = 1.0, unbiased
 
 def expected_log_variance(g: int | np.ndarray, M: int, sigma2: float = 1.0, unbiased: bool = True) -> np.ndarray:
     """``E log sigma_g^2 = log sigma^2 + (g+1) [psi((M-1)/2) + log(2/c)]`` (negative drift: sigma_g^2 -> 0 a.s.)."""
+    from scipy.special import digamma  # here, not at the top: scipy.special costs every process 0.3 s
+
     nf = np.asarray(g, dtype=np.float64) + 1
     return np.log(sigma2) + nf * (digamma((M - 1) / 2) + np.log(2.0 / _c(M, unbiased)))
 
@@ -34,6 +35,8 @@ def expected_log_variance(g: int | np.ndarray, M: int, sigma2: float = 1.0, unbi
 def median_variance(g: int | np.ndarray, M: int, sigma2: float = 1.0, unbiased: bool = True) -> np.ndarray:
     """Median of ``sigma_g^2`` (Edgeworth correction of the log-normal approximation): it falls like
     ``exp(-(g+1)/(M-1))`` while the unbiased mean stays at sigma^2."""
+    from scipy.special import polygamma
+
     nu = (M - 1) / 2
     skew_shift = polygamma(2, nu) / (6 * polygamma(1, nu))
     return np.exp(expected_log_variance(g, M, sigma2, unbiased) - skew_shift)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtr
 
 SIGMA_C = math.sqrt(2.0 / math.pi)
 
@@ -26,6 +25,8 @@ def _pdf(x: np.ndarray) -> np.ndarray:
 
 
 def _z(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr  # here, not at the top: scipy.special costs every CLI call a third of a second
+
     return ndtr(b) - ndtr(a)
 
 
