@@ -111,9 +111,9 @@ def model_window(config: CausalLMConfig) -> int:
     """The model's window in tokens (``positions`` for tiny, else its config's position count)."""
     if config.model == "tiny":
         return config.positions
-    from collapselab.lm_models import model_positions, smollm2_folder
+    from collapselab.lm_models import model_positions, smollm2_positions
 
-    return model_positions(smollm2_folder() if config.model == "smollm2" else Path(config.model).expanduser())
+    return smollm2_positions() if config.model == "smollm2" else model_positions(Path(config.model).expanduser())
 
 
 @FAMILIES.register
