@@ -140,7 +140,7 @@ def smollm2_folder() -> Path:
 @functools.cache
 def smollm2_positions() -> int:
     """SmolLM2's window in tokens, read from its GGUF's metadata (``llama.context_length``, which transformers
-    maps to ``max_position_embeddings``): checking an experiment never dequantises the model (20 s, 517 MB)."""
+    maps to ``max_position_embeddings``): checking an experiment never dequantises the model."""
     from gguf import GGUFReader
 
     field = GGUFReader(str(smollm2_package() / SMOLLM2_GGUF)).fields["llama.context_length"]

@@ -108,7 +108,7 @@ class CausalLMConfig(GradientConfig):
 
 
 def model_window(config: CausalLMConfig) -> int:
-    """The model's window in tokens (``positions`` for tiny, else its config's position count)."""
+    """The model's window in tokens (``positions`` for tiny, SmolLM2's GGUF metadata, else the config's)."""
     if config.model == "tiny":
         return config.positions
     from collapselab.lm_models import model_positions, smollm2_positions
